@@ -1,0 +1,13 @@
+package model
+
+import "errors"
+
+// ErrNotAuthorized means no API call may be made: setup was never done, or
+// the state is reauth_required or config_error. Jobs record such a run as
+// "skipped" and make no request. Errors from the token source wrap it.
+var ErrNotAuthorized = errors.New("not authorized")
+
+// ErrTokenBackoff means the token endpoint failed transiently and the token
+// source is waiting before its next attempt. Jobs record the run as failed
+// without calling the API.
+var ErrTokenBackoff = errors.New("token refresh backing off")
