@@ -23,6 +23,7 @@ type API interface {
 
 // Run is one finished run of a job, as stored in sync_runs.
 type Run struct {
+	ID         int64  // sync_runs.id once stored
 	Job        string // "homes", "devices", "history"
 	StartedAt  time.Time
 	FinishedAt time.Time
@@ -92,8 +93,8 @@ type HistoryResult struct {
 // Store is the data.db store as the jobs use it. *store.DB implements it.
 type Store interface {
 	// SaveInventory writes a homes/devices batch and its run in one transaction.
-	// It sets run.RowsWritten and returns the stored run id.
-	SaveInventory(ctx context.Context, run Run, b InventoryBatch) (int64, error)
+	// It returns the run as stored: ID and RowsWritten filled in.
+	SaveInventory(ctx context.Context, run Run, b InventoryBatch) (Run, error)
 	// RecordRun writes a run that stored no batch (failed or skipped).
 	RecordRun(ctx context.Context, run Run) (int64, error)
 	// ActiveHomeDevices returns, per non-removed home, its non-removed devices

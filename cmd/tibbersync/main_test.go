@@ -1,0 +1,334 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"html"
+	"io"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tibbersync/tibbersync/internal/simulator"
+)
+
+// syncBuffer is a bytes.Buffer safe for the concurrent writes of a daemon.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// runCmd runs the CLI in-process with the given environment.
+func runCmd(t *testing.T, ctx context.Context, environ []string, stdin string, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb syncBuffer
+	env := &environment{stdin: strings.NewReader(stdin), stdout: &out, stderr: &errb, environ: environ}
+	code := runWith(ctx, args, env)
+	return code, out.String(), errb.String()
+}
+
+func testCtx(t *testing.T, d time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// fixture is a simulator on loopback and a config file pointing at it.
+type fixture struct {
+	sim     *simulator.Simulator
+	srv     *httptest.Server
+	dir     string
+	cfgPath string
+	port    int
+	environ []string
+}
+
+func newFixture(t *testing.T, mutate func(*simulator.Options)) *fixture {
+	t.Helper()
+	f := &fixture{dir: t.TempDir(), port: freePort(t)}
+	redirect := fmt.Sprintf("http://localhost:%d/callback", f.port)
+	opts := simulator.Options{Seed: 7, RedirectURIs: []string{redirect}, PageSize: 48}
+	if mutate != nil {
+		mutate(&opts)
+	}
+	f.sim = simulator.New(opts)
+	f.srv = httptest.NewServer(f.sim)
+	t.Cleanup(f.srv.Close)
+	t.Cleanup(f.sim.Close)
+	f.sim.SetBaseURL(f.srv.URL)
+
+	secretFile := filepath.Join(f.dir, "client_secret")
+	if err := os.WriteFile(secretFile, []byte("sim-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(f.dir, "state")
+	cfg := fmt.Sprintf(`
+[tibber]
+client_id = %q
+client_secret_file = %q
+redirect_url = %q
+auth_url = %q
+token_url = %q
+userinfo_url = %q
+api_url = %q
+requests_per_second = 100.0
+
+[storage]
+dir = %q
+
+[web]
+listen = "127.0.0.1:%d"
+
+[schedule]
+devices = "@every 1m"
+homes = "@every 1h"
+history = "@every 1h"
+jitter = "0s"
+
+[history]
+backfill_days = 3
+
+[log]
+format = "json"
+level = "debug"
+`, simulator.DefaultClientID, secretFile, redirect,
+		f.srv.URL+"/connect/authorize", f.srv.URL+"/connect/token", f.srv.URL+"/connect/userinfo", f.srv.URL,
+		state, f.port)
+	f.cfgPath = filepath.Join(f.dir, "config.toml")
+	if err := os.WriteFile(f.cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f.environ = []string{"PATH=" + os.Getenv("PATH")}
+	return f
+}
+
+func TestVersion(t *testing.T) {
+	code, out, _ := runCmd(t, testCtx(t, 10*time.Second), nil, "", "version")
+	if code != 0 || !strings.Contains(out, "tibbersync") {
+		t.Fatalf("version: code %d, out %q", code, out)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	ctx := testCtx(t, 10*time.Second)
+	for name, args := range map[string][]string{
+		"NoCommand":      {},
+		"UnknownCommand": {"frobnicate"},
+		"BadFlag":        {"status", "--bogus"},
+		"SyncUnknownJob": {"sync", "weather"},
+		"BackupNoFile":   {"backup"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			code, _, errOut := runCmd(t, ctx, nil, "", args...)
+			if code != exitUsage {
+				t.Fatalf("%v: exit %d, want %d; stderr %q", args, code, exitUsage, errOut)
+			}
+		})
+	}
+}
+
+func TestBadConfigExits78AndWritesNothing(t *testing.T) {
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	cfg := filepath.Join(dir, "config.toml")
+	body := fmt.Sprintf(`
+[storage]
+dir = %q
+[schedule]
+devices = "*/5 * *"
+jitter = "-3s"
+[history]
+resolutions = ["hourly"]
+[tibber]
+api_url = "not a url"
+`, state)
+	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut := runCmd(t, testCtx(t, 10*time.Second), nil, "", "-c", cfg, "run")
+	if code != exitConfig {
+		t.Fatalf("exit %d, want 78; stderr %q", code, errOut)
+	}
+	for _, key := range []string{"schedule.devices", "schedule.jitter", "history.resolutions", "tibber.api_url"} {
+		if !strings.Contains(errOut, key) {
+			t.Errorf("stderr does not name %s:\n%s", key, errOut)
+		}
+	}
+	if _, err := os.Stat(state); !os.IsNotExist(err) {
+		t.Fatalf("state dir was created by a bad config: %v", err)
+	}
+}
+
+// TestDaemonEndToEnd runs `tibbersync run` against the simulator: setup
+// through the web page with a cookie-jar client, jobs starting without a
+// restart, status exit codes, then a clean stop.
+func TestDaemonEndToEnd(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := testCtx(t, 90*time.Second)
+
+	// Before setup: status says setup required once the daemon created data.db.
+	runCtx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	var runCode int
+	var runErr syncBuffer
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		env := &environment{stdin: strings.NewReader(""), stdout: &runErr, stderr: &runErr, environ: f.environ}
+		runCode = runWith(runCtx, []string{"-c", f.cfgPath, "run"}, env)
+	}()
+	base := fmt.Sprintf("http://127.0.0.1:%d", f.port)
+	waitFor(t, ctx, func() bool {
+		resp, err := http.Get(base + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	if !strings.Contains(runErr.String(), "authorization required: open http://127.0.0.1:") {
+		t.Errorf("daemon did not log the setup URL:\n%s", runErr.String())
+	}
+	code, _, _ := runCmd(t, ctx, f.environ, "", "-c", f.cfgPath, "status")
+	if code != statusSetupRequired {
+		t.Fatalf("status before setup: exit %d, want %d", code, statusSetupRequired)
+	}
+	if n := f.sim.Stats().Requests["homes"]; n != 0 {
+		t.Fatalf("daemon called /v1/homes %d times before authorization", n)
+	}
+
+	// Setup: /setup/start → simulator consent page → approve → /callback.
+	if err := walkConsent(ctx, base); err != nil {
+		t.Fatalf("setup flow: %v", err)
+	}
+	// Jobs start without a restart.
+	waitFor(t, ctx, func() bool {
+		code, _, _ := runCmd(t, ctx, f.environ, "", "-c", f.cfgPath, "status", "--json")
+		return code == statusHealthy
+	})
+	code, out, _ := runCmd(t, ctx, f.environ, "", "-c", f.cfgPath, "status", "--json")
+	var rep statusReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("status --json: %v\n%s", err, out)
+	}
+	if code != 0 || rep.Auth.State != "ok" || rep.Tables["devices"] == 0 || rep.Tables["homes"] != 2 {
+		t.Fatalf("status after setup: code %d, report %+v", code, rep)
+	}
+
+	// A second daemon on the same state directory refuses to start.
+	code, _, errOut := runCmd(t, ctx, f.environ, "", "-c", f.cfgPath, "run")
+	if code == 0 || !strings.Contains(errOut, "already running") {
+		t.Fatalf("second daemon: exit %d, stderr %q", code, errOut)
+	}
+
+	stop()
+	wg.Wait()
+	if runCode != 0 {
+		t.Fatalf("daemon exit %d\n%s", runCode, runErr.String())
+	}
+	if strings.Contains(runErr.String(), "sim-secret") {
+		t.Fatal("client secret appeared in the daemon's log")
+	}
+	if st := f.sim.Stats(); st.UserAgentViolations != 0 || st.RefreshReuse != 0 {
+		t.Fatalf("simulator saw UA violations %d, refresh reuse %d", st.UserAgentViolations, st.RefreshReuse)
+	}
+}
+
+func waitFor(t *testing.T, ctx context.Context, cond func() bool) {
+	t.Helper()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatal("timed out waiting")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func TestDemo(t *testing.T) {
+	code, out, errOut := runCmd(t, testCtx(t, 120*time.Second), nil, "", "demo", "--cycles", "3", "--backfill-days", "3")
+	if code != 0 {
+		t.Fatalf("demo exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	for _, want := range []string{"authorized as", "cycle 3", "latest values", "history_hourly covers"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// walkConsent does what a person with a browser does, with a plain
+// cookie-jar HTTP client: /setup/start → the simulator's consent page →
+// Approve → /callback → success page.
+func walkConsent(ctx context.Context, base string) error {
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar, Timeout: 20 * time.Second}
+	get := func(u string) (*http.Response, string, error) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		req.Header.Set("User-Agent", "tibbersync-test/1.0 (linux; amd64)")
+		resp, err := c.Do(req)
+		if err != nil {
+			return nil, "", err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b), nil
+	}
+	resp, page, err := get(base + "/setup/start")
+	if err != nil {
+		return err
+	}
+	m := regexp.MustCompile(`name="request" value="([^"]+)"`).FindStringSubmatch(page)
+	if m == nil {
+		return fmt.Errorf("no consent form at %s (%s):\n%s", resp.Request.URL, resp.Status, page)
+	}
+	consent := resp.Request.URL.ResolveReference(&url.URL{Path: "/connect/consent"})
+	form := url.Values{"request": {html.UnescapeString(m[1])}, "decision": {"approve"}}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, consent.String(), strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("User-Agent", "tibbersync-test/1.0 (linux; amd64)")
+	resp2, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp2.Body.Close()
+	body, _ := io.ReadAll(resp2.Body)
+	if resp2.StatusCode != http.StatusOK || !strings.Contains(string(body), "data-api-homes-read") {
+		return fmt.Errorf("success page: %s at %s:\n%s", resp2.Status, resp2.Request.URL, body)
+	}
+	return nil
+}

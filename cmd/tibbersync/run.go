@@ -1,0 +1,264 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tibbersync/tibbersync/internal/auth"
+	"github.com/tibbersync/tibbersync/internal/jobs"
+	"github.com/tibbersync/tibbersync/internal/model"
+	"github.com/tibbersync/tibbersync/internal/web"
+)
+
+// jobNames are the scheduled jobs, in the order they first run.
+var jobNames = []string{"homes", "devices", "history"}
+
+func cmdRun(ctx context.Context, args []string, env *environment) int {
+	fs, g := newFlagSet(ctx, "run", env)
+	if code, ok := parseFlags(fs, args, 0, env); !ok {
+		return code
+	}
+	cfg, code, ok := loadConfig(g, env)
+	if !ok {
+		return code
+	}
+	log, err := newLogger(cfg, env)
+	if err != nil {
+		fmt.Fprintf(env.stderr, "tibbersync: %v\n", err)
+		return exitConfig
+	}
+	d := &daemon{env: env, log: log}
+	return d.run(ctx, cfg, appOptions{withMetrics: true})
+}
+
+// daemon is `tibbersync run`: web server, scheduler, notifier and
+// maintenance, owned by one context.
+type daemon struct {
+	env *environment
+	log *slog.Logger
+	// ready, when set, is called with the web server's URL once it listens (tests, demo).
+	ready func(url string, a *app)
+}
+
+func (d *daemon) run(ctx context.Context, cfg cfgT, o appOptions) int {
+	log := d.log
+	for _, w := range auth.CheckRedirectURL(cfg.Tibber.RedirectURL, cfg.Web.Listen) {
+		log.Warn("redirect uri check", "redirect_url", cfg.Tibber.RedirectURL, "warning", w)
+	}
+	if err := os.MkdirAll(cfg.Storage.Dir, 0o750); err != nil {
+		fmt.Fprintf(d.env.stderr, "tibbersync: create storage dir: %v\n", err)
+		return exitConfig
+	}
+	unlock, err := lockDaemon(cfg.Storage.Dir)
+	if err != nil {
+		fmt.Fprintf(d.env.stderr, "tibbersync: %v\n", err)
+		return exitError
+	}
+	defer unlock()
+
+	if o.statusURL == "" {
+		o.statusURL = "http://" + cfg.Web.Listen + "/"
+	}
+	a, err := openApp(ctx, cfg, log, o)
+	if err != nil {
+		fmt.Fprintf(d.env.stderr, "tibbersync: %v\n", err)
+		return exitConfig
+	}
+	defer a.close()
+	if err := a.source.Init(ctx); err != nil {
+		log.Error("read token state", "err", err)
+	}
+
+	sched := &jobs.Scheduler{
+		Runner:    a,
+		Store:     a.data,
+		Clock:     a.clk,
+		Logger:    log.With("component", "scheduler"),
+		Jitter:    cfg.Schedule.Jitter,
+		NotBefore: buildTime(),
+		OnRun: func(r jobs.Run, err error) {
+			if a.metrics != nil {
+				a.metrics.ObserveRun(r.Job, r.Status, r.RowsWritten, r.FinishedAt)
+			}
+		},
+	}
+	for _, name := range jobNames {
+		sched.Jobs = append(sched.Jobs, jobs.Job{Name: name, Spec: scheduleSpec(cfg, name)})
+	}
+	if err := sched.Validate(); err != nil {
+		fmt.Fprintf(d.env.stderr, "tibbersync: %v\n", err)
+		return exitConfig
+	}
+
+	wopts := web.Options{
+		Listen:           cfg.Web.Listen,
+		AllowRemote:      cfg.Web.AllowRemote,
+		RedirectURL:      cfg.Tibber.RedirectURL,
+		ClientID:         cfg.Tibber.ClientID,
+		Scopes:           cfg.Tibber.Scopes,
+		ClientConfigured: a.clientConfigured,
+		ConfigHint:       configHint(cfg),
+		Status:           a,
+		JobIntervals:     jobIntervals(cfg),
+		Metrics:          a.metrics,
+		Clock:            a.clk,
+		Logger:           log.With("component", "web"),
+		OnAuthorized: func(st model.AuthStatus) {
+			log.Info("authorized; starting jobs", "email", st.Email, "granted_scopes", st.GrantedScopes)
+			for _, name := range jobNames {
+				sched.Trigger(name)
+			}
+		},
+	}
+	if a.flow != nil {
+		wopts.Flow = a.flow
+	}
+	srv, err := web.New(wopts)
+	if err != nil {
+		fmt.Fprintf(d.env.stderr, "tibbersync: web: %v\n", err)
+		return exitConfig
+	}
+	if err := srv.Open(); err != nil {
+		fmt.Fprintf(d.env.stderr, "tibbersync: web: %v\n", err)
+		return exitError
+	}
+	log.Info("tibbersync started", "url", srv.URL(), "storage_dir", cfg.Storage.Dir)
+
+	st, err := a.source.Status(ctx)
+	switch {
+	case err != nil:
+		log.Error("read auth status", "err", err)
+	case !a.clientConfigured:
+		log.Warn("client not configured: " + configHint(cfg) + "; then open " + setupURL(srv) + " for the steps")
+	case st.State == model.AuthSetupRequired:
+		log.Warn("authorization required: open " + setupURL(srv))
+	case st.State == model.AuthReauthRequired || st.State == model.AuthConfigError:
+		log.Warn("re-authorization required: open "+setupURL(srv), "state", st.State, "reason", st.Reason)
+	}
+	if d.ready != nil {
+		d.ready(srv.URL(), a)
+	}
+
+	var wg sync.WaitGroup
+	runCtx, cancel := context.WithCancel(ctx)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := sched.Run(runCtx); err != nil && !errors.Is(err, context.Canceled) {
+			log.Error("scheduler stopped", "err", err)
+		}
+	}()
+	if a.notifier != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.notifier.Run(runCtx)
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		maintain(runCtx, a, log)
+	}()
+
+	<-ctx.Done()
+	log.Info("stopping: letting running jobs finish")
+	cancel()
+	closeCtx, closeCancel := context.WithTimeout(context.Background(), 5*time.Second)
+	if err := srv.Close(closeCtx); err != nil {
+		log.Warn("web server close", "err", err)
+	}
+	closeCancel()
+	wg.Wait()
+	log.Info("stopped")
+	return exitOK
+}
+
+func setupURL(srv *web.Server) string { return srv.URL() + "/setup" }
+
+func scheduleSpec(cfg cfgT, job string) string {
+	switch job {
+	case "homes":
+		return cfg.Schedule.Homes
+	case "devices":
+		return cfg.Schedule.Devices
+	default:
+		return cfg.Schedule.History
+	}
+}
+
+// maintain runs the daemon's housekeeping every minute: the token keep-alive
+// refresh (R8), WAL checkpoints when idle (R17), and metrics from data.db.
+func maintain(ctx context.Context, a *app, log *slog.Logger) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	lastCheckpoint := a.clk.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := a.source.KeepAlive(ctx); err != nil && !isAuthStop(err) && ctx.Err() == nil {
+			log.Warn("keep-alive refresh", "err", err)
+		}
+		now := a.clk.Now()
+		if now.Sub(lastCheckpoint) >= 10*time.Minute {
+			lastCheckpoint = now
+			if _, err := a.data.Checkpoint(ctx); err != nil && ctx.Err() == nil {
+				log.Warn("wal checkpoint", "err", err)
+			}
+		}
+		if a.metrics != nil {
+			if s, err := a.Summary(ctx); err == nil {
+				a.metrics.UpdateFromSummary(s, now)
+			} else {
+				a.metrics.ObserveSummaryError()
+			}
+			if n, ok := processBytesWritten(); ok {
+				a.metrics.SetBytesWritten(n)
+			}
+		}
+	}
+}
+
+// lockDaemon takes an exclusive flock on <dir>/daemon.lock so that only one
+// daemon runs per state directory.
+func lockDaemon(dir string) (func(), error) {
+	path := filepath.Join(dir, "daemon.lock")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("open daemon lock %q: %w", path, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("another tibbersync daemon is already running with storage dir %q (lock %s held)", dir, path)
+		}
+		return nil, fmt.Errorf("lock %q: %w", path, err)
+	}
+	_ = f.Truncate(0)
+	_, _ = fmt.Fprintf(f, "%d\n", os.Getpid())
+	return func() {
+		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
+		f.Close()
+	}, nil
+}
+
+// loopbackHost reports whether host (of web.listen) is loopback.
+func loopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

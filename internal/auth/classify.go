@@ -1,0 +1,171 @@
+package auth
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"golang.org/x/oauth2"
+)
+
+// Class is what to do about a token-endpoint outcome (R4).
+type Class int
+
+// The classes of token-endpoint outcomes.
+const (
+	// ClassNone is the class of a nil error.
+	ClassNone Class = iota
+	// ClassReauth: the grant is gone (invalid_grant); setup must run again.
+	ClassReauth
+	// ClassConfig: the client configuration is wrong; never retried.
+	ClassConfig
+	// ClassTransient: retry later with backoff (429, 5xx, timeouts, connection errors).
+	ClassTransient
+)
+
+// String implements fmt.Stringer.
+func (c Class) String() string {
+	switch c {
+	case ClassNone:
+		return "none"
+	case ClassReauth:
+		return "reauth_required"
+	case ClassConfig:
+		return "config_error"
+	case ClassTransient:
+		return "transient"
+	}
+	return fmt.Sprintf("Class(%d)", int(c))
+}
+
+// Errors a TokenError can wrap for a response that is not a usable token.
+var (
+	// ErrNoAccessToken: a 2xx token response without access_token.
+	ErrNoAccessToken = errors.New("token response has no access_token")
+	// ErrMalformedResponse: a 2xx token response that could not be decoded.
+	ErrMalformedResponse = errors.New("token response could not be decoded")
+)
+
+// TokenError is a failed token-endpoint request. Its message holds the HTTP
+// status, the RFC 6749 error code and description, or the transport error;
+// never a body, a token, a code or the client secret.
+type TokenError struct {
+	// Status is the HTTP status (0 when no response was received).
+	Status int
+	// Code is the RFC 6749 §5.2 "error" value, if any.
+	Code string
+	// Description is "error_description", scrubbed of secrets and shortened.
+	Description string
+	// Err is the transport or decoding error, if any.
+	Err error
+	// Unknown is set when the request may have reached the server but no
+	// usable answer came back (lost response, R7).
+	Unknown bool
+}
+
+// Error implements error.
+func (e *TokenError) Error() string {
+	var b strings.Builder
+	b.WriteString("token endpoint")
+	if e.Status != 0 {
+		fmt.Fprintf(&b, ": status %d", e.Status)
+	}
+	if e.Code != "" {
+		b.WriteString(": ")
+		b.WriteString(e.Code)
+	}
+	if e.Description != "" {
+		fmt.Fprintf(&b, " (%s)", e.Description)
+	}
+	if e.Err != nil {
+		b.WriteString(": ")
+		b.WriteString(e.Err.Error())
+	}
+	return b.String()
+}
+
+// Unwrap returns the transport or decoding error.
+func (e *TokenError) Unwrap() error { return e.Err }
+
+// Classify maps a token-endpoint outcome to an action (R4). It classifies by
+// the RFC 6749 error code first and by HTTP status only when there is no
+// known code: invalid_grant → ClassReauth; invalid_client,
+// unauthorized_client, invalid_request, unsupported_grant_type and
+// invalid_scope (and other 4xx) → ClassConfig; 408, 429, 5xx, timeouts,
+// connection errors and undecodable or token-less 2xx answers →
+// ClassTransient. It is pure: it looks only at err.
+func Classify(err error) Class {
+	if err == nil {
+		return ClassNone
+	}
+	var (
+		code   string
+		status int
+	)
+	var te *TokenError
+	var re *oauth2.RetrieveError
+	switch {
+	case errors.As(err, &te):
+		code, status = te.Code, te.Status
+	case errors.As(err, &re):
+		code = re.ErrorCode
+		if re.Response != nil {
+			status = re.Response.StatusCode
+		}
+	}
+	switch code {
+	case "invalid_grant":
+		return ClassReauth
+	case "invalid_client", "unauthorized_client", "invalid_request", "unsupported_grant_type",
+		"invalid_scope", "access_denied", "unsupported_response_type":
+		return ClassConfig
+	case "temporarily_unavailable", "server_error", "slow_down":
+		return ClassTransient
+	}
+	switch {
+	case status == 408 || status == 425 || status == 429 || status >= 500:
+		return ClassTransient
+	case status >= 400:
+		return ClassConfig
+	case status >= 200 && status < 300:
+		// 200 with an unknown error code, without access_token, or undecodable.
+		return ClassTransient
+	}
+	// No response (timeouts, resets, refused connections, DNS failures) or
+	// an error we cannot attribute to the server's verdict: retry later.
+	return ClassTransient
+}
+
+// scrub removes secret values from server-provided text and bounds its
+// length, so that an error_description echoing a token cannot leak it.
+func scrub(s string, secrets ...string) string {
+	for _, sec := range secrets {
+		if len(sec) >= 4 {
+			s = strings.ReplaceAll(s, sec, "REDACTED")
+		}
+	}
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	const maxLen = 200
+	if len(s) > maxLen {
+		s = s[:maxLen] + "…"
+	}
+	return s
+}
+
+// cleanCode keeps an RFC 6749 error code only if it looks like one.
+func cleanCode(s string) string {
+	if len(s) > 64 {
+		return "invalid_error_code"
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-' || r == '.') {
+			return "invalid_error_code"
+		}
+	}
+	return s
+}

@@ -1,0 +1,444 @@
+package jobs
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/tibbersync/tibbersync/internal/model"
+)
+
+// HistoryProgress is the state of one (device, resolution) history stream
+// within one run, reported after each page. Within a stream, Pages, Points
+// and Reached never decrease.
+type HistoryProgress struct {
+	DeviceID   string
+	Resolution string
+	// Pages and Points count the pages and items (periods) fetched for this
+	// stream in this run.
+	Pages, Points int
+	// Reached is the newest period stored for the stream so far.
+	Reached time.Time
+	// Target is where the stream ends: the server's effectiveEnd (the start
+	// of the current, unfinished period).
+	Target time.Time
+	// Start is where this run's window begins (the server's effectiveStart,
+	// else the requested since).
+	Start time.Time
+	// Done is set on the last report of the stream in this run.
+	Done bool
+}
+
+// progressLogInterval is the least time between two INFO progress lines.
+const progressLogInterval = 10 * time.Second
+
+// progressLogPages also logs progress every this many pages.
+const progressLogPages = 200
+
+// historyStream is one (device, resolution) pair to sync.
+type historyStream struct {
+	homeID     string
+	dev        model.Device
+	resolution string
+}
+
+// streamOutcome is what syncing one stream did.
+type streamOutcome struct {
+	pages, points              int
+	inserted, updated, skipped int
+	problems                   []string
+	// rejected: the API answered 400 (resolution no longer supported, or
+	// cursor refused); failed: another error ended the stream.
+	rejected, failed bool
+	// fatal ends the whole run: token source errors, store errors, shutdown.
+	fatal error
+	// errs are the API errors met, for Retry-After.
+	errs []error
+}
+
+// RunHistory syncs the history of every active device, for each resolution
+// in HistoryResolutions that the device supports. Each page is fetched and
+// then saved with its checkpoint in one transaction, so an interrupted
+// backfill resumes from the last committed page. Items are never kept across
+// pages, so memory stays flat however long the history is.
+//
+// Status: ok when every stream ran clean; partial when some stream had a
+// problem (a 400, a bad page, a looping next link, the page cap, invalid
+// items) but the others continued; failed when no stream stored anything
+// because of API errors, or on a store error or token backoff; skipped when
+// the token source said not authorized before any page was stored (partial,
+// naming the stop, when pages were already stored in this run).
+func (s *Syncer) RunHistory(ctx context.Context) (Run, error) {
+	run := Run{Job: JobHistory, StartedAt: s.now()}
+	m := &meter{}
+	ctx = withRequestCounter(ctx, &m.counter)
+	log := s.logger().With("job", JobHistory)
+
+	homeDevs, err := s.Store.ActiveHomeDevices(ctx)
+	if err != nil {
+		return s.abort(ctx, run, m, fmt.Errorf("load devices: %w", err))
+	}
+	streams := s.historyStreams(homeDevs)
+	pl := &progressLog{log: log, now: s.now, last: s.now()}
+
+	var (
+		problems             []string
+		errs                 []error
+		fatal                error
+		pages, rows          int
+		hardFailed, rejected int
+		attempted            int
+	)
+	for _, st := range streams {
+		if err := ctx.Err(); err != nil {
+			fatal = err
+			break
+		}
+		attempted++
+		out := s.syncStream(ctx, m, st, pl)
+		pages += out.pages
+		rows += out.inserted + out.updated
+		problems = append(problems, out.problems...)
+		errs = append(errs, out.errs...)
+		if out.failed {
+			hardFailed++
+		}
+		if out.rejected {
+			rejected++
+		}
+		if out.fatal != nil {
+			fatal = out.fatal
+			break
+		}
+	}
+
+	run.RowsWritten = rows
+	run.Status = StatusOK
+	if len(problems) > 0 {
+		run.Status = StatusPartial
+	}
+	if hardFailed > 0 && hardFailed+rejected == attempted && pages == 0 {
+		run.Status = StatusFailed
+	}
+	var retErr error
+	if fatal != nil {
+		switch {
+		case errors.Is(fatal, model.ErrNotAuthorized) && pages == 0:
+			run.Status = StatusSkipped
+		case errors.Is(fatal, model.ErrNotAuthorized):
+			run.Status = StatusPartial
+		default:
+			run.Status = StatusFailed
+		}
+		problems = append([]string{"stopped: " + fatal.Error()}, problems...)
+		retErr = fatal
+	} else if run.Status == StatusFailed {
+		retErr = fmt.Errorf("history: %w", errors.Join(errs...))
+	}
+	run.Error = summarize(problems, 0, 0)
+	log.Debug("history run done", "streams", len(streams), "pages", pages, "rows", rows, "status", run.Status)
+	return s.record(ctx, run, m, retErr)
+}
+
+// historyStreams lists the streams to sync, in a stable order. A device
+// listed under several homes is synced once, through the first home in id
+// order.
+func (s *Syncer) historyStreams(homeDevs map[string][]model.Device) []historyStream {
+	var out []historyStream
+	seen := map[string]bool{}
+	for _, homeID := range slices.Sorted(maps.Keys(homeDevs)) {
+		devs := slices.Clone(homeDevs[homeID])
+		slices.SortFunc(devs, func(a, b model.Device) int { return cmp.Compare(a.ID, b.ID) })
+		for _, d := range devs {
+			if d.ID == "" || seen[d.ID] {
+				continue
+			}
+			seen[d.ID] = true
+			done := map[string]bool{}
+			for _, r := range s.HistoryResolutions {
+				if done[r] || !slices.Contains(d.SupportedResolutions, r) {
+					continue
+				}
+				done[r] = true
+				out = append(out, historyStream{homeID: homeID, dev: d, resolution: r})
+			}
+		}
+	}
+	return out
+}
+
+// backfillDays is how far back the first sync of dev goes.
+func (s *Syncer) backfillDays(dev model.Device) int {
+	days := s.BackfillDays
+	if days <= 0 {
+		days = DefaultBackfillDays
+	}
+	if dev.MaxRetentionDays > 0 && dev.MaxRetentionDays < days {
+		days = dev.MaxRetentionDays
+	}
+	return days
+}
+
+func (s *Syncer) lookback() time.Duration {
+	if s.Lookback > 0 {
+		return s.Lookback
+	}
+	return DefaultLookback
+}
+
+// resolutionStep is the shortest length of one period of r.
+func resolutionStep(r string) time.Duration {
+	switch r {
+	case model.ResolutionQuarterHour:
+		return 15 * time.Minute
+	case model.ResolutionHour:
+		return time.Hour
+	case model.ResolutionDay:
+		return 23 * time.Hour // a DST day
+	case model.ResolutionMonth:
+		return 28 * 24 * time.Hour
+	}
+	return 15 * time.Minute
+}
+
+// pageCap is the most pages one stream may fetch in one run: every page
+// carries at least one period when the server makes progress, so twice the
+// number of periods in the window plus a margin is generous.
+func (s *Syncer) pageCap(res string, from, now time.Time) int {
+	if s.MaxPagesPerStream > 0 {
+		return s.MaxPagesPerStream
+	}
+	window := now.Sub(from)
+	if window < 0 {
+		window = 0
+	}
+	n := 2*int(window/resolutionStep(res)) + 100
+	return min(n, DefaultMaxPagesPerStream)
+}
+
+// syncStream fetches and saves one stream page by page.
+func (s *Syncer) syncStream(ctx context.Context, m *meter, st historyStream, pl *progressLog) (out streamOutcome) {
+	devID, res := st.dev.ID, st.resolution
+	cp, found, err := s.Store.HistoryCheckpoint(ctx, devID, res)
+	if err != nil {
+		out.fatal = fmt.Errorf("load checkpoint of %s/%s: %w", devID, res, err)
+		return out
+	}
+	if !found {
+		cp = HistoryCheckpoint{}
+	}
+	cp.DeviceID, cp.Resolution, cp.HomeID = devID, res, st.homeID
+
+	now := s.now()
+	var (
+		link   string // the page to fetch by link; "" means by since
+		since  time.Time
+		from   time.Time // the start of this run's window
+		resume bool
+	)
+	switch {
+	case found && cp.NextURL != "" && !cp.BackfillDone:
+		link, resume = cp.NextURL, true
+		from = cp.LastPeriod
+		if from.IsZero() {
+			from = now.AddDate(0, 0, -s.backfillDays(st.dev))
+		}
+	case found && !cp.LastPeriod.IsZero():
+		since = cp.LastPeriod.Add(-s.lookback())
+		from = since
+	default:
+		since = now.AddDate(0, 0, -s.backfillDays(st.dev))
+		from = since
+	}
+	maxPages := s.pageCap(res, from, now)
+	log := pl.log.With("device_id", devID, "resolution", res)
+
+	prog := HistoryProgress{DeviceID: devID, Resolution: res, Start: from, Reached: cp.LastPeriod}
+	defer func() {
+		if out.pages > 0 && s.Progress != nil {
+			prog.Done = true
+			s.Progress(prog)
+		}
+		if out.pages > 1 {
+			log.Info("history stream synced", "pages", out.pages, "points", out.points,
+				"reached", prog.Reached, "rows_written", out.inserted+out.updated)
+		}
+	}()
+
+	// Links seen in this run, by hash: a few bytes per page however long
+	// the stream.
+	seed := maphash.MakeSeed()
+	seen := map[uint64]bool{}
+	if link != "" {
+		seen[maphash.String(seed, link)] = true
+	}
+	for {
+		if err := ctx.Err(); err != nil {
+			out.fatal = err
+			return out
+		}
+		var page model.HistoryPage
+		if link == "" {
+			page, err = s.API.History(ctx, st.homeID, devID, res, since)
+		} else {
+			page, err = s.API.HistoryNext(ctx, link)
+		}
+		m.done(err)
+		if err != nil {
+			if isTokenError(err) {
+				out.fatal = err
+				return out
+			}
+			if ctx.Err() != nil {
+				out.fatal = ctx.Err()
+				return out
+			}
+			out.errs = append(out.errs, err)
+			var problem string
+			switch {
+			case isBadRequest(err) && link == "":
+				out.rejected = true
+				problem = fmt.Sprintf("resolution %s rejected: %v", res, err)
+			case (isBadRequest(err) || isNotFound(err)) && resume && out.pages == 0:
+				// The stored cursor is no longer accepted: start over from
+				// the last stored period next time instead of retrying it.
+				out.rejected = true
+				cp.NextURL = ""
+				problem = fmt.Sprintf("stored next link refused, restarting from the last period next run: %v", err)
+			default:
+				out.failed = true
+				problem = fmt.Sprintf("page %d: %v", out.pages+1, err)
+			}
+			out.problems = append(out.problems, fmt.Sprintf("history %s/%s: %s", devID, res, problem))
+			log.Warn("history stream stopped", "pages", out.pages, "err", err)
+			cp.LastError = problem
+			cp.UpdatedAt = s.now()
+			// Record the problem in the checkpoint; an empty page writes
+			// nothing else.
+			if _, serr := s.Store.SaveHistoryPage(ctx, devID, res, model.HistoryPage{}, cp); serr != nil {
+				out.fatal = fmt.Errorf("save checkpoint of %s/%s: %w", devID, res, serr)
+			}
+			return out
+		}
+
+		out.pages++
+		out.points += len(page.Items)
+		next := page.Next
+		loop := next != "" && (next == link || seen[maphash.String(seed, next)])
+		capped := !loop && next != "" && out.pages >= maxPages
+
+		cp.LastPeriod = laterOf(cp.LastPeriod, newestPeriod(page, s.now()))
+		cp.UpdatedAt = s.now()
+		cp.LastError = ""
+		if len(page.Problems) > 0 {
+			cp.LastError = fmt.Sprintf("%d invalid items skipped: %s", len(page.Problems), page.Problems[0])
+			out.problems = append(out.problems, fmt.Sprintf("history %s/%s page %d: %s", devID, res, out.pages, cp.LastError))
+		}
+		switch {
+		case loop:
+			// Never follow a link back: drop it, so the next run asks again
+			// from the last stored period.
+			cp.NextURL = ""
+			cp.LastError = "next link loops back to an earlier page"
+			out.problems = append(out.problems, fmt.Sprintf("history %s/%s: next link of page %d loops back to an earlier page", devID, res, out.pages))
+			log.Warn("history next link loops", "pages", out.pages)
+		case next == "":
+			cp.NextURL = ""
+			cp.BackfillDone = true
+		default:
+			cp.NextURL = next
+		}
+		if capped {
+			cp.LastError = fmt.Sprintf("stopped after %d pages (page cap); continues next run", out.pages)
+			out.problems = append(out.problems, fmt.Sprintf("history %s/%s: %s", devID, res, cp.LastError))
+			log.Warn("history page cap reached", "pages", out.pages)
+		}
+
+		r, err := s.Store.SaveHistoryPage(ctx, devID, res, page, cp)
+		if err != nil {
+			out.fatal = fmt.Errorf("save history page of %s/%s: %w", devID, res, err)
+			return out
+		}
+		out.inserted += r.Inserted
+		out.updated += r.Updated
+		out.skipped += r.Skipped
+		if r.Skipped > 0 {
+			out.problems = append(out.problems, fmt.Sprintf("history %s/%s page %d: %d items outside the served window skipped", devID, res, out.pages, r.Skipped))
+		}
+
+		prog.Pages, prog.Points = out.pages, out.points
+		prog.Reached = laterOf(prog.Reached, cp.LastPeriod)
+		if prog.Pages == 1 && !page.EffectiveStart.IsZero() {
+			prog.Start = page.EffectiveStart
+		}
+		prog.Target = laterOf(prog.Target, page.EffectiveEnd)
+		if prog.Target.IsZero() {
+			prog.Target = now
+		}
+		if s.Progress != nil && next != "" && !loop && !capped {
+			s.Progress(prog)
+		}
+		pl.page(log, prog)
+
+		if next == "" || loop || capped {
+			return out
+		}
+		seen[maphash.String(seed, next)] = true
+		link = next
+	}
+}
+
+// newestPeriod is the newest item time of page within its served window and
+// not after now (zero when there is none). Items outside the window are not
+// stored, so they must not move the checkpoint.
+func newestPeriod(page model.HistoryPage, now time.Time) time.Time {
+	var newest time.Time
+	for _, it := range page.Items {
+		t := it.Time
+		switch {
+		case t.IsZero(),
+			!page.EffectiveStart.IsZero() && t.Before(page.EffectiveStart),
+			!page.EffectiveEnd.IsZero() && !t.Before(page.EffectiveEnd),
+			t.After(now):
+			continue
+		}
+		if t.After(newest) {
+			newest = t
+		}
+	}
+	return newest
+}
+
+// laterOf returns the later of a and b.
+func laterOf(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// progressLog writes INFO progress lines at a modest rate.
+type progressLog struct {
+	log   *slog.Logger
+	now   func() time.Time
+	last  time.Time
+	pages int
+}
+
+// page notes one page and logs when progressLogInterval passed or every
+// progressLogPages pages.
+func (p *progressLog) page(log *slog.Logger, hp HistoryProgress) {
+	p.pages++
+	now := p.now()
+	if now.Sub(p.last) < progressLogInterval && p.pages%progressLogPages != 0 {
+		return
+	}
+	p.last = now
+	log.Info("history progress", "pages", hp.Pages, "points", hp.Points, "reached", hp.Reached, "target", hp.Target)
+}

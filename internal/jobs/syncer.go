@@ -1,0 +1,494 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tibbersync/tibbersync/internal/clock"
+	"github.com/tibbersync/tibbersync/internal/model"
+)
+
+// Job names, as stored in sync_runs.job and job_state.job.
+const (
+	JobHomes   = "homes"
+	JobDevices = "devices"
+	JobHistory = "history"
+)
+
+// Run statuses, as stored in sync_runs.status.
+const (
+	StatusOK      = "ok"
+	StatusPartial = "partial"
+	StatusFailed  = "failed"
+	StatusSkipped = "skipped"
+)
+
+// Defaults of the Syncer's knobs.
+const (
+	// DefaultConcurrency is how many device details are fetched at once.
+	DefaultConcurrency = 4
+	// DefaultBackfillDays is how far back the first history sync goes.
+	DefaultBackfillDays = 30
+	// DefaultLookback is how much history every incremental run re-fetches.
+	DefaultLookback = 48 * time.Hour
+	// DefaultMaxPagesPerStream is the hard cap on history pages fetched for
+	// one (device, resolution) stream in one run.
+	DefaultMaxPagesPerStream = 10000
+)
+
+// recordTimeout bounds the store write that records a run that was stopped
+// (for example by shutdown), so the run is still recorded but the write can
+// never hold up the process for long.
+const recordTimeout = 5 * time.Second
+
+// maxProblemsListed bounds how many problems a run's error text names.
+const maxProblemsListed = 10
+
+// Syncer runs the homes, devices and history jobs once. It is safe to run
+// different jobs concurrently; the scheduler never runs one job twice at once.
+type Syncer struct {
+	// API is the Data API (*tibber.Client).
+	API API
+	// Store is data.db (*store.DB).
+	Store Store
+	// Clock tells the time (default clock.Real).
+	Clock clock.Clock
+	// Logger receives progress and problems (default: discarded).
+	Logger *slog.Logger
+	// Concurrency is how many device details are fetched at once (default 4).
+	Concurrency int
+	// GrantedScopes returns the current token's scopes; may be nil.
+	GrantedScopes func() []string
+	// HistoryResolutions are the resolutions to sync ([history].resolutions);
+	// each device's supportedHistory.resolutions limits them further.
+	HistoryResolutions []string
+	// BackfillDays is how far back the first history sync goes (default 30),
+	// capped by each device's maxRetentionDays.
+	BackfillDays int
+	// Lookback is re-fetched on every incremental history run to pick up
+	// late corrections (default 48h).
+	Lookback time.Duration
+	// MaxPagesPerStream caps the pages of one (device, resolution) stream in
+	// one run, so a server that never stops sending next links cannot keep
+	// the job busy forever. Zero derives the cap from the window (at most
+	// DefaultMaxPagesPerStream). A stream stopped by the cap resumes from its
+	// checkpoint on the next run.
+	MaxPagesPerStream int
+	// Progress, when set, is called after each history page and once when a
+	// stream ends (with Done set).
+	Progress func(HistoryProgress)
+}
+
+// Run runs the job with the given name once: "homes", "devices" or "history".
+// It implements the scheduler's Runner.
+func (s *Syncer) Run(ctx context.Context, job string) (Run, error) {
+	switch job {
+	case JobHomes:
+		return s.RunHomes(ctx)
+	case JobDevices:
+		return s.RunDevices(ctx)
+	case JobHistory:
+		return s.RunHistory(ctx)
+	}
+	return Run{Job: job}, fmt.Errorf("unknown job %q", job)
+}
+
+// RunHomes fetches the homes and each home's device list, and saves them in
+// one transaction (no device details). Homes and devices that disappeared
+// are marked removed by the store.
+func (s *Syncer) RunHomes(ctx context.Context) (Run, error) {
+	return s.runInventory(ctx, JobHomes, false)
+}
+
+// RunDevices fetches the homes, each home's device list and the detail of
+// every device (each device once, even when several homes list it), with
+// bounded concurrency, then saves everything in one transaction. A device
+// whose detail fails is left out and named in the run's error (status
+// partial); when every detail or every device list fails, or the homes
+// cannot be fetched, the run is failed.
+func (s *Syncer) RunDevices(ctx context.Context) (Run, error) {
+	return s.runInventory(ctx, JobDevices, true)
+}
+
+// meter counts the requests of one run. counter is incremented by the
+// tibber client for every HTTP attempt (retries included); calls counts the
+// API calls that got as far as the network, so a fake API without a counter
+// still yields a sensible number. The run reports the larger of the two.
+type meter struct {
+	counter atomic.Int64
+	calls   atomic.Int64
+}
+
+// done records one finished API call.
+func (m *meter) done(err error) {
+	if !isTokenError(err) {
+		m.calls.Add(1)
+	}
+}
+
+// requests is the number of HTTP requests the run made.
+func (m *meter) requests() int {
+	n := m.counter.Load()
+	if c := m.calls.Load(); c > n {
+		n = c
+	}
+	return int(n)
+}
+
+// isTokenError reports whether err says no API call could be made at all.
+func isTokenError(err error) bool {
+	return err != nil && (errors.Is(err, model.ErrNotAuthorized) || errors.Is(err, model.ErrTokenBackoff))
+}
+
+func (s *Syncer) now() time.Time {
+	if s.Clock == nil {
+		return time.Now()
+	}
+	return s.Clock.Now()
+}
+
+func (s *Syncer) logger() *slog.Logger {
+	if s.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.Logger
+}
+
+func (s *Syncer) concurrency() int {
+	if s.Concurrency > 0 {
+		return s.Concurrency
+	}
+	return DefaultConcurrency
+}
+
+func (s *Syncer) scopes() []string {
+	if s.GrantedScopes == nil {
+		return nil
+	}
+	return s.GrantedScopes()
+}
+
+// abort finishes a run that stored nothing: skipped when the token source
+// said no call may be made, failed otherwise. The run is recorded even when
+// ctx was cancelled (shutdown), within recordTimeout.
+func (s *Syncer) abort(ctx context.Context, run Run, m *meter, cause error) (Run, error) {
+	run.Status = StatusFailed
+	if errors.Is(cause, model.ErrNotAuthorized) {
+		run.Status = StatusSkipped
+	}
+	run.Error = cause.Error()
+	return s.record(ctx, run, m, cause)
+}
+
+// record stores a run without a batch and returns it with err.
+func (s *Syncer) record(ctx context.Context, run Run, m *meter, err error) (Run, error) {
+	run.FinishedAt = s.now()
+	run.Requests = m.requests()
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
+	if _, rerr := s.Store.RecordRun(rctx, run); rerr != nil {
+		err = errors.Join(err, fmt.Errorf("record %s run: %w", run.Job, rerr))
+	}
+	return run, err
+}
+
+// detailTarget is one device whose detail is to be fetched, through the
+// first home that listed it.
+type detailTarget struct {
+	homeID string
+	listed model.Device
+}
+
+// detailResult is the outcome of one detail fetch.
+type detailResult struct {
+	attempted bool
+	dev       model.Device
+	err       error
+}
+
+func (s *Syncer) runInventory(ctx context.Context, job string, withDetails bool) (Run, error) {
+	run := Run{Job: job, StartedAt: s.now()}
+	m := &meter{}
+	ctx = withRequestCounter(ctx, &m.counter)
+	log := s.logger().With("job", job)
+
+	rawHomes, err := s.API.Homes(ctx)
+	m.done(err)
+	if err != nil {
+		return s.abort(ctx, run, m, fmt.Errorf("fetch homes: %w", err))
+	}
+	var problems []string
+	var errs []error
+	homes := cleanHomes(rawHomes, &problems)
+
+	batch := InventoryBatch{
+		Homes:         homes,
+		HomeDevices:   make(map[string][]model.Device, len(homes)),
+		GrantedScopes: s.scopes(),
+	}
+	listFailed := 0
+	for _, h := range homes {
+		if err := ctx.Err(); err != nil {
+			return s.abort(ctx, run, m, fmt.Errorf("fetch devices: %w", err))
+		}
+		devs, err := s.API.Devices(ctx, h.ID)
+		m.done(err)
+		if err != nil {
+			if isTokenError(err) || ctx.Err() != nil {
+				return s.abort(ctx, run, m, fmt.Errorf("fetch devices of home %s: %w", h.ID, err))
+			}
+			listFailed++
+			errs = append(errs, err)
+			problems = append(problems, fmt.Sprintf("device list of home %s: %v", h.ID, err))
+			log.Warn("device list skipped", "home_id", h.ID, "err", err)
+			continue
+		}
+		batch.HomeDevices[h.ID] = cleanDevices(devs, h.ID, &problems)
+	}
+
+	var targets []detailTarget
+	if withDetails {
+		seen := map[string]bool{}
+		for _, h := range homes {
+			for _, d := range batch.HomeDevices[h.ID] {
+				if seen[d.ID] {
+					continue
+				}
+				seen[d.ID] = true
+				targets = append(targets, detailTarget{homeID: h.ID, listed: d})
+			}
+		}
+	}
+	results, stopErr := s.fetchDetails(ctx, m, targets)
+	if stopErr != nil {
+		return s.abort(ctx, run, m, fmt.Errorf("fetch device details: %w", stopErr))
+	}
+	if err := ctx.Err(); err != nil {
+		return s.abort(ctx, run, m, fmt.Errorf("fetch device details: %w", err))
+	}
+	detailFailed := 0
+	for i, r := range results {
+		t := targets[i]
+		if r.err == nil {
+			r.err = checkDetail(t.listed, &r.dev)
+		}
+		if r.err != nil {
+			detailFailed++
+			errs = append(errs, r.err)
+			problems = append(problems, fmt.Sprintf("device %s: %v", deviceLabel(t.listed), r.err))
+			log.Warn("device detail skipped", "device_id", t.listed.ID, "home_id", t.homeID, "err", r.err)
+			continue
+		}
+		batch.Details = append(batch.Details, r.dev)
+	}
+
+	run.Status = StatusOK
+	if len(problems) > 0 {
+		run.Status = StatusPartial
+	}
+	allListsFailed := len(homes) > 0 && listFailed == len(homes)
+	allDetailsFailed := len(targets) > 0 && detailFailed == len(targets)
+	if allListsFailed || allDetailsFailed {
+		run.Status = StatusFailed
+	}
+	run.Error = summarize(problems, detailFailed, len(targets))
+	run.Requests = m.requests()
+	batch.ObservedAt = s.now()
+	run.FinishedAt = batch.ObservedAt
+
+	// Everything valid is stored, even when the run counts as failed (homes
+	// still refresh when every device list failed).
+	saved, err := s.Store.SaveInventory(ctx, run, batch)
+	if err != nil {
+		saveErr := fmt.Errorf("save inventory: %w", err)
+		run.Status = StatusFailed
+		run.Error = joinText(saveErr.Error(), run.Error)
+		return s.record(ctx, run, m, saveErr)
+	}
+	run.ID, run.RowsWritten = saved.ID, saved.RowsWritten
+	log.Debug("inventory saved", "homes", len(homes), "details", len(batch.Details), "problems", len(problems))
+	if run.Status == StatusFailed {
+		return run, fmt.Errorf("%s: %w", job, errors.Join(errs...))
+	}
+	return run, nil
+}
+
+// fetchDetails fetches the targets' details with at most Concurrency calls
+// in flight. One failing device never cancels the others; only an error
+// from the token source (no call may be made) stops the remaining fetches,
+// and is returned. results[i] belongs to targets[i].
+func (s *Syncer) fetchDetails(ctx context.Context, m *meter, targets []detailTarget) ([]detailResult, error) {
+	results := make([]detailResult, len(targets))
+	if len(targets) == 0 {
+		return results, nil
+	}
+	dctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	var (
+		mu      sync.Mutex
+		stopErr error
+		stopped atomic.Bool
+	)
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range min(s.concurrency(), len(targets)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				if stopped.Load() || dctx.Err() != nil {
+					continue
+				}
+				t := targets[i]
+				dev, err := s.API.Device(dctx, t.homeID, t.listed.ID)
+				m.done(err)
+				results[i] = detailResult{attempted: true, dev: dev, err: err}
+				if isTokenError(err) {
+					mu.Lock()
+					if stopErr == nil {
+						stopErr = err
+					}
+					mu.Unlock()
+					stopped.Store(true)
+					cancel()
+				}
+			}
+		}()
+	}
+	for i := range targets {
+		if stopped.Load() || dctx.Err() != nil {
+			break
+		}
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	for i := range results {
+		if !results[i].attempted && results[i].err == nil {
+			results[i].err = errors.New("not fetched: run stopped")
+		}
+	}
+	return results, stopErr
+}
+
+// checkDetail validates a device detail against its list item, and fills
+// identity fields the detail lacked from the list item.
+func checkDetail(listed model.Device, d *model.Device) error {
+	switch {
+	case d.ID == "":
+		return errors.New("detail has no id")
+	case d.ID != listed.ID:
+		return fmt.Errorf("detail answered for another device id %q", d.ID)
+	}
+	if d.ExternalID == "" {
+		d.ExternalID = listed.ExternalID
+	}
+	if d.Name == "" {
+		d.Name = listed.Name
+	}
+	if d.Brand == "" {
+		d.Brand = listed.Brand
+	}
+	if d.Model == "" {
+		d.Model = listed.Model
+	}
+	if d.SupportedResolutions == nil {
+		d.SupportedResolutions = listed.SupportedResolutions
+	}
+	if d.MaxRetentionDays == 0 {
+		d.MaxRetentionDays = listed.MaxRetentionDays
+	}
+	if d.Category == "" {
+		ids := make([]string, 0, len(d.Capabilities))
+		for _, c := range d.Capabilities {
+			ids = append(ids, c.ID)
+		}
+		d.Category = model.CategoryOf(ids)
+	}
+	return nil
+}
+
+// cleanHomes drops homes without an id and duplicates, keeping the API's order.
+func cleanHomes(in []model.Home, problems *[]string) []model.Home {
+	out := make([]model.Home, 0, len(in))
+	seen := map[string]bool{}
+	for _, h := range in {
+		switch {
+		case h.ID == "":
+			*problems = append(*problems, "a home without id was skipped")
+			continue
+		case seen[h.ID]:
+			continue
+		}
+		seen[h.ID] = true
+		out = append(out, h)
+	}
+	return out
+}
+
+// cleanDevices drops list items without an id and duplicates.
+func cleanDevices(in []model.Device, homeID string, problems *[]string) []model.Device {
+	out := make([]model.Device, 0, len(in))
+	seen := map[string]bool{}
+	for _, d := range in {
+		switch {
+		case d.ID == "":
+			*problems = append(*problems, fmt.Sprintf("a device without id in home %s was skipped", homeID))
+			continue
+		case seen[d.ID]:
+			continue
+		}
+		seen[d.ID] = true
+		out = append(out, d)
+	}
+	return out
+}
+
+// deviceLabel names a device for humans: its name and its id.
+func deviceLabel(d model.Device) string {
+	if d.Name == "" {
+		return d.ID
+	}
+	return fmt.Sprintf("%q (%s)", d.Name, d.ID)
+}
+
+// summarize turns a run's problems into its error text, naming at most
+// maxProblemsListed of them.
+func summarize(problems []string, detailFailed, details int) string {
+	if len(problems) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	if detailFailed > 0 {
+		fmt.Fprintf(&b, "%d of %d device details skipped; ", detailFailed, details)
+	}
+	for i, p := range problems {
+		if i == maxProblemsListed {
+			fmt.Fprintf(&b, "; and %d more", len(problems)-i)
+			break
+		}
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(p)
+	}
+	return b.String()
+}
+
+// joinText joins non-empty texts with "; ".
+func joinText(parts ...string) string {
+	var out []string
+	for _, p := range parts {
+		if p != "" {
+			out = append(out, p)
+		}
+	}
+	return strings.Join(out, "; ")
+}
