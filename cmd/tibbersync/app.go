@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/robfig/cron/v3"
@@ -44,6 +45,11 @@ type app struct {
 	metrics  *metrics.Metrics
 	// clientConfigured is true when both the client id and the secret are known.
 	clientConfigured bool
+
+	// skipMu guards skipped: the jobs whose last run was skipped because
+	// no API call may be made (see Run).
+	skipMu  sync.Mutex
+	skipped map[string]bool
 }
 
 // appOptions are the few knobs that differ between run, sync, setup and demo.
@@ -233,8 +239,31 @@ func (a *app) runJob(ctx context.Context, job string) (jobs.Run, error) {
 	return a.syncer.Run(ctx, job)
 }
 
-// Run implements jobs.Runner with the cycle deadline.
-func (a *app) Run(ctx context.Context, job string) (jobs.Run, error) { return a.runJob(ctx, job) }
+// Run implements jobs.Runner with the cycle deadline. While the auth state
+// stays sticky (setup, re-authorization or config error required) only the
+// first skipped run of each job is recorded in sync_runs; later slots are
+// skipped without writing, so a Pi left waiting for re-authorization for
+// weeks does not write a row every five minutes (R19).
+func (a *app) Run(ctx context.Context, job string) (jobs.Run, error) {
+	a.skipMu.Lock()
+	wasSkipped := a.skipped[job]
+	a.skipMu.Unlock()
+	if wasSkipped {
+		if st, err := a.source.Status(ctx); err == nil && st.State.Sticky() {
+			now := a.clk.Now()
+			return jobs.Run{Job: job, StartedAt: now, FinishedAt: now, Status: jobs.StatusSkipped,
+				Error: "not authorized: " + string(st.State)}, fmt.Errorf("%s: %w", job, model.ErrNotAuthorized)
+		}
+	}
+	r, err := a.runJob(ctx, job)
+	a.skipMu.Lock()
+	if a.skipped == nil {
+		a.skipped = map[string]bool{}
+	}
+	a.skipped[job] = r.Status == jobs.StatusSkipped
+	a.skipMu.Unlock()
+	return r, err
+}
 
 // summary is store.Summary plus token expiry estimates from tokens.db
 // metadata (never the tokens themselves).

@@ -171,9 +171,13 @@ func TestRemoteModeRequiresPairing(t *testing.T) {
 	if _, completes := opts.Flow.(*fakeFlow).counts(); completes != 0 {
 		t.Errorf("unpaired paste reached the flow %d times", completes)
 	}
-	// Health and the status page are not behind pairing.
+	// Health stays open for probes; the status page (account email, device
+	// names) is behind pairing.
 	if r := get(t, c, ts.URL+"/healthz"); r.status != http.StatusOK {
 		t.Errorf("/healthz in remote mode: status %d", r.status)
+	}
+	if r := get(t, c, ts.URL+"/"); r.status != http.StatusForbidden {
+		t.Errorf("unpaired GET / in remote mode: status %d, want 403", r.status)
 	}
 
 	r = postForm(t, c, ts.URL+"/setup/pair", url.Values{"code": {"WRONG-CODE-1234"}}, nil)

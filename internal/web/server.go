@@ -243,7 +243,10 @@ func reservedPath(p string) bool {
 
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /{$}", s.handleStatus)
+	// In remote mode the status page shows the account email and device
+	// names, so it needs the pairing cookie too; health and metrics stay open
+	// for probes and Prometheus.
+	mux.HandleFunc("GET /{$}", s.requirePairing(s.handleStatus))
 	mux.HandleFunc("GET /setup", s.requirePairing(s.handleSetup))
 	mux.HandleFunc("GET /setup/start", s.requirePairing(s.handleStart))
 	mux.HandleFunc("POST /setup/paste", s.requirePairing(s.handlePaste))
