@@ -123,6 +123,8 @@ type TokenStore interface {
 	SaveAttempt(ctx context.Context, a tokenstore.Attempt) error
 	// ConsumeAttempt consumes the pending attempt named by state.
 	ConsumeAttempt(ctx context.Context, state string, now time.Time) (tokenstore.Attempt, error)
+	// PendingAttempt reports whether an unexpired attempt is pending at now.
+	PendingAttempt(ctx context.Context, now time.Time) (bool, error)
 	// ClientSecret returns a client secret saved from the setup page, if any.
 	ClientSecret(ctx context.Context) (logging.Secret, error)
 	// SecretsDir is the 0700 directory that holds tokens.db and the refresh lock.

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -41,7 +40,7 @@ const (
 	faultInvalidGrant  = "invalid_grant"  // 400 {"error":"invalid_grant"}
 	faultInvalidClient = "invalid_client" // 400 {"error":"invalid_client"}
 	fault429           = "429"
-	fault200Error      = "200-error"      // 200 {"error":"invalid_grant"}
+	fault200Error      = "200-error"       // 200 {"error":"invalid_grant"}
 	faultNoAccessToken = "no-access-token" // 200 without access_token
 	faultExpiresString = "expires-string"  // expires_in as a numeric string
 )
@@ -114,6 +113,13 @@ func newFakeTibber(t testing.TB, now func() time.Time) *fakeTibber {
 func (f *fakeTibber) tokenURL() string    { return f.srv.URL + "/connect/token" }
 func (f *fakeTibber) userinfoURL() string { return f.srv.URL + "/connect/userinfo" }
 func (f *fakeTibber) authURL() string     { return f.srv.URL + "/connect/authorize" }
+
+// setNow replaces the server's clock (used for grace windows and refresh times).
+func (f *fakeTibber) setNow(now func() time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.now = now
+}
 
 func (f *fakeTibber) addFaults(fs ...string) {
 	f.mu.Lock()
@@ -323,11 +329,6 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 func s256(v string) string {
 	sum := sha256.Sum256([]byte(v))
 	return base64.RawURLEncoding.EncodeToString(sum[:])
-}
-
-func hash(s string) string {
-	sum := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(sum[:8])
 }
 
 // memRecorder is an in-memory auth.StatusRecorder.

@@ -71,6 +71,17 @@ func (f *Flow) Start(ctx context.Context) (string, error) {
 	return u, nil
 }
 
+// Pending reports whether an unexpired authorization attempt is pending, so
+// that /callback answers only during an attempt and `setup` knows when to
+// stop waiting (R2).
+func (f *Flow) Pending(ctx context.Context) (bool, error) {
+	ok, err := f.o.Store.PendingAttempt(ctx, f.o.Clock.Now())
+	if err != nil {
+		return false, fmt.Errorf("check pending authorization: %w", err)
+	}
+	return ok, nil
+}
+
 // Complete handles the redirect back from Tibber: the /callback request URL
 // or a pasted URL (see ParseRedirect). It checks the state before anything
 // else and consumes the attempt; handles error=access_denied and other
@@ -110,7 +121,7 @@ func (f *Flow) Complete(ctx context.Context, redirected *url.URL) (model.AuthSta
 			return model.AuthStatus{}, ErrAccessDenied
 		}
 		ae := &AuthorizeError{Code: cleanCode(e), Description: scrub(q.Get("error_description"), state)}
-		f.log.Warn("authorization failed at Tibber", "code", ae.Code, "description", ae.Description)
+		f.log.Warn("authorization failed at Tibber", "oauth_error", ae.Code, "description", ae.Description)
 		return model.AuthStatus{}, ae
 	}
 	code := logging.NewSecret(q.Get("code"))
@@ -132,7 +143,7 @@ func (f *Flow) Complete(ctx context.Context, redirected *url.URL) (model.AuthSta
 		var te *TokenError
 		attrs := []any{"class", Classify(err), "err", err}
 		if errors.As(err, &te) {
-			attrs = append(attrs, "status", te.Status, "code", te.Code, "description", te.Description)
+			attrs = append(attrs, "status", te.Status, "oauth_error", te.Code, "description", te.Description)
 		}
 		f.log.Warn("authorization code exchange failed", attrs...)
 		return model.AuthStatus{}, fmt.Errorf("%w: %w", ErrExchangeFailed, err)

@@ -78,6 +78,9 @@ func TestStartBuildsAuthorizeURL(t *testing.T) {
 		t.Error("authorize URL carries the verifier or the secret")
 	}
 
+	if ok, err := f.Pending(context.Background()); err != nil || !ok {
+		t.Fatalf("Pending=%v, %v after Start", ok, err)
+	}
 	q2 := e.start(f)
 	if q2.Get("state") == state || q2.Get("code_challenge") == q.Get("code_challenge") {
 		t.Error("second attempt reuses state or challenge")
@@ -88,6 +91,9 @@ func TestStartBuildsAuthorizeURL(t *testing.T) {
 	}
 	if _, err := f.Complete(context.Background(), e.consent(q2)); err != nil {
 		t.Errorf("second attempt: %v", err)
+	}
+	if ok, err := f.Pending(context.Background()); err != nil || ok {
+		t.Errorf("Pending=%v, %v after Complete", ok, err)
 	}
 	if strings.Contains(e.logs.String(), state) {
 		t.Error("the state was logged")

@@ -167,7 +167,9 @@ func (s *Source) fastPath(now time.Time) (tok logging.Secret, ok bool, err error
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	g := s.cache
-	if g == nil || blocked(*g) {
+	if g == nil || blocked(*g) || s.unsaved != nil {
+		// Blocked states re-read the store to notice a new setup; an
+		// unsaved token makes every call retry its commit.
 		return logging.Secret{}, false, nil
 	}
 	if !needsRefresh(g.Token, now) {
@@ -312,6 +314,7 @@ func (s *Source) load(ctx context.Context) (tokenstore.Grant, error) {
 		if g.Generation != u.base {
 			// A newer grant was committed (setup): it supersedes ours.
 			s.unsaved = nil
+			s.persistFailed = false
 		} else {
 			g.Token = u.tok
 			g.LastRefresh = u.tok.IssuedAt
@@ -377,7 +380,6 @@ func (s *Source) refresh(ctx context.Context, kind refreshKind, rejected logging
 
 		s.mu.Lock()
 		s.flight = nil
-		s.cache = nil // re-read what the refresh wrote
 		s.mu.Unlock()
 		close(f.done)
 		return f.tok, f.err
@@ -399,6 +401,15 @@ func (s *Source) refreshLocked(ctx context.Context, kind refreshKind, rejected l
 
 	// From here on the refresh must not be abandoned half-way.
 	ctx = context.WithoutCancel(ctx)
+	// Once this refresh writes to the store, the cached grant is stale.
+	dirty := false
+	defer func() {
+		if dirty {
+			s.mu.Lock()
+			s.cache = nil
+			s.mu.Unlock()
+		}
+	}()
 	g, err := s.load(ctx)
 	if err != nil {
 		return logging.Secret{}, err
@@ -425,6 +436,7 @@ func (s *Source) refreshLocked(ctx context.Context, kind refreshKind, rejected l
 		}
 	}
 	if g.Token.RefreshToken.Empty() {
+		dirty = true
 		s.transition(ctx, g, model.AuthReauthRequired,
 			"no refresh token was issued (is offline_access granted?); authorize again")
 		return logging.Secret{}, s.blockedErr(ctx)
@@ -440,6 +452,7 @@ func (s *Source) refreshLocked(ctx context.Context, kind refreshKind, rejected l
 	// Backoff (R25), clamped if the clock went back.
 	if !g.Backoff.Next.IsZero() && g.Backoff.Next.After(now) {
 		if g.Backoff.Next.Sub(now) > g.Backoff.Delay {
+			dirty = true
 			g.Backoff.Next = now.Add(g.Backoff.Delay)
 			if err := s.o.Store.SaveBackoff(ctx, g.Generation, g.Backoff); err != nil {
 				s.log.Warn("store token backoff", "err", err)
@@ -452,6 +465,7 @@ func (s *Source) refreshLocked(ctx context.Context, kind refreshKind, rejected l
 	}
 
 	// Lost-response recovery (R7).
+	dirty = true
 	recovering := g.InFlight.Active()
 	if g.InFlight.Sends >= maxLostSends {
 		s.transition(ctx, g, model.AuthReauthRequired,
@@ -532,7 +546,7 @@ func (s *Source) refreshFailed(ctx context.Context, g tokenstore.Grant, kind ref
 	class := Classify(err)
 	attrs := []any{"class", class, "err", err}
 	if te != nil {
-		attrs = append(attrs, "status", te.Status, "code", te.Code, "description", te.Description, "outcome_unknown", te.Unknown)
+		attrs = append(attrs, "status", te.Status, "oauth_error", te.Code, "description", te.Description, "outcome_unknown", te.Unknown)
 	}
 	switch {
 	case unknown:
