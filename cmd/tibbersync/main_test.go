@@ -245,7 +245,8 @@ func TestDaemonEndToEnd(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatalf("status --json: %v\n%s", err, out)
 	}
-	if code != 0 || rep.Auth.State != "ok" || rep.Tables["devices"] == 0 || rep.Tables["homes"] != 2 {
+	if code != 0 || rep.Auth.State != "ok" || rep.Tables["devices"] == 0 || rep.Tables["homes"] != 2 ||
+		rep.Auth.AccessExpiresAt.IsZero() || rep.Auth.RefreshExpiresEst.IsZero() {
 		t.Fatalf("status after setup: code %d, report %+v", code, rep)
 	}
 

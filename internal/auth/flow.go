@@ -120,7 +120,7 @@ func (f *Flow) Complete(ctx context.Context, redirected *url.URL) (model.AuthSta
 			f.log.Warn("authorization denied by the user")
 			return model.AuthStatus{}, ErrAccessDenied
 		}
-		ae := &AuthorizeError{Code: cleanCode(e), Description: scrub(q.Get("error_description"), state)}
+		ae := &AuthorizeError{Code: cleanCode(e, state), Description: scrub(q.Get("error_description"), state)}
 		f.log.Warn("authorization failed at Tibber", "oauth_error", ae.Code, "description", ae.Description)
 		return model.AuthStatus{}, ae
 	}
@@ -171,10 +171,12 @@ func (f *Flow) Complete(ctx context.Context, redirected *url.URL) (model.AuthSta
 	}
 
 	st := model.AuthStatus{
-		State:         model.AuthOK,
-		Since:         receipt,
-		GrantedScopes: append([]string(nil), tok.Scopes...),
-		Email:         email,
+		State:           model.AuthOK,
+		Since:           receipt,
+		GrantedScopes:   append([]string(nil), tok.Scopes...),
+		Email:           email,
+		AccessExpiresAt: tok.Expiry,
+		RefreshIssuedAt: tok.RefreshIssuedAt,
 	}
 	if err := f.o.Status.SetAuthStatus(ctx, st); err != nil {
 		f.log.Error("record auth status", "err", err)

@@ -533,6 +533,7 @@ func (s *Source) refreshLocked(ctx context.Context, kind refreshKind, rejected l
 	s.mu.Unlock()
 	s.clearPersistFailed(ctx)
 	crashpoint(s.crash, CrashAfterCommit)
+	s.mirrorTokenTimes(ctx)
 
 	s.log.Info("access token refreshed", "expires_in", expiresIn, "rotated", rotated, "after_lost_response", recovering)
 	return tok.AccessToken, nil
@@ -722,4 +723,18 @@ func equalStrings(a, b []string) bool {
 		}
 	}
 	return true
+}
+
+// mirrorTokenTimes copies the stored grant's status, with the new token's
+// expiry metadata, into data.db, so that `tibbersync status` can estimate
+// token expiry without opening tokens.db. Failures are only logged: the
+// token is already committed.
+func (s *Source) mirrorTokenTimes(ctx context.Context) {
+	g, err := s.o.Store.Grant(ctx)
+	if err != nil || !g.HasToken {
+		return
+	}
+	if err := s.o.Status.SetAuthStatus(ctx, g.Status()); err != nil {
+		s.log.Warn("record token expiry in data.db", "err", err)
+	}
 }

@@ -143,4 +143,10 @@ type AuthStatus struct {
 	GrantedScopes []string
 	// Email is the account email from userinfo, when known.
 	Email string
+	// AccessExpiresAt is the current access token's expiry and
+	// RefreshIssuedAt when its refresh token was first received; both are
+	// metadata (never the tokens), zero when no token is stored. They let
+	// `tibbersync status` estimate expiry from data.db alone.
+	AccessExpiresAt time.Time
+	RefreshIssuedAt time.Time
 }

@@ -27,15 +27,19 @@ func authStatus(ctx context.Context, q queryer) (model.AuthStatus, error) {
 		state  string
 		since  sql.NullInt64
 		scopes string
+		accExp sql.NullInt64
+		refIss sql.NullInt64
 	)
 	err := q.QueryRowContext(ctx, `SELECT
     state,
     reason,
     since,
     granted_scopes,
-    email
+    email,
+    access_expires_at,
+    refresh_issued_at
 FROM auth_status
-WHERE id = 1`).Scan(&state, &st.Reason, &since, &scopes, &st.Email)
+WHERE id = 1`).Scan(&state, &st.Reason, &since, &scopes, &st.Email, &accExp, &refIss)
 	switch {
 	case err == sql.ErrNoRows:
 		return model.AuthStatus{State: model.AuthSetupRequired, Reason: "authorization has not been set up yet"}, nil
@@ -45,6 +49,8 @@ WHERE id = 1`).Scan(&state, &st.Reason, &since, &scopes, &st.Email)
 	st.State = model.AuthState(state)
 	st.Since = fromMS(since)
 	st.GrantedScopes = strings.Fields(scopes)
+	st.AccessExpiresAt = fromMS(accExp)
+	st.RefreshIssuedAt = fromMS(refIss)
 	return st, nil
 }
 
@@ -66,16 +72,19 @@ func (db *DB) SetAuthStatus(ctx context.Context, st model.AuthStatus) error {
 	if since.IsZero() {
 		since = tx.now
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO auth_status (id, state, reason, since, granted_scopes, email, updated_at)
-VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6)
+	if _, err := tx.ExecContext(ctx, `INSERT INTO auth_status (id, state, reason, since, granted_scopes, email, updated_at, access_expires_at, refresh_issued_at)
+VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
 ON CONFLICT (id) DO UPDATE SET
     state = excluded.state,
     reason = excluded.reason,
     since = excluded.since,
     granted_scopes = excluded.granted_scopes,
     email = excluded.email,
-    updated_at = excluded.updated_at`,
-		string(st.State), st.Reason, since.UnixMilli(), strings.Join(st.GrantedScopes, " "), st.Email, tx.now.UnixMilli()); err != nil {
+    updated_at = excluded.updated_at,
+    access_expires_at = excluded.access_expires_at,
+    refresh_issued_at = excluded.refresh_issued_at`,
+		string(st.State), st.Reason, since.UnixMilli(), strings.Join(st.GrantedScopes, " "), st.Email, tx.now.UnixMilli(),
+		ms(st.AccessExpiresAt), ms(st.RefreshIssuedAt)); err != nil {
 		return fmt.Errorf("set auth status: %w", err)
 	}
 	if err := tx.Commit(); err != nil {

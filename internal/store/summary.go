@@ -16,9 +16,14 @@ import (
 // knownJobs are the jobs Summary always lists, in display order.
 func knownJobs() []string { return []string{"homes", "devices", "history"} }
 
+// RefreshLifetimeEstimate is Tibber's documented refresh-token lifetime
+// ("long-lived, ~30 days"). Whether it slides with use is unknown, so the
+// estimate counts from the refresh token's issue time.
+const RefreshLifetimeEstimate = 30 * 24 * time.Hour
+
 // Summary reads the state the status page, `status --json`, /readyz and
-// /metrics show, in one read transaction. Token expiry fields are left zero:
-// the caller fills them from tokens.db metadata.
+// /metrics show, in one read transaction. Token expiry fields come from the
+// metadata the token source mirrors into auth_status (never the tokens).
 func (db *DB) Summary(ctx context.Context) (model.Summary, error) {
 	s := model.Summary{
 		GeneratedAt: db.clock.Now().UTC(),
@@ -43,6 +48,12 @@ func (db *DB) Summary(ctx context.Context) (model.Summary, error) {
 		Since:         st.Since,
 		GrantedScopes: st.GrantedScopes,
 		Email:         st.Email,
+		// Token metadata mirrored from tokens.db; refresh tokens live ~30 days.
+		AccessExpiresAt: st.AccessExpiresAt,
+		RefreshIssuedAt: st.RefreshIssuedAt,
+	}
+	if !st.RefreshIssuedAt.IsZero() {
+		s.Auth.RefreshExpiresEst = st.RefreshIssuedAt.Add(RefreshLifetimeEstimate)
 	}
 	if s.Auth.GrantedScopes == nil {
 		s.Auth.GrantedScopes = []string{}

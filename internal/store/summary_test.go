@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"encoding/json"
+	"github.com/tibbersync/tibbersync/internal/store"
 	"reflect"
 	"testing"
 	"time"
@@ -68,7 +69,7 @@ func TestSummary(t *testing.T) {
 	if s.Jobs[0].LastStatus != "" || !s.Jobs[0].LastRunAt.IsZero() {
 		t.Errorf("homes job never ran but = %+v", s.Jobs[0])
 	}
-	if s.Tables["homes"] != 2 || s.Tables["devices"] != 2 || s.Tables["sync_runs"] != 2 || s.Tables["schema_migrations"] != 1 {
+	if s.Tables["homes"] != 2 || s.Tables["devices"] != 2 || s.Tables["sync_runs"] != 2 || s.Tables["schema_migrations"] != int64(store.SchemaVersion()) {
 		t.Errorf("Tables = %v", s.Tables)
 	}
 	if _, ok := s.Tables["device_history"]; !ok {
@@ -183,5 +184,29 @@ FROM sync_health WHERE job = 'history'`).Scan(&status, &lastSuccess, &runs, &fai
 	}
 	if (homes != "Huis, Hytte" && homes != "Hytte, Huis") || category != "vehicle" || soc != 74 || snaps != 1 {
 		t.Fatalf("device_overview = %s %s %v %d", homes, category, soc, snaps)
+	}
+}
+
+func TestSummaryTokenTimesFromAuthStatus(t *testing.T) {
+	db, _, _ := MustOpenDB(t)
+	ctx := context.Background()
+	issued := time.Date(2026, 11, 1, 8, 0, 0, 0, time.UTC)
+	exp := time.Date(2026, 11, 28, 13, 0, 0, 0, time.UTC)
+	if err := db.SetAuthStatus(ctx, model.AuthStatus{State: model.AuthOK, AccessExpiresAt: exp, RefreshIssuedAt: issued}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := db.AuthStatus(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.AccessExpiresAt.Equal(exp) || !st.RefreshIssuedAt.Equal(issued) {
+		t.Fatalf("AuthStatus token times = %v, %v; want %v, %v", st.AccessExpiresAt, st.RefreshIssuedAt, exp, issued)
+	}
+	s, err := db.Summary(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.Auth.AccessExpiresAt.Equal(exp) || !s.Auth.RefreshExpiresEst.Equal(issued.Add(store.RefreshLifetimeEstimate)) {
+		t.Fatalf("Summary auth = %+v", s.Auth)
 	}
 }

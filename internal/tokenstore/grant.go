@@ -45,6 +45,8 @@ func (g Grant) Status() model.AuthStatus {
 	st := model.AuthStatus{State: g.State, Reason: g.Reason, Since: g.Since, Email: g.Email}
 	if g.HasToken {
 		st.GrantedScopes = append([]string(nil), g.Token.Scopes...)
+		st.AccessExpiresAt = g.Token.Expiry
+		st.RefreshIssuedAt = g.Token.RefreshIssuedAt
 	}
 	return st
 }
