@@ -199,6 +199,14 @@ api_url = "not a url"
 func TestDaemonEndToEnd(t *testing.T) {
 	f := newFixture(t, nil)
 	ctx := testCtx(t, 90*time.Second)
+	// systemd's notify socket: the daemon must say READY=1 with its state.
+	sockPath := filepath.Join(t.TempDir(), "notify.sock")
+	notifySock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sockPath, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer notifySock.Close()
+	f.environ = append(f.environ, "NOTIFY_SOCKET="+sockPath)
 
 	// Before setup: status says setup required once the daemon created data.db.
 	runCtx, stop := context.WithCancel(ctx)
@@ -222,6 +230,12 @@ func TestDaemonEndToEnd(t *testing.T) {
 	})
 	if !strings.Contains(runErr.String(), "authorization required: open http://127.0.0.1:") {
 		t.Errorf("daemon did not log the setup URL:\n%s", runErr.String())
+	}
+	buf := make([]byte, 1024)
+	_ = notifySock.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, err := notifySock.Read(buf)
+	if err != nil || !strings.Contains(string(buf[:n]), "READY=1") || !strings.Contains(string(buf[:n]), "STATUS=authorization required") {
+		t.Errorf("sd_notify datagram = %q, %v; want READY=1 and the setup status", buf[:n], err)
 	}
 	code, _, _ := runCmd(t, ctx, f.environ, "", "-c", f.cfgPath, "status")
 	if code != statusSetupRequired {

@@ -16,6 +16,7 @@ import (
 	"github.com/tibbersync/tibbersync/internal/auth"
 	"github.com/tibbersync/tibbersync/internal/jobs"
 	"github.com/tibbersync/tibbersync/internal/model"
+	"github.com/tibbersync/tibbersync/internal/sdnotify"
 	"github.com/tibbersync/tibbersync/internal/web"
 )
 
@@ -144,6 +145,10 @@ func (d *daemon) run(ctx context.Context, cfg cfgT, o appOptions) int {
 	case st.State == model.AuthReauthRequired || st.State == model.AuthConfigError:
 		log.Warn("re-authorization required: open "+setupURL(srv), "state", st.State, "reason", st.Reason)
 	}
+	sd := sdnotify.New(d.env.environ, os.Getpid())
+	if err := sd.Ready(statusLine(st.State, srv.URL())); err != nil {
+		log.Warn("tell systemd we are ready", "err", err)
+	}
 	if d.ready != nil {
 		d.ready(srv.URL(), a)
 	}
@@ -167,10 +172,11 @@ func (d *daemon) run(ctx context.Context, cfg cfgT, o appOptions) int {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		maintain(runCtx, a, log)
+		maintain(runCtx, a, log, sd, srv.URL())
 	}()
 
 	<-ctx.Done()
+	_ = sd.Stopping()
 	log.Info("stopping: letting running jobs finish")
 	cancel()
 	closeCtx, closeCancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -196,17 +202,31 @@ func scheduleSpec(cfg cfgT, job string) string {
 	}
 }
 
-// maintain runs the daemon's housekeeping every minute: the token keep-alive
-// refresh (R8), WAL checkpoints when idle (R17), and metrics from data.db.
-func maintain(ctx context.Context, a *app, log *slog.Logger) {
-	t := time.NewTicker(time.Minute)
+// maintain runs the daemon's housekeeping every minute (more often when
+// systemd's watchdog asks for it): the token keep-alive refresh (R8), WAL
+// checkpoints when idle (R17), metrics from data.db, and the systemd
+// watchdog and status line.
+func maintain(ctx context.Context, a *app, log *slog.Logger, sd *sdnotify.Notifier, url string) {
+	every := time.Minute
+	if sd.Watchdog > 0 && sd.Watchdog/2 < every {
+		every = sd.Watchdog / 2
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	lastCheckpoint := a.clk.Now()
+	lastState := model.AuthState("")
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if err := sd.Ping(); err != nil {
+			log.Warn("systemd watchdog", "err", err)
+		}
+		if st, err := a.source.Status(ctx); err == nil && st.State != lastState {
+			lastState = st.State
+			_ = sd.Status(statusLine(st.State, url))
 		}
 		if err := a.source.KeepAlive(ctx); err != nil && !isAuthStop(err) && ctx.Err() == nil {
 			log.Warn("keep-alive refresh", "err", err)
@@ -261,4 +281,19 @@ func loopbackHost(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// statusLine is what `systemctl status tibbersync` shows.
+func statusLine(state model.AuthState, url string) string {
+	switch state {
+	case model.AuthOK:
+		return "authorized; syncing (status: " + url + "/)"
+	case model.AuthSetupRequired:
+		return "authorization required: open " + url + "/setup"
+	case model.AuthReauthRequired:
+		return "RE-AUTHORIZATION REQUIRED: open " + url + "/setup"
+	case model.AuthConfigError:
+		return "CONFIGURATION ERROR: see the log and " + url + "/"
+	}
+	return "starting"
 }
