@@ -143,7 +143,13 @@ func (d *daemon) run(ctx context.Context, cfg cfgT, o appOptions) int {
 	case st.State == model.AuthSetupRequired:
 		log.Warn("authorization required: open " + setupURL(srv))
 	case st.State == model.AuthReauthRequired || st.State == model.AuthConfigError:
-		log.Warn("re-authorization required: open "+setupURL(srv), "state", st.State, "reason", st.Reason)
+		// The transition itself was logged at WARN (once) by the life that
+		// saw it; a restart repeats the hint at INFO so that a wrapper
+		// restarting the daemon does not multiply warnings (R9).
+		log.Info("re-authorization required: open "+setupURL(srv), "state", st.State, "reason", st.Reason, "since", st.Since)
+	}
+	if a.notifier != nil && err == nil {
+		a.notifier.Restore(st)
 	}
 	sd := sdnotify.New(d.env.environ, os.Getpid())
 	if err := sd.Ready(statusLine(st.State, srv.URL())); err != nil {

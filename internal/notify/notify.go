@@ -249,6 +249,25 @@ func (n *Notifier) Notify(ctx context.Context, st model.AuthStatus) {
 	}
 }
 
+// Restore tells the notifier the auth state that was stored when the daemon
+// started, without sending anything: a daemon restarted while
+// re-authorization is pending stays quiet (the problem was announced by an
+// earlier life), keeps reminding, and announces the recovery when setup
+// completes. It does nothing once Notify has been called.
+func (n *Notifier) Restore(st model.AuthStatus) {
+	now := n.clock.Now()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.known {
+		return
+	}
+	n.known, n.status = true, st
+	n.owed = problem(st.State)
+	if n.owed && n.reminder > 0 {
+		n.nextReminder = now.Add(n.reminder)
+	}
+}
+
 // enqueue appends a delivery, dropping the oldest beyond maxQueue. n.mu is held.
 func (n *Notifier) enqueue(m Message, now time.Time) {
 	if len(n.queue) >= maxQueue {

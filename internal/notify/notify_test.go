@@ -538,3 +538,26 @@ func TestFailingCommandRetried(t *testing.T) {
 		t.Error("retry did not wait for the backoff")
 	}
 }
+
+// TestRestoredProblemIsQuietThenRecovers: a daemon restarted while
+// re-authorization is pending sends nothing at start (an earlier life
+// announced it), and announces the recovery when setup completes.
+func TestRestoredProblemIsQuietThenRecovers(t *testing.T) {
+	clk := clock.NewFake(t0)
+	r := newReceiver(t, clk, nil)
+	n := notify.New(notify.Options{WebhookURL: r.srv.URL, Clock: clk})
+	start(t, n)
+	ctx := context.Background()
+	n.Restore(status(model.AuthReauthRequired, "refresh token rejected"))
+	n.Notify(ctx, status(model.AuthReauthRequired, "refresh token rejected")) // same state: nothing
+	n.Notify(ctx, status(model.AuthOK, ""))
+	got := r.next(t)
+	if got.msg.Event != notify.EventRecovered {
+		t.Fatalf("first message after a restored problem = %s, want recovered", got.msg.Event)
+	}
+	select {
+	case extra := <-r.got:
+		t.Errorf("unexpected extra message %s/%s", extra.msg.Event, extra.msg.State)
+	default:
+	}
+}
