@@ -369,7 +369,7 @@ func (s *Syncer) syncStream(ctx context.Context, m *meter, st historyStream, pl 
 		out.updated += r.Updated
 		out.skipped += r.Skipped
 		if r.Skipped > 0 {
-			out.problems = append(out.problems, fmt.Sprintf("history %s/%s page %d: %d items outside the served window skipped", devID, res, out.pages, r.Skipped))
+			out.problems = append(out.problems, fmt.Sprintf("history %s/%s page %d: %d items skipped (outside the served window or without a numeric value)", devID, res, out.pages, r.Skipped))
 		}
 
 		prog.Pages, prog.Points = out.pages, out.points

@@ -447,7 +447,7 @@ func TestHistoryItemsOutsideWindowAndInvalidValues(t *testing.T) {
 	if err != nil || run.Status != jobs.StatusPartial {
 		t.Fatalf("run = %+v, err = %v; want partial", run, err)
 	}
-	if !strings.Contains(run.Error, "2 items outside") || !strings.Contains(run.Error, "not a number") {
+	if !strings.Contains(run.Error, "2 items skipped (outside") || !strings.Contains(run.Error, "not a number") {
 		t.Fatalf("Error = %q, want both problems recorded", run.Error)
 	}
 	cp := st.Checkpoint("bat", model.ResolutionHour)
