@@ -113,6 +113,7 @@ func (d *daemon) run(ctx context.Context, cfg cfgT, o appOptions) int {
 		Metrics:          a.metrics,
 		Clock:            a.clk,
 		Logger:           log.With("component", "web"),
+		ParseRedirect:    auth.ParseRedirect,
 		OnAuthorized: func(st model.AuthStatus) {
 			log.Info("authorized; starting jobs", "email", st.Email, "granted_scopes", st.GrantedScopes)
 			for _, name := range jobNames {

@@ -129,6 +129,7 @@ func setupBrowser(ctx context.Context, a *app, env *environment) int {
 		ClientConfigured: true,
 		Flow:             a.flow,
 		Logger:           a.log.With("component", "web"),
+		ParseRedirect:    auth.ParseRedirect,
 		OnAuthorized: func(st model.AuthStatus) {
 			select {
 			case done <- st:

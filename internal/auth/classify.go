@@ -157,10 +157,17 @@ func scrub(s string, secrets ...string) string {
 	return s
 }
 
-// cleanCode keeps an RFC 6749 error code only if it looks like one.
-func cleanCode(s string) string {
+// cleanCode keeps an RFC 6749 error code only if it looks like one and
+// holds none of secrets: a server that echoes a token or code as the error
+// code must not get it into an error or a log line (R12).
+func cleanCode(s string, secrets ...string) string {
 	if len(s) > 64 {
 		return "invalid_error_code"
+	}
+	for _, sec := range secrets {
+		if len(sec) >= 4 && strings.Contains(s, sec) {
+			return "invalid_error_code"
+		}
 	}
 	for _, r := range s {
 		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-' || r == '.') {

@@ -18,19 +18,18 @@ import (
 // maxExpiresIn is the cap parseExpiresIn applies (ten years).
 const maxExpiresIn = 10 * 365 * 24 * time.Hour
 
-// FuzzTokenResponseRoundTrip feeds arbitrary token-endpoint bodies, JSON or
-// form-encoded, to decodeTokenResponse (R28), with stronger invariants than
-// FuzzDecodeTokenResponse. Seeds are in testdata/fuzz/FuzzTokenResponseRoundTrip:
-// JSON and form bodies, expires_in as a number, a string and garbage, scope
-// as a string and an array, error responses. Invariants: no panic; a
-// failure is exactly ErrMalformedResponse (whose text cannot carry the
-// body); expires_in is whole seconds in [0, 10 years]; scopes are non-empty
-// words; formatting the result never depends on the token values; and a
-// decoded response re-encoded as a form body, and as JSON, decodes to the
-// same response.
+// FuzzDecodeTokenResponse feeds arbitrary token-endpoint bodies, JSON or
+// form-encoded, to decodeTokenResponse (R28). Seeds are in
+// testdata/fuzz/FuzzDecodeTokenResponse: JSON and form bodies, expires_in
+// as a number, a string and garbage, scope as a string and an array, error
+// responses. Invariants: no panic; a failure is exactly ErrMalformedResponse
+// (whose text cannot carry the body); expires_in is whole seconds in
+// [0, 10 years]; scopes are non-empty words; formatting the result never
+// depends on the token values; and a decoded response re-encoded as a form
+// body, and as JSON, decodes to the same response.
 //
-//	go test -run='^$' -fuzz='^FuzzTokenResponseRoundTrip$' -fuzztime=30s ./internal/auth
-func FuzzTokenResponseRoundTrip(f *testing.F) {
+//	go test -run='^$' -fuzz='^FuzzDecodeTokenResponse$' -fuzztime=30s ./internal/auth
+func FuzzDecodeTokenResponse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, contentType, body string) {
 		r, err := decodeTokenResponse(contentType, []byte(body))
 		if err != nil {

@@ -188,7 +188,7 @@ func postRefresh(hc *http.Client, tokenURL, clientID string, secret, refresh log
 	if !ok || tr.ErrorCode != "" {
 		return tokenResponse{}, &TokenError{
 			Status:      resp.StatusCode,
-			Code:        cleanCode(tr.ErrorCode),
+			Code:        cleanCode(tr.ErrorCode, append(secrets, tr.AccessToken.Reveal(), tr.RefreshToken.Reveal())...),
 			Description: scrub(tr.ErrorDescription, append(secrets, tr.AccessToken.Reveal(), tr.RefreshToken.Reveal())...),
 		}
 	}
@@ -227,7 +227,7 @@ func exchangeCode(hc *http.Client, o Options, secret, code, verifier logging.Sec
 func exchangeError(err error, secrets ...string) error {
 	var re *oauth2.RetrieveError
 	if errors.As(err, &re) {
-		te := &TokenError{Code: cleanCode(re.ErrorCode), Description: scrub(re.ErrorDescription, secrets...)}
+		te := &TokenError{Code: cleanCode(re.ErrorCode, secrets...), Description: scrub(re.ErrorDescription, secrets...)}
 		if re.Response != nil {
 			te.Status = re.Response.StatusCode
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"reflect"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -445,11 +446,33 @@ func (s *Scheduler) safeRun(ctx context.Context, name string) (run Run, err erro
 	defer func() {
 		if p := recover(); p != nil {
 			s.logger().Error("job panicked", "job", name, "panic", p, "stack", string(debug.Stack()))
-			run = Run{Job: name, Status: StatusFailed, Error: fmt.Sprintf("panic: %v", p)}
-			err = fmt.Errorf("job %s panicked: %v", name, p)
+			run = Run{Job: name, Status: StatusFailed, Error: "panic: " + panicText(p)}
+			err = fmt.Errorf("job %s panicked: %s", name, panicText(p))
 		}
 	}()
 	return s.Runner.Run(ctx, name)
+}
+
+// panicText describes a recovered panic value for the run's error, which
+// goes to data.db and log lines as plain text. Errors, strings and numbers
+// are printed; any other value only by its type, since fmt prints a
+// logging.Secret held in an unexported field raw (R12). The log line's
+// "panic" attribute keeps the value itself: the redacting handler checks it
+// by type.
+func panicText(p any) string {
+	switch v := p.(type) {
+	case error:
+		return v.Error()
+	case string:
+		return v
+	}
+	switch reflect.ValueOf(p).Kind() {
+	case reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr,
+		reflect.Float32, reflect.Float64, reflect.String:
+		return fmt.Sprint(p)
+	}
+	return fmt.Sprintf("value of type %T", p)
 }
 
 func errText(err error, run Run) string {

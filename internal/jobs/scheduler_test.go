@@ -540,3 +540,21 @@ func TestSchedulerRetriesStateLoad(t *testing.T) {
 		t.Fatalf("RunDue with a done context started %v", got)
 	}
 }
+
+// secretHolder keeps a value in an unexported field, where fmt's %v would
+// print it (fmt cannot call a redacting method on an unexported field).
+type secretHolder struct{ tok string }
+
+func TestSchedulerPanicWithSecretValueIsNotPrinted(t *testing.T) {
+	const canary = "CANARY-ACCESS-TOKEN-3b1f"
+	clk := clock.NewFake(base)
+	st := newFakeStore(nil)
+	var got jobs.Run
+	r := &fakeRunner{RunFn: func(ctx context.Context, job string) (jobs.Run, error) { panic(secretHolder{tok: canary}) }}
+	s := newScheduler(clk, st, r, nil)
+	s.OnRun = func(run jobs.Run, err error) { got = run }
+	tick(t, s)
+	if got.Status != jobs.StatusFailed || strings.Contains(got.Error, canary) || !strings.Contains(got.Error, "secretHolder") {
+		t.Fatalf("run after a panic with a secret-holding value = %+v; want failed, naming the type only", got)
+	}
+}

@@ -73,6 +73,10 @@ type Options struct {
 	Clock clock.Clock
 	// Logger defaults to a logger that discards everything.
 	Logger *slog.Logger
+	// ParseRedirect turns the text pasted into /setup's paste box into the
+	// redirect URL (auth.ParseRedirect: tolerant of quotes, whitespace and a
+	// bare query). url.Parse when nil.
+	ParseRedirect func(raw string) (*url.URL, error)
 	// OnAuthorized is called after a successful Complete, before the
 	// success page is written. It should return quickly.
 	OnAuthorized func(model.AuthStatus)
@@ -273,6 +277,7 @@ func (s *Server) routes() http.Handler {
 	h = s.logRequests(h)
 	h = s.checkHost(h)
 	h = securityHeaders(h)
+	h = s.recoverPanics(h)
 	h = s.track(h)
 	return h
 }

@@ -238,7 +238,11 @@ func (s *Server) handlePaste(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	raw := strings.TrimSpace(r.PostForm.Get("url"))
-	u, err := url.Parse(raw)
+	parse := s.opts.ParseRedirect
+	if parse == nil {
+		parse = url.Parse
+	}
+	u, err := parse(raw)
 	if raw == "" || err != nil || u.RawQuery == "" {
 		s.renderMessage(w, http.StatusBadRequest, messageView{
 			Title:   "Not a redirect address",

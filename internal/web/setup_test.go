@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tibbersync/tibbersync/internal/auth"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -423,4 +424,29 @@ func TestCallbackWithoutPendingAttemptIs400(t *testing.T) {
 		t.Fatalf("status %d, want 400", r.status)
 	}
 	mustContain(t, r.body, "no authorization attempt is pending")
+}
+
+// TestPasteUsesTheConfiguredParser: the paste box accepts what the CLI's
+// paste mode accepts (auth.ParseRedirect: quotes, line breaks, bare query).
+func TestPasteUsesTheConfiguredParser(t *testing.T) {
+	var logs syncBuffer
+	opts := baseOptions(&logs)
+	var got *url.URL
+	opts.Flow = &fakeFlow{
+		StartFn: func(context.Context) (string, error) { return "", nil },
+		CompleteFn: func(_ context.Context, u *url.URL) (model.AuthStatus, error) {
+			got = u
+			return model.AuthStatus{State: model.AuthOK, Email: "ada@example.com"}, nil
+		},
+	}
+	opts.ParseRedirect = auth.ParseRedirect
+	_, ts := handlerServer(t, opts)
+	pasted := "\"http://localhost:8765/callback?code=" + canaryCode + "&state=" + canaryState + "\""
+	r := postForm(t, noRedirect(), ts.URL+"/setup/paste", url.Values{"url": {pasted}}, nil)
+	if r.status != http.StatusOK {
+		t.Fatalf("quoted paste: status %d\n%s", r.status, r.body)
+	}
+	if got == nil || got.Query().Get("code") != canaryCode || got.Query().Get("state") != canaryState {
+		t.Fatalf("Complete got %v", got)
+	}
 }
