@@ -254,6 +254,12 @@ func TestDaemonEndToEnd(t *testing.T) {
 		code, _, _ := runCmd(t, ctx, f.environ, "", "-c", f.cfgPath, "status", "--json")
 		return code == statusHealthy
 	})
+	// History follows the first devices run at once, not an hour later.
+	waitFor(t, ctx, func() bool {
+		_, out, _ := runCmd(t, ctx, f.environ, "", "-c", f.cfgPath, "status", "--json")
+		var r statusReport
+		return json.Unmarshal([]byte(out), &r) == nil && r.Tables["device_history"] > 0
+	})
 	code, out, _ := runCmd(t, ctx, f.environ, "", "-c", f.cfgPath, "status", "--json")
 	var rep statusReport
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {

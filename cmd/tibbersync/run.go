@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -79,7 +80,13 @@ func (d *daemon) run(ctx context.Context, cfg cfgT, o appOptions) int {
 		log.Error("read token state", "err", err)
 	}
 
-	sched := &jobs.Scheduler{
+	// History works on the stored inventory: after start-up and after a new
+	// authorization, it runs again as soon as a devices run has stored the
+	// devices, instead of waiting up to an hour for its next slot.
+	var historyAfterDevices atomic.Bool
+	historyAfterDevices.Store(true)
+	var sched *jobs.Scheduler
+	sched = &jobs.Scheduler{
 		Runner:    a,
 		Store:     a.data,
 		Clock:     a.clk,
@@ -89,6 +96,9 @@ func (d *daemon) run(ctx context.Context, cfg cfgT, o appOptions) int {
 		OnRun: func(r jobs.Run, err error) {
 			if a.metrics != nil {
 				a.metrics.ObserveRun(r.Job, r.Status, r.RowsWritten, r.FinishedAt)
+			}
+			if r.Job == "devices" && (r.Status == jobs.StatusOK || r.Status == jobs.StatusPartial) && historyAfterDevices.Swap(false) {
+				sched.Trigger("history")
 			}
 		},
 	}
@@ -116,9 +126,9 @@ func (d *daemon) run(ctx context.Context, cfg cfgT, o appOptions) int {
 		ParseRedirect:    auth.ParseRedirect,
 		OnAuthorized: func(st model.AuthStatus) {
 			log.Info("authorized; starting jobs", "email", st.Email, "granted_scopes", st.GrantedScopes)
-			for _, name := range jobNames {
-				sched.Trigger(name)
-			}
+			historyAfterDevices.Store(true)
+			sched.Trigger("homes")
+			sched.Trigger("devices")
 		},
 	}
 	if a.flow != nil {

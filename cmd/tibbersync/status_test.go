@@ -1,0 +1,202 @@
+package main
+
+import (
+	"context"
+	"encoding/xml"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tibbersync/tibbersync/internal/clock"
+	"github.com/tibbersync/tibbersync/internal/config"
+	"github.com/tibbersync/tibbersync/internal/logging"
+	"github.com/tibbersync/tibbersync/internal/model"
+	"github.com/tibbersync/tibbersync/internal/simulator"
+	"github.com/tibbersync/tibbersync/internal/web"
+)
+
+func TestJudgeExitCodes(t *testing.T) {
+	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	iv := map[string]time.Duration{"devices": 5 * time.Minute, "homes": time.Hour}
+	fresh := []model.JobSummary{
+		{Job: "devices", LastSuccessAt: now.Add(-4 * time.Minute)},
+		{Job: "homes", LastSuccessAt: now.Add(-50 * time.Minute)},
+	}
+	for name, tc := range map[string]struct {
+		s    model.Summary
+		want int
+	}{
+		"Healthy":        {model.Summary{Auth: model.AuthSummary{State: model.AuthOK}, Jobs: fresh}, statusHealthy},
+		"SetupRequired":  {model.Summary{Auth: model.AuthSummary{State: model.AuthSetupRequired}}, statusSetupRequired},
+		"ReauthRequired": {model.Summary{Auth: model.AuthSummary{State: model.AuthReauthRequired, Reason: "invalid_grant"}, Jobs: fresh}, statusReauthRequired},
+		"ConfigError":    {model.Summary{Auth: model.AuthSummary{State: model.AuthConfigError}, Jobs: fresh}, statusConfigError},
+		"Stale": {model.Summary{Auth: model.AuthSummary{State: model.AuthOK}, Jobs: []model.JobSummary{
+			{Job: "devices", LastSuccessAt: now.Add(-16 * time.Minute)},
+			{Job: "homes", LastSuccessAt: now.Add(-50 * time.Minute)},
+		}}, statusStale},
+		"NeverSucceeded": {model.Summary{Auth: model.AuthSummary{State: model.AuthOK}, Jobs: []model.JobSummary{{Job: "devices"}}}, statusStale},
+	} {
+		t.Run(name, func(t *testing.T) {
+			rep := judge(tc.s, iv, now)
+			if rep.ExitCode != tc.want || rep.Healthy != (tc.want == 0) {
+				t.Fatalf("exit %d healthy %v, want %d; problems %q", rep.ExitCode, rep.Healthy, tc.want, rep.Problems)
+			}
+			if tc.want != 0 && len(rep.Problems) == 0 {
+				t.Fatal("unhealthy report names no problem")
+			}
+		})
+	}
+}
+
+// syncedApp wires the real components against the simulator on a shared
+// fake clock, authorizes, and runs homes plus a devices cycle every 15
+// minutes of simulated time for six hours.
+func syncedApp(t *testing.T) (*app, *clock.Fake, string) {
+	t.Helper()
+	ctx := testCtx(t, 60*time.Second)
+	clk := clock.NewFake(time.Date(2026, 11, 28, 6, 0, 0, 0, time.UTC))
+	port := freePort(t)
+	redirect := "http://localhost:" + strconv.Itoa(port) + "/callback"
+	sim := simulator.New(simulator.Options{Now: clk.Now, Seed: 3, AutoConsent: true, RedirectURIs: []string{redirect}})
+	srv := httptest.NewServer(sim)
+	t.Cleanup(srv.Close)
+	t.Cleanup(sim.Close)
+	sim.SetBaseURL(srv.URL)
+
+	dir := t.TempDir()
+	cfg := config.Default()
+	cfg.Storage.Dir = filepath.Join(dir, "state")
+	cfg.Tibber.ClientID = simulator.DefaultClientID
+	cfg.ClientSecret = logging.NewSecret(simulator.DefaultClientSecret)
+	cfg.Tibber.RedirectURL = redirect
+	cfg.Tibber.AuthURL = srv.URL + "/connect/authorize"
+	cfg.Tibber.TokenURL = srv.URL + "/connect/token"
+	cfg.Tibber.UserinfoURL = srv.URL + "/connect/userinfo"
+	cfg.Tibber.APIURL = srv.URL
+	cfg.Tibber.RequestsPerSecond = 1000
+	a, err := openApp(ctx, cfg, logging.Discard(), appOptions{clock: clk, withMetrics: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.close)
+	if err := a.source.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	authURL, err := a.flow.Start(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, authURL, nil)
+	req.Header.Set("User-Agent", "tibbersync-test/1.0 (linux; amd64)")
+	resp, err := noFollow.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc, err := resp.Location()
+	if err != nil {
+		t.Fatalf("authorize did not redirect: %s", resp.Status)
+	}
+	if _, err := a.flow.Complete(ctx, loc); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := a.runJob(ctx, "homes"); err != nil || r.Status != "ok" {
+		t.Fatalf("homes: %+v %v", r, err)
+	}
+	for i := 0; i < 24; i++ {
+		if r, err := a.runJob(ctx, "devices"); err != nil || r.Status != "ok" {
+			t.Fatalf("devices cycle %d: %+v %v", i, r, err)
+		}
+		clk.Advance(15 * time.Minute)
+	}
+	return a, clk, cfg.Storage.Dir
+}
+
+// TestStatusPageChartsSimulatorData renders / from real data: the page is
+// well-formed, and the state-of-charge chart has a polyline per battery and
+// vehicle with a point for each stored change.
+func TestStatusPageChartsSimulatorData(t *testing.T) {
+	a, clk, _ := syncedApp(t)
+	srv, err := web.New(web.Options{Listen: "127.0.0.1:0", ClientID: "x", Status: a, Clock: clk, Metrics: a.metrics})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler())
+	defer ts.Close()
+	req, _ := http.NewRequest(http.MethodGet, ts.URL+"/", nil)
+	req.Host = "127.0.0.1:" + strings.TrimPrefix(ts.URL[strings.LastIndex(ts.URL, ":"):], ":")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /: %s\n%s", resp.Status, body)
+	}
+	page := string(body)
+	svgs := regexp.MustCompile(`(?s)<svg class="plot".*?</svg>`).FindAllString(page, -1)
+	if len(svgs) == 0 {
+		t.Fatalf("no chart on the status page:\n%s", page)
+	}
+	var soc string
+	for _, s := range svgs {
+		if err := xml.Unmarshal([]byte(s), new(struct{})); err != nil {
+			t.Fatalf("chart SVG is not well-formed XML: %v\n%s", err, s)
+		}
+		if strings.Contains(s, "stateOfCharge") || strings.Contains(s, "state of charge") || strings.Contains(strings.ToLower(s), "charge") {
+			soc = s
+		}
+	}
+	if soc == "" {
+		t.Fatalf("no state-of-charge chart among %d charts", len(svgs))
+	}
+	lines := regexp.MustCompile(`points="([^"]+)"`).FindAllStringSubmatch(soc, -1)
+	if len(lines) < 2 {
+		t.Fatalf("state-of-charge chart has %d polylines, want one per battery and vehicle (>= 2):\n%s", len(lines), soc)
+	}
+	series, err := a.CapabilitySeries(context.Background(), "storage.stateOfCharge", clk.Now().Add(-24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	maxPoints := 0
+	for _, s := range series {
+		maxPoints = max(maxPoints, len(s.Points))
+	}
+	most := 0
+	for _, l := range lines {
+		most = max(most, len(strings.Fields(l[1])))
+	}
+	if maxPoints < 3 || most < 3 {
+		t.Fatalf("simulator data gave %d points at most and the chart %d; want a real curve", maxPoints, most)
+	}
+}
+
+// TestBackupCommand: a consistent, checked copy that refuses to overwrite.
+func TestBackupCommand(t *testing.T) {
+	_, _, stateDir := syncedApp(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(cfg, []byte("[storage]\ndir = \""+stateDir+"\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx := testCtx(t, 30*time.Second)
+	dest := filepath.Join(dir, "copy.db")
+	if code, out, errOut := runCmd(t, ctx, nil, "", "-c", cfg, "backup", dest); code != 0 || !strings.Contains(out, "checked") {
+		t.Fatalf("backup: exit %d, out %q, err %q", code, out, errOut)
+	}
+	if code, _, errOut := runCmd(t, ctx, nil, "", "-c", cfg, "backup", dest); code == 0 || !strings.Contains(errOut, "exist") {
+		t.Fatalf("backup over an existing file: exit %d, err %q; want a refusal", code, errOut)
+	}
+	if code, _, errOut := runCmd(t, ctx, nil, "", "-c", cfg, "backup", "--force", dest); code != 0 {
+		t.Fatalf("backup --force: exit %d, err %q", code, errOut)
+	}
+}
