@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,6 +17,7 @@ import (
 
 	_ "modernc.org/sqlite" // the analysts' read-only view of data.db in the summary
 
+	"github.com/tibbersync/tibbersync/internal/clock"
 	"github.com/tibbersync/tibbersync/internal/config"
 	"github.com/tibbersync/tibbersync/internal/logging"
 	"github.com/tibbersync/tibbersync/internal/model"
@@ -40,18 +40,9 @@ func (c *demoClock) Now() time.Time {
 	return time.Now().Add(c.offset)
 }
 
+// Sleep waits in real time: only the offset moves faster.
 func (c *demoClock) Sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
+	return clock.Real{}.Sleep(ctx, d)
 }
 
 func (c *demoClock) Advance(d time.Duration) {
@@ -96,7 +87,7 @@ func cmdDemo(ctx context.Context, args []string, env *environment) int {
 		defer os.RemoveAll(tmp)
 		stateDir = tmp
 	}
-	d := &demo{env: env, clk: &demoClock{}, stateDir: stateDir, seed: *seed, backfill: *backfill, cycles: *cycles, verbose: *verbose}
+	d := &demo{env: env, clk: &demoClock{}, stateDir: stateDir, seed: *seed, backfill: *backfill, cycles: *cycles, verbose: *verbose, keep: *dir != ""}
 	return d.run(ctx, *listen, *serve)
 }
 
@@ -108,6 +99,7 @@ type demo struct {
 	backfill int
 	cycles   int
 	verbose  bool
+	keep     bool // the state directory was given and is kept
 }
 
 func (d *demo) run(ctx context.Context, listen string, serve bool) int {
@@ -236,9 +228,15 @@ func (d *demo) run(ctx context.Context, listen string, serve bool) int {
 	if err != nil || r.Status == "failed" {
 		failed = true
 	}
-	if err := printDemoSummary(ctx, out, filepath.Join(d.stateDir, "data.db")); err != nil {
+	dbPath := filepath.Join(d.stateDir, "data.db")
+	if err := printDemoSummary(ctx, out, dbPath); err != nil {
 		fmt.Fprintf(d.env.stderr, "tibbersync demo: summary: %v\n", err)
 		return exitError
+	}
+	if d.keep {
+		fmt.Fprintf(out, "\nTry: sqlite3 'file:%s?mode=ro' 'SELECT * FROM device_overview'\n", dbPath)
+	} else {
+		fmt.Fprintln(out, "\nThe state directory is removed now; run with --dir DIR to keep data.db and explore it (make run shows the status page).")
 	}
 	if failed {
 		fmt.Fprintln(d.env.stderr, "tibbersync demo: some runs failed (see above)")
@@ -398,8 +396,6 @@ ORDER BY d.name, l.capability_id`)
 		return fmt.Errorf("history_hourly: %w", err)
 	}
 	fmt.Fprintf(w, "   history_hourly covers %d local days\n", days)
-	fmt.Fprintf(w, "\nTry: sqlite3 'file:%s?mode=ro' 'SELECT * FROM device_overview'\n", path)
 	return nil
 }
 
-var _ = errors.Is
