@@ -42,9 +42,11 @@ demo: build
 run: build
 	$(DIST)/tibbersync demo --serve
 
-## bench: performance and memory figures (see docs/benchmarks.md)
+## bench: one table of performance and memory figures with their targets (see docs/benchmarks.md);
+## the package micro-benchmarks still run with: go test -run '^$$' -bench . ./internal/store/
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 3x ./internal/...
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(DIST)/tibbersync-bench ./cmd/tibbersync-bench
+	$(DIST)/tibbersync-bench -binary $(DIST)/tibbersync
 
 ## cross: static binaries for linux amd64, arm64 and arm/v7 (Raspberry Pi), with checksums
 cross:
