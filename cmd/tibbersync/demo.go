@@ -398,4 +398,3 @@ ORDER BY d.name, l.capability_id`)
 	fmt.Fprintf(w, "   history_hourly covers %d local days\n", days)
 	return nil
 }
-
