@@ -135,6 +135,14 @@ func openApp(ctx context.Context, cfg config.Config, log *slog.Logger, o appOpti
 			StatusURL:  o.statusURL,
 		})
 	}
+	// Token and userinfo requests go through the same client, observed for
+	// /metrics under the routes "token" and "userinfo".
+	authHC := hc
+	if a.metrics != nil {
+		c := *hc
+		c.Transport = observingTransport{base: transportOf(hc), m: a.metrics, tokenURL: cfg.Tibber.TokenURL, userinfoURL: cfg.Tibber.UserinfoURL}
+		authHC = &c
+	}
 	authOpts := auth.Options{
 		ClientID:     cfg.Tibber.ClientID,
 		ClientSecret: secret,
@@ -143,7 +151,7 @@ func openApp(ctx context.Context, cfg config.Config, log *slog.Logger, o appOpti
 		UserinfoURL:  cfg.Tibber.UserinfoURL,
 		RedirectURL:  cfg.Tibber.RedirectURL,
 		Scopes:       cfg.Tibber.Scopes,
-		HTTPClient:   hc,
+		HTTPClient:   authHC,
 		UserAgent:    version.UserAgent(),
 		Store:        a.secrets,
 		Status:       a.data,
@@ -330,3 +338,38 @@ func isAuthStop(err error) bool {
 }
 
 var _ = logging.Redacted
+
+// observingTransport counts token-endpoint and userinfo requests for
+// /metrics. It only observes: it never retries or changes a request (R3).
+type observingTransport struct {
+	base                  http.RoundTripper
+	m                     *metrics.Metrics
+	tokenURL, userinfoURL string
+}
+
+func (t observingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	route := "other"
+	switch u := req.URL.Scheme + "://" + req.URL.Host + req.URL.Path; u {
+	case t.tokenURL:
+		route = "token"
+	case t.userinfoURL:
+		route = "userinfo"
+	}
+	resp, err := t.base.RoundTrip(req)
+	status := 0
+	if err == nil {
+		status = resp.StatusCode
+	}
+	t.m.ObserveRequest(route, status)
+	if status == http.StatusTooManyRequests {
+		t.m.Observe429(route)
+	}
+	return resp, err
+}
+
+func transportOf(c *http.Client) http.RoundTripper {
+	if c.Transport != nil {
+		return c.Transport
+	}
+	return http.DefaultTransport
+}

@@ -200,3 +200,22 @@ func TestBackupCommand(t *testing.T) {
 		t.Fatalf("backup --force: exit %d, err %q", code, errOut)
 	}
 }
+
+// TestMetricsCountTokenAndDataAPIRequests: /metrics sees the Data API routes
+// and the token endpoint (through the observing transport).
+func TestMetricsCountTokenAndDataAPIRequests(t *testing.T) {
+	a, _, _ := syncedApp(t)
+	rec := httptest.NewRecorder()
+	a.metrics.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	body := rec.Body.String()
+	for _, want := range []string{
+		`tibbersync_http_requests_total{endpoint="token",status="200"}`,
+		`tibbersync_http_requests_total{endpoint="homes",status="200"}`,
+		`tibbersync_http_requests_total{endpoint="device",status="200"}`,
+		`tibbersync_http_requests_total{endpoint="userinfo",status="200"}`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
