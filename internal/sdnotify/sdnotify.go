@@ -92,4 +92,3 @@ func (n *Notifier) Ping() error {
 
 // Stopping tells systemd that shutdown began.
 func (n *Notifier) Stopping() error { return n.Send("STOPPING=1") }
-
