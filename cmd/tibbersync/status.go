@@ -128,7 +128,7 @@ func printStatus(w io.Writer, rep statusReport) {
 		fmt.Fprintf(w, "  access token: expires %s (refreshed ahead of expiry)\n", fmtTime(s.Auth.AccessExpiresAt))
 	}
 	if !s.Auth.RefreshExpiresEst.IsZero() {
-		days := int(s.Auth.RefreshExpiresEst.Sub(time.Now()).Hours() / 24)
+		days := int(time.Until(s.Auth.RefreshExpiresEst).Hours() / 24)
 		fmt.Fprintf(w, "  refresh token: issued %s, about %d days left (Tibber: ~30 days; a rotation renews it)\n", fmtTime(s.Auth.RefreshIssuedAt), days)
 	}
 	if len(s.Auth.GrantedScopes) > 0 {
