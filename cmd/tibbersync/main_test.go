@@ -244,6 +244,14 @@ func TestDaemonEndToEnd(t *testing.T) {
 	if n := f.sim.Stats().Requests["homes"]; n != 0 {
 		t.Fatalf("daemon called /v1/homes %d times before authorization", n)
 	}
+	// `sync` before authorization: a clear message, exit 78, no API call.
+	code, _, errOut := runCmd(t, ctx, f.environ, "", "-c", f.cfgPath, "sync", "devices")
+	if code != exitConfig || !strings.Contains(errOut, "not authorized") {
+		t.Fatalf("sync before setup: exit %d, stderr %q; want 78 and 'not authorized'", code, errOut)
+	}
+	if n := f.sim.Stats().Requests["homes"]; n != 0 {
+		t.Fatalf("sync called /v1/homes %d times before authorization", n)
+	}
 
 	// Setup: /setup/start → simulator consent page → approve → /callback.
 	if err := walkConsent(ctx, base); err != nil {
@@ -271,7 +279,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 	}
 
 	// A second daemon on the same state directory refuses to start.
-	code, _, errOut := runCmd(t, ctx, f.environ, "", "-c", f.cfgPath, "run")
+	code, _, errOut = runCmd(t, ctx, f.environ, "", "-c", f.cfgPath, "run")
 	if code == 0 || !strings.Contains(errOut, "already running") {
 		t.Fatalf("second daemon: exit %d, stderr %q", code, errOut)
 	}
@@ -283,6 +291,16 @@ func TestDaemonEndToEnd(t *testing.T) {
 	}
 	if strings.Contains(runErr.String(), "sim-secret") {
 		t.Fatal("client secret appeared in the daemon's log")
+	}
+	// `sync all` once, the scheduler's code path, with the daemon stopped.
+	code, out, errOut = runCmd(t, ctx, f.environ, "", "-c", f.cfgPath, "sync", "all")
+	if code != 0 {
+		t.Fatalf("sync all: exit %d\n%s\n%s", code, out, errOut)
+	}
+	for _, job := range []string{"homes", "devices", "history"} {
+		if !regexp.MustCompile(`(?m)^` + job + `\s+ok\s+requests=\d+`).MatchString(out) {
+			t.Errorf("sync all output lacks an ok line for %s:\n%s", job, out)
+		}
 	}
 	if st := f.sim.Stats(); st.UserAgentViolations != 0 || st.RefreshReuse != 0 {
 		t.Fatalf("simulator saw UA violations %d, refresh reuse %d", st.UserAgentViolations, st.RefreshReuse)
