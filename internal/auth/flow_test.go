@@ -482,3 +482,31 @@ func TestCheckRedirectURL(t *testing.T) {
 		})
 	}
 }
+
+// TestAttemptSurvivesRestart: the daemon restarts between the user's consent
+// and the callback; the attempt (state and verifier) was persisted in
+// tokens.db, so a new process completes it.
+func TestAttemptSurvivesRestart(t *testing.T) {
+	e := newEnv(t)
+	q := e.start(e.flow())
+	redirected := e.consent(q)
+
+	// "Restart": close tokens.db, reopen it, build a new Flow.
+	if err := e.store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e.store = e.openStore()
+	e.opts.Store = e.store
+	e.clk.Advance(3 * time.Minute)
+
+	st, err := e.flow().Complete(context.Background(), redirected)
+	if err != nil || st.State != model.AuthOK {
+		t.Fatalf("Complete after a restart: %+v, %v", st, err)
+	}
+	if s := e.fake.stats(); s.codePosts != 1 {
+		t.Fatalf("code posts = %d, want 1", s.codePosts)
+	}
+	if g := e.grant(); !g.HasToken {
+		t.Fatal("no token stored after completing the persisted attempt")
+	}
+}
