@@ -59,6 +59,11 @@ func TestJudgeExitCodes(t *testing.T) {
 // fake clock, authorizes, and runs homes plus a devices cycle every 15
 // minutes of simulated time for six hours.
 func syncedApp(t *testing.T) (*app, *clock.Fake, string) {
+	a, clk, dir, _ := syncedAppSim(t)
+	return a, clk, dir
+}
+
+func syncedAppSim(t *testing.T) (*app, *clock.Fake, string, *simulator.Simulator) {
 	t.Helper()
 	ctx := testCtx(t, 60*time.Second)
 	clk := clock.NewFake(time.Date(2026, 11, 28, 6, 0, 0, 0, time.UTC))
@@ -117,7 +122,7 @@ func syncedApp(t *testing.T) (*app, *clock.Fake, string) {
 		}
 		clk.Advance(15 * time.Minute)
 	}
-	return a, clk, cfg.Storage.Dir
+	return a, clk, cfg.Storage.Dir, sim
 }
 
 // TestStatusPageChartsSimulatorData renders / from real data: the page is
@@ -217,5 +222,43 @@ func TestMetricsCountTokenAndDataAPIRequests(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
+	}
+}
+
+// TestQuietSkipWhileReauthRequired: once Tibber rejects the refresh token,
+// the first skipped run of each job is recorded, later slots write nothing
+// (SD-card wear) and make no call.
+func TestQuietSkipWhileReauthRequired(t *testing.T) {
+	a, clk, _, sim := syncedAppSim(t)
+	ctx := testCtx(t, 30*time.Second)
+	sim.RevokeGrants()
+	clk.Advance(2 * time.Hour) // the access token expired: the next call refreshes
+	r, err := a.Run(ctx, "devices")
+	if r.Status != "skipped" || err == nil {
+		t.Fatalf("first run after revocation: %+v, %v; want skipped", r, err)
+	}
+	if st, _ := a.source.Status(ctx); st.State != model.AuthReauthRequired {
+		t.Fatalf("state = %s, want reauth_required", st.State)
+	}
+	countRuns := func() int64 {
+		s, err := a.data.Summary(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.Tables["sync_runs"]
+	}
+	before := countRuns()
+	tokenCalls := sim.Stats().TokenRequests["refresh_token"]
+	for i := 0; i < 5; i++ {
+		clk.Advance(5 * time.Minute)
+		if r, _ := a.Run(ctx, "devices"); r.Status != "skipped" {
+			t.Fatalf("run %d while reauth_required: %+v", i, r)
+		}
+	}
+	if got := countRuns(); got != before {
+		t.Fatalf("sync_runs grew from %d to %d while re-authorization was pending", before, got)
+	}
+	if got := sim.Stats().TokenRequests["refresh_token"]; got != tokenCalls {
+		t.Fatalf("refresh requests grew from %d to %d while re-authorization was pending", tokenCalls, got)
 	}
 }
