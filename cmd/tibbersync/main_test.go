@@ -371,3 +371,47 @@ func walkConsent(ctx context.Context, base string) error {
 	}
 	return nil
 }
+
+// TestRunWithoutClientServesSetupInstructions: a fresh install without a
+// client id or secret still serves /setup with what to register and what to
+// configure, instead of exiting.
+func TestRunWithoutClientServesSetupInstructions(t *testing.T) {
+	dir := t.TempDir()
+	port := freePort(t)
+	cfg := filepath.Join(dir, "config.toml")
+	body := fmt.Sprintf("[storage]\ndir = %q\n[web]\nlisten = \"127.0.0.1:%d\"\n[tibber]\nredirect_url = \"http://localhost:%d/callback\"\n", filepath.Join(dir, "state"), port, port)
+	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx := testCtx(t, 30*time.Second)
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan int, 1)
+	var logs syncBuffer
+	go func() {
+		env := &environment{stdin: strings.NewReader(""), stdout: &logs, stderr: &logs, environ: []string{"PATH=" + os.Getenv("PATH")}}
+		done <- runWith(runCtx, []string{"-c", cfg, "run"}, env)
+	}()
+	var page string
+	waitFor(t, ctx, func() bool {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/setup", port))
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		page = string(b)
+		return resp.StatusCode == http.StatusOK
+	})
+	for _, want := range []string{fmt.Sprintf("http://localhost:%d/callback", port), "client_id", "data-api-homes-read"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("/setup without a client lacks %q", want)
+		}
+	}
+	if !strings.Contains(logs.String(), "client not configured") {
+		t.Errorf("no 'client not configured' hint in the log:\n%s", logs.String())
+	}
+	stop()
+	if code := <-done; code != 0 {
+		t.Fatalf("run exit %d\n%s", code, logs.String())
+	}
+}

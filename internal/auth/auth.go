@@ -88,6 +88,8 @@ var (
 	ErrExchangeFailed = errors.New("the authorization code could not be exchanged for a token")
 	// ErrNoClientSecret: no client secret is configured (Tibber requires one even with PKCE).
 	ErrNoClientSecret = errors.New("no client secret is configured")
+	// ErrNoClientID: the client id is not configured, so no token request is made.
+	ErrNoClientID = errors.New("no client id is configured ([tibber].client_id)")
 	// ErrBadRedirect: a pasted URL could not be understood.
 	ErrBadRedirect = errors.New("the pasted text is not a redirect URL with code and state")
 
@@ -191,7 +193,10 @@ func (o Options) normalize(forFlow bool) (Options, error) {
 	if o.Status == nil {
 		return o, errors.New("auth options: Status is required")
 	}
-	if o.ClientID == "" {
+	// A Source without a client id can still report the stored state (the
+	// daemon serves its setup page before the client is configured); it
+	// refuses to refresh. A Flow needs one.
+	if o.ClientID == "" && forFlow {
 		return o, errors.New("auth options: client_id is empty")
 	}
 	if o.TokenURL == "" {

@@ -448,6 +448,9 @@ func (s *Source) refreshLocked(ctx context.Context, kind refreshKind, rejected l
 	if secret.Empty() {
 		return logging.Secret{}, fmt.Errorf("%w: %w", model.ErrNotAuthorized, ErrNoClientSecret)
 	}
+	if s.o.ClientID == "" {
+		return logging.Secret{}, fmt.Errorf("%w: %w", model.ErrNotAuthorized, ErrNoClientID)
+	}
 
 	// Backoff (R25), clamped if the clock went back.
 	if !g.Backoff.Next.IsZero() && g.Backoff.Next.After(now) {

@@ -821,3 +821,28 @@ func TestOptionsValidation(t *testing.T) {
 		t.Error("NewFlow accepted an empty redirect URL")
 	}
 }
+
+// TestSourceWithoutClientID: the daemon builds a Source before the client is
+// configured (to serve its setup page); it reports the state and never sends
+// a token request without a client id.
+func TestSourceWithoutClientID(t *testing.T) {
+	e := newEnv(t)
+	e.setup()
+	before := e.fake.stats()
+	e.opts.ClientID = ""
+	src := e.source()
+	if err := src.Init(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	e.clk.Advance(2 * time.Hour)
+	_, err := src.AccessToken(context.Background())
+	if !errors.Is(err, auth.ErrNoClientID) || !errors.Is(err, model.ErrNotAuthorized) {
+		t.Fatalf("AccessToken without a client id: %v", err)
+	}
+	if after := e.fake.stats(); after.refreshPosts != before.refreshPosts {
+		t.Fatalf("refresh POSTs %d → %d without a client id", before.refreshPosts, after.refreshPosts)
+	}
+	if _, err := auth.NewFlow(e.opts); err == nil {
+		t.Fatal("NewFlow accepted an empty client id")
+	}
+}
