@@ -54,7 +54,7 @@ type daemon struct {
 func (d *daemon) run(ctx context.Context, cfg cfgT, o appOptions) int {
 	log := d.log
 	for _, w := range auth.CheckRedirectURL(cfg.Tibber.RedirectURL, cfg.Web.Listen) {
-		log.Warn("redirect uri check", "redirect_url", cfg.Tibber.RedirectURL, "warning", w)
+		log.Warn("redirect uri check: " + w)
 	}
 	if err := os.MkdirAll(cfg.Storage.Dir, 0o750); err != nil {
 		fmt.Fprintf(d.env.stderr, "tibbersync: create storage dir: %v\n", err)

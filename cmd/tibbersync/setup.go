@@ -37,7 +37,7 @@ func cmdSetup(ctx context.Context, args []string, env *environment) int {
 		return exitConfig
 	}
 	for _, w := range auth.CheckRedirectURL(cfg.Tibber.RedirectURL, cfg.Web.Listen) {
-		fmt.Fprintf(env.stderr, "warning: redirect_url %q: %s\n", cfg.Tibber.RedirectURL, w)
+		fmt.Fprintf(env.stderr, "warning: %s\n", w)
 	}
 	a, err := openApp(ctx, cfg, log, appOptions{})
 	if err != nil {

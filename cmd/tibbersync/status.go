@@ -47,7 +47,7 @@ func cmdStatus(ctx context.Context, args []string, env *environment) int {
 	path := filepath.Join(cfg.Storage.Dir, "data.db")
 	db, err := store.OpenReadOnly(ctx, path)
 	if err != nil {
-		fmt.Fprintf(env.stderr, "tibbersync status: %v (has the daemon run yet?)\n", err)
+		fmt.Fprintf(env.stderr, "tibbersync status: %v\n", err)
 		return statusError
 	}
 	defer db.Close()

@@ -211,8 +211,8 @@ func TestDevicesHomesFailingRecordsFailedRun(t *testing.T) {
 		t.Fatalf("run = %+v, err = %v; want failed with error", run, err)
 	}
 	runs := st.Runs()
-	if len(runs) != 1 || runs[0].Status != jobs.StatusFailed || !strings.Contains(runs[0].Error, "fetch homes") {
-		t.Fatalf("recorded runs = %+v, want one failed run naming the homes fetch", runs)
+	if len(runs) != 1 || runs[0].Status != jobs.StatusFailed || !strings.Contains(runs[0].Error, "GET /v1/homes") {
+		t.Fatalf("recorded runs = %+v, want one failed run naming the homes request", runs)
 	}
 	if runs[0].Requests != 1 || runs[0].Job != jobs.JobDevices || runs[0].FinishedAt.IsZero() {
 		t.Fatalf("recorded run = %+v", runs[0])

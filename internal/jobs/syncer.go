@@ -221,7 +221,7 @@ func (s *Syncer) runInventory(ctx context.Context, job string, withDetails bool)
 	rawHomes, err := s.API.Homes(ctx)
 	m.done(err)
 	if err != nil {
-		return s.abort(ctx, run, m, fmt.Errorf("fetch homes: %w", err))
+		return s.abort(ctx, run, m, err)
 	}
 	var problems []string
 	var errs []error
