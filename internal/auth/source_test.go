@@ -803,7 +803,6 @@ func TestOptionsValidation(t *testing.T) {
 	for name, mod := range map[string]func(o *auth.Options){
 		"NoStore":    func(o *auth.Options) { o.Store = nil },
 		"NoStatus":   func(o *auth.Options) { o.Status = nil },
-		"NoClientID": func(o *auth.Options) { o.ClientID = "" },
 		"NoTokenURL": func(o *auth.Options) { o.TokenURL = "" },
 	} {
 		o := e.opts

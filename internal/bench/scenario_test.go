@@ -295,8 +295,11 @@ func TestRunSmall(t *testing.T) {
 	var rawRows, jobRows, points int
 	fmt.Sscanf(raw.Value[strings.Index(raw.Value, "(")+1:], "%d rows", &rawRows)
 	fmt.Sscanf(ingest.Value[strings.Index(ingest.Value, "(")+1:], "%d points, %d rows", &points, &jobRows)
-	if rawRows == 0 || rawRows != jobRows || points != 2*5*24 {
-		t.Errorf("raw %d rows, job %d rows, %d points (want 2 devices × 5 days × 24)", rawRows, jobRows, points)
+	// The window is "now − 5 days" up to the current hour, and battery
+	// energy series have holes by design (tibber-data-api.md §6.3), so the
+	// point count is at most one period more per device and a little less.
+	if rawRows == 0 || rawRows != jobRows || points < 2*5*24*9/10 || points > 2*(5*24+1) {
+		t.Errorf("raw %d rows, job %d rows, %d points (want about 2 devices × 5 days × 24)", rawRows, jobRows, points)
 	}
 	if r := find("binary size"); !raceEnabled && !strings.Contains(r.Value, "not stripped, static") {
 		t.Errorf("binary row %+v: want a static binary with symbols (built without -s -w)", r)
