@@ -161,7 +161,7 @@ func printStatus(w io.Writer, rep statusReport) {
 	}
 	sort.Strings(tables)
 	for _, t := range tables {
-		fmt.Fprintf(w, "  %-18s %d\n", t, s.Tables[t])
+		fmt.Fprintf(w, "  %-20s %d\n", t, s.Tables[t])
 	}
 	fmt.Fprintf(w, "\ndata.db: %s, WAL: %s\n", humanBytes(s.DataDBBytes), humanBytes(s.WALBytes))
 }
