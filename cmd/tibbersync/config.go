@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 
@@ -14,10 +13,9 @@ import (
 func loadConfig(g *globalFlags, env *environment) (config.Config, int, bool) {
 	cfg, err := config.Load(g.ConfigPath, env.environ)
 	if err != nil {
+		// Every load or validation error is a configuration error (78):
+		// restarting cannot fix it.
 		fmt.Fprintln(env.stderr, err)
-		if errors.Is(err, config.ErrConfig) {
-			return cfg, exitConfig, false
-		}
 		return cfg, exitConfig, false
 	}
 	if g.LogLevel != "" {
@@ -33,4 +31,19 @@ func loadConfig(g *globalFlags, env *environment) (config.Config, int, bool) {
 // newLogger builds the process logger from the config.
 func newLogger(cfg config.Config, env *environment) (*slog.Logger, error) {
 	return logging.New(env.stderr, cfg.Log.Level, cfg.Log.Format)
+}
+
+// loadConfigAndLogger loads the configuration and builds the process logger
+// from it, for the subcommands that log.
+func loadConfigAndLogger(g *globalFlags, env *environment) (config.Config, *slog.Logger, int, bool) {
+	cfg, code, ok := loadConfig(g, env)
+	if !ok {
+		return cfg, nil, code, false
+	}
+	log, err := newLogger(cfg, env)
+	if err != nil {
+		fmt.Fprintf(env.stderr, "tibbersync: %v\n", err)
+		return cfg, nil, exitConfig, false
+	}
+	return cfg, log, exitOK, true
 }

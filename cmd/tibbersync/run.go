@@ -29,14 +29,9 @@ func cmdRun(ctx context.Context, args []string, env *environment) int {
 	if code, ok := parseFlags(fs, args, 0, env); !ok {
 		return code
 	}
-	cfg, code, ok := loadConfig(g, env)
+	cfg, log, code, ok := loadConfigAndLogger(g, env)
 	if !ok {
 		return code
-	}
-	log, err := newLogger(cfg, env)
-	if err != nil {
-		fmt.Fprintf(env.stderr, "tibbersync: %v\n", err)
-		return exitConfig
 	}
 	d := &daemon{env: env, log: log}
 	return d.run(ctx, cfg, appOptions{withMetrics: true})

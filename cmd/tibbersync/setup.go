@@ -27,14 +27,9 @@ func cmdSetup(ctx context.Context, args []string, env *environment) int {
 	if code, ok := parseFlags(fs, args, 0, env); !ok {
 		return code
 	}
-	cfg, code, ok := loadConfig(g, env)
+	cfg, log, code, ok := loadConfigAndLogger(g, env)
 	if !ok {
 		return code
-	}
-	log, err := newLogger(cfg, env)
-	if err != nil {
-		fmt.Fprintf(env.stderr, "tibbersync: %v\n", err)
-		return exitConfig
 	}
 	for _, w := range auth.CheckRedirectURL(cfg.Tibber.RedirectURL, cfg.Web.Listen) {
 		fmt.Fprintf(env.stderr, "warning: %s\n", w)

@@ -37,14 +37,9 @@ func cmdSync(ctx context.Context, args []string, env *environment) int {
 		fmt.Fprintf(env.stderr, "tibbersync sync: unknown job %q (want homes, devices, history or all)\n", which)
 		return exitUsage
 	}
-	cfg, code, ok := loadConfig(g, env)
+	cfg, log, code, ok := loadConfigAndLogger(g, env)
 	if !ok {
 		return code
-	}
-	log, err := newLogger(cfg, env)
-	if err != nil {
-		fmt.Fprintf(env.stderr, "tibbersync: %v\n", err)
-		return exitConfig
 	}
 	o := appOptions{}
 	if !*noProgress && isTerminal(env.stderr) {
