@@ -280,6 +280,11 @@ func TestRunSmall(t *testing.T) {
 	if r := find("rows written by the unchanged cycles"); r.Value != "0" {
 		t.Errorf("unchanged cycles wrote rows: %+v", r)
 	}
+	// R19's SD-card budget is a byte count, not a timing, so the smoke run
+	// enforces it: an unchanged cycle writes at most 32 KiB.
+	if r := find("bytes written per unchanged cycle"); r.OK != Pass {
+		t.Errorf("bytes per unchanged cycle over the R19 budget: %+v", r)
+	}
 	if r := find("first runs after authorization"); !strings.Contains(r.Value, "devices ok 11/") {
 		t.Errorf("daemon's first runs: %+v", r)
 	}
