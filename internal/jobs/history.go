@@ -362,6 +362,12 @@ func (s *Syncer) syncStream(ctx context.Context, m *meter, st historyStream, pl 
 
 		r, err := s.Store.SaveHistoryPage(ctx, devID, res, page, cp)
 		if err != nil {
+			if cerr := ctx.Err(); cerr != nil {
+				// Stopped (shutdown or the run's deadline) mid-write: the
+				// page was rolled back and is fetched again next run. Say
+				// so instead of the driver's "statement is closed".
+				err = fmt.Errorf("stopped, page rolled back: %w", cerr)
+			}
 			out.fatal = fmt.Errorf("save history page of %s/%s: %w", devID, res, err)
 			return out
 		}
