@@ -4,6 +4,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -75,6 +77,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 
 func runWith(ctx context.Context, args []string, env *environment) int {
 	global, rest, err := parseGlobal(args)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(env.stdout, usage)
+		return exitOK
+	}
 	if err != nil {
 		fmt.Fprintf(env.stderr, "tibbersync: %v\n\n%s", err, usage)
 		return exitUsage

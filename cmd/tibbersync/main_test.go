@@ -143,6 +143,15 @@ func TestVersion(t *testing.T) {
 	}
 }
 
+func TestHelp(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"-h"}, {"help"}} {
+		code, out, _ := runCmd(t, testCtx(t, 10*time.Second), nil, "", args...)
+		if code != 0 || !strings.Contains(out, "Commands:") {
+			t.Errorf("%v: exit %d, stdout %q", args, code, out)
+		}
+	}
+}
+
 func TestUsageErrors(t *testing.T) {
 	ctx := testCtx(t, 10*time.Second)
 	for name, args := range map[string][]string{
