@@ -18,7 +18,9 @@ import (
 // within one run, reported after each page. Within a stream, Pages, Points
 // and Reached never decrease.
 type HistoryProgress struct {
-	DeviceID   string
+	DeviceID string
+	// DeviceName is the device's name from its list entry ("" when unknown).
+	DeviceName string
 	Resolution string
 	// Pages and Points count the pages and items (periods) fetched for this
 	// stream in this run.
@@ -259,7 +261,7 @@ func (s *Syncer) syncStream(ctx context.Context, m *meter, st historyStream, pl 
 	maxPages := s.pageCap(res, from, now)
 	log := pl.log.With("device_id", devID, "resolution", res)
 
-	prog := HistoryProgress{DeviceID: devID, Resolution: res, Start: from, Reached: cp.LastPeriod}
+	prog := HistoryProgress{DeviceID: devID, DeviceName: st.dev.Name, Resolution: res, Start: from, Reached: cp.LastPeriod}
 	defer func() {
 		if out.pages > 0 && s.Progress != nil {
 			prog.Done = true

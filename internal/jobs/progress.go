@@ -81,13 +81,17 @@ func (b *progressBar) draw(p HistoryProgress, now time.Time) {
 // formatProgress renders one progress line; elapsed is the time since the
 // stream's first report, for the ETA.
 func formatProgress(p HistoryProgress, elapsed time.Duration) string {
-	id := p.DeviceID
-	if len(id) > 12 {
-		id = id[:12] + "…"
+	// The name a person gave the device reads better than Tibber's opaque id.
+	id := p.DeviceName
+	if id == "" {
+		id = p.DeviceID
+	}
+	if r := []rune(id); len(r) > 13 {
+		id = string(r[:12]) + "…"
 	}
 	frac, known := progressFraction(p)
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s %-11s ", id, p.Resolution)
+	fmt.Fprintf(&b, "%-13s %-11s ", id, p.Resolution)
 	if known {
 		filled := int(frac * progressBarWidth)
 		b.WriteString("[" + strings.Repeat("#", filled) + strings.Repeat(".", progressBarWidth-filled) + "]")

@@ -71,3 +71,14 @@ func TestProgressBar(t *testing.T) {
 		t.Fatalf("unknown window: %q", buf.String())
 	}
 }
+
+func TestProgressBarShowsDeviceName(t *testing.T) {
+	var buf bytes.Buffer
+	clk := clock.NewFake(hnow)
+	bar := jobs.NewProgressBar(&buf, clk)
+	start := hnow.AddDate(0, 0, -10)
+	bar(jobs.HistoryProgress{DeviceID: "aG9tZXZvbHQgYmF0dGVyeQ", DeviceName: "Stue", Resolution: "hour", Start: start, Target: hnow.Truncate(time.Hour), Pages: 1, Points: 24, Reached: start.Add(24 * time.Hour)})
+	if out := buf.String(); !strings.Contains(out, "Stue ") || strings.Contains(out, "aG9tZXZv") {
+		t.Fatalf("output %q: want the device name instead of its id", out)
+	}
+}
