@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tibbersync/tibbersync/internal/cisummary"
 	"github.com/tibbersync/tibbersync/internal/simulator"
 )
 
@@ -323,7 +324,7 @@ func TestRunSmall(t *testing.T) {
 	}
 	line := fmt.Sprintf("bench smoke: every scenario measured (%d rows); small account: cycle %s, %s per unchanged cycle, ingest/raw %s; %s",
 		len(rep.Rows), cycle, find("bytes written per unchanged cycle").Value, ratio.Value, time.Since(started).Round(100*time.Millisecond))
-	if err := AppendSummary(line); err != nil {
+	if err := cisummary.Append(line); err != nil {
 		t.Error(err)
 	}
 }

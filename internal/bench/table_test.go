@@ -2,8 +2,6 @@ package bench
 
 import (
 	"bytes"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -162,27 +160,5 @@ func TestSummarize(t *testing.T) {
 	}
 	if len(s.Statuses) != 2 {
 		t.Errorf("statuses %v, want ok and partial", s.Statuses)
-	}
-}
-
-func TestAppendSummary(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "summary.txt")
-	t.Setenv(SummaryEnv, path)
-	if err := AppendSummary("bench: one\n"); err != nil {
-		t.Fatal(err)
-	}
-	if err := AppendSummary("bench: two\nlines"); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, want := string(b), "bench: one\nbench: two; lines\n"; got != want {
-		t.Fatalf("summary file %q, want %q", got, want)
-	}
-	t.Setenv(SummaryEnv, "")
-	if err := AppendSummary("ignored"); err != nil {
-		t.Fatalf("unset variable: %v", err)
 	}
 }

@@ -25,6 +25,7 @@ import (
 	_ "modernc.org/sqlite" // the read-only analyst connection
 
 	"github.com/tibbersync/tibbersync/internal/auth"
+	"github.com/tibbersync/tibbersync/internal/cisummary"
 	"github.com/tibbersync/tibbersync/internal/clock"
 	"github.com/tibbersync/tibbersync/internal/config"
 	"github.com/tibbersync/tibbersync/internal/jobs"
@@ -663,20 +664,8 @@ func writeSummary(t *testing.T, format string, args ...any) {
 	if t.Failed() {
 		line = t.Name() + ": FAILED (see the test log)"
 	}
-	path := os.Getenv("TIBBERSYNC_SUMMARY_FILE")
-	if path == "" {
-		return
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
-	if err != nil {
-		t.Errorf("open summary file: %v", err)
-		return
-	}
-	if _, err := fmt.Fprintln(f, strings.ReplaceAll(line, "\n", " ")); err != nil {
-		t.Errorf("write summary file: %v", err)
-	}
-	if err := f.Close(); err != nil {
-		t.Errorf("close summary file: %v", err)
+	if err := cisummary.Append(line); err != nil {
+		t.Error(err)
 	}
 }
 

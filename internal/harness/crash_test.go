@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tibbersync/tibbersync/internal/cisummary"
 	"github.com/tibbersync/tibbersync/internal/simulator"
 )
 
@@ -179,7 +180,7 @@ func TestCrashHarness(t *testing.T) {
 		dc.verified[commitRun]+dc.verified[commitPage]+kinds[commitToken], dc.verified[commitRun], dc.verified[commitPage], kinds[commitToken],
 		st.Refreshes, st.RefreshReuseGrace, elapsed)
 	t.Log(summary)
-	if err := AppendSummary(summary); err != nil {
+	if err := cisummary.Append(summary); err != nil {
 		t.Error(err)
 	}
 }

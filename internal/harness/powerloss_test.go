@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tibbersync/tibbersync/internal/cisummary"
 	"github.com/tibbersync/tibbersync/internal/clock"
 	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/simulator"
@@ -186,7 +187,7 @@ func TestTokenPowerLoss(t *testing.T) {
 	summary := fmt.Sprintf("token power loss: snapshot %s, 1 rotation committed then lost, %d token call(s) after restore (max 1), restarts exited %v, final state %s (%q), %s",
 		strings.Join(copied, "+"), calls, codes, g3.State, g3.Reason, time.Since(started).Round(100*time.Millisecond))
 	t.Log(summary)
-	if err := AppendSummary(summary); err != nil {
+	if err := cisummary.Append(summary); err != nil {
 		t.Error(err)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tibbersync/tibbersync/internal/cisummary"
 	"github.com/tibbersync/tibbersync/internal/simulator"
 	"github.com/tibbersync/tibbersync/internal/version"
 )
@@ -409,7 +410,7 @@ func TestInvalidGrantRestartLoop(t *testing.T) {
 		restarts, st.TokenRequests["refresh_token"], tokenAfter1, len(stateWarn), len(startWarn), len(events), events, statusCode,
 		rep.Auth.State, code, snaps, buildTook.Round(100*time.Millisecond), time.Since(started).Round(100*time.Millisecond))
 	t.Log(summary)
-	if err := AppendSummary(summary); err != nil {
+	if err := cisummary.Append(summary); err != nil {
 		t.Error(err)
 	}
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/robfig/cron/v3"
 
+	"github.com/tibbersync/tibbersync/internal/cisummary"
 	"github.com/tibbersync/tibbersync/internal/clock"
 	"github.com/tibbersync/tibbersync/internal/config"
 	"github.com/tibbersync/tibbersync/internal/jobs"
@@ -256,7 +257,7 @@ func TestFaultSoak(t *testing.T) {
 		spacing.after429[0], spacing.after429[1], spacing.replays, spacing.tokenRetries, minTokenBackoff, len(spacing.problems), ss.RefreshReuse, ss.RefreshReuseGrace, st.State,
 		time.Since(started).Round(100*time.Millisecond))
 	t.Log(summary)
-	if err := AppendSummary(summary); err != nil {
+	if err := cisummary.Append(summary); err != nil {
 		t.Error(err)
 	}
 }

@@ -21,6 +21,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tibbersync/tibbersync/internal/cisummary"
 	"github.com/tibbersync/tibbersync/internal/logging"
 )
 
@@ -357,20 +358,8 @@ func readFile(t *testing.T, path string) []byte {
 // is set, so that .ci/run can print one summary per harness.
 func appendSummary(t *testing.T, line string) {
 	t.Helper()
-	path := os.Getenv("TIBBERSYNC_SUMMARY_FILE")
-	if path == "" {
-		return
-	}
-	f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
-	if err != nil {
-		t.Errorf("open summary file: %v", err)
-		return
-	}
-	if _, err := fmt.Fprintln(f, line); err != nil {
-		t.Errorf("write summary file: %v", err)
-	}
-	if err := f.Close(); err != nil {
-		t.Errorf("close summary file: %v", err)
+	if err := cisummary.Append(line); err != nil {
+		t.Error(err)
 	}
 }
 
