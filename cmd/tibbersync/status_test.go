@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"encoding/xml"
 	"io"
 	"net/http"
@@ -260,5 +261,67 @@ func TestQuietSkipWhileReauthRequired(t *testing.T) {
 	}
 	if got := sim.Stats().TokenRequests["refresh_token"]; got != tokenCalls {
 		t.Fatalf("refresh requests grew from %d to %d while re-authorization was pending", tokenCalls, got)
+	}
+}
+
+// TestSchemaDocExampleQueries runs every SQL example in docs/schema.md on a
+// read-only connection to a data.db filled from the simulator: analysts copy
+// these, so they must run and the main ones must return rows.
+func TestSchemaDocExampleQueries(t *testing.T) {
+	a, _, stateDir := syncedApp(t)
+	ctx := testCtx(t, 60*time.Second)
+	if r, err := a.runJob(ctx, "history"); err != nil || r.Status != "ok" {
+		t.Fatalf("history: %+v %v", r, err)
+	}
+	doc, err := os.ReadFile("../../docs/schema.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := regexp.MustCompile("(?s)```sql\n(.*?)```").FindAllStringSubmatch(string(doc), -1)
+	if len(blocks) < 5 {
+		t.Fatalf("found %d SQL examples in docs/schema.md, want at least 5", len(blocks))
+	}
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(stateDir, "data.db")+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	mustHaveRows := []string{"latest_capabilities", "energyFlow.gridImport", "avg_temp_c", "FROM sync_health"}
+	ran := 0
+	for _, b := range blocks {
+		for _, stmt := range strings.Split(b[1], ";") {
+			var lines []string
+			for _, l := range strings.Split(stmt, "\n") {
+				if !strings.HasPrefix(strings.TrimSpace(l), "--") {
+					lines = append(lines, l)
+				}
+			}
+			q := strings.TrimSpace(strings.Join(lines, "\n"))
+			if q == "" {
+				continue
+			}
+			ran++
+			rows, err := db.QueryContext(ctx, q)
+			if err != nil {
+				t.Errorf("example query fails: %v\n%s", err, q)
+				continue
+			}
+			n := 0
+			for rows.Next() {
+				n++
+			}
+			if err := rows.Err(); err != nil {
+				t.Errorf("example query: %v\n%s", err, q)
+			}
+			rows.Close()
+			for _, key := range mustHaveRows {
+				if strings.Contains(q, key) && n == 0 {
+					t.Errorf("example query returned no rows on simulator data:\n%s", q)
+				}
+			}
+		}
+	}
+	if ran < 7 {
+		t.Fatalf("ran %d example statements, want at least 7", ran)
 	}
 }
