@@ -624,11 +624,6 @@ func TestThirtyDaysOfOneHourTokens(t *testing.T) {
 	}
 	for name, cadence := range map[string]time.Duration{"Every6Minutes": 6 * time.Minute, "Every5Minutes": 5 * time.Minute} {
 		t.Run(name, func(t *testing.T) {
-			if raceEnabled && cadence != 6*time.Minute {
-				// The race detector makes SQLite ~10× slower; one cadence
-				// is enough there (this simulation is single-goroutine).
-				t.Skip("one cadence under -race")
-			}
 			e := newEnv(t)
 			e.setup()
 			src := e.source()
