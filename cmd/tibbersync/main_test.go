@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -21,25 +20,11 @@ import (
 	"time"
 
 	"github.com/tibbersync/tibbersync/internal/simulator"
+	"github.com/tibbersync/tibbersync/internal/testutil"
 )
 
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a daemon.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is the shared concurrency-safe log sink.
+type syncBuffer = testutil.SyncBuffer
 
 // runCmd runs the CLI in-process with the given environment.
 func runCmd(t *testing.T, ctx context.Context, environ []string, stdin string, args ...string) (int, string, string) {

@@ -9,28 +9,14 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/tibbersync/tibbersync/internal/testutil"
 )
 
-// simSyncBuffer is a bytes.Buffer safe for a writer goroutine and a reader.
-type simSyncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *simSyncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *simSyncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// simSyncBuffer is the shared concurrency-safe log sink.
+type simSyncBuffer = testutil.SyncBuffer
 
 func TestSimulateBadFlags(t *testing.T) {
 	cases := map[string][]string{

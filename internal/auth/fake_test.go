@@ -1,7 +1,6 @@
 package auth_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -20,6 +19,7 @@ import (
 	"github.com/tibbersync/tibbersync/internal/clock"
 	"github.com/tibbersync/tibbersync/internal/logging"
 	"github.com/tibbersync/tibbersync/internal/model"
+	"github.com/tibbersync/tibbersync/internal/testutil"
 	"github.com/tibbersync/tibbersync/internal/tokenstore"
 )
 
@@ -376,27 +376,8 @@ func (n *memNotifier) calls() []model.AuthStatus {
 	return append([]model.AuthStatus(nil), n.got...)
 }
 
-// logBuffer is a concurrency-safe log sink.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *logBuffer) count(substr string) int {
-	return strings.Count(b.String(), substr)
-}
+// logBuffer is the shared concurrency-safe log sink.
+type logBuffer = testutil.SyncBuffer
 
 // env is one test setup: fake Tibber, token store, fake clock, recorder,
 // notifier and captured logs.

@@ -431,7 +431,7 @@ func TestInvalidGrantIsStickyAcrossRestarts(t *testing.T) {
 	if got := e.fake.stats().posts - postsAfterFailure; got > 0 {
 		t.Fatalf("%d token calls after the failure, want 0", got)
 	}
-	if got := e.logs.count("level=WARN"); got != 1 {
+	if got := e.logs.Count("level=WARN"); got != 1 {
 		t.Fatalf("%d WARN lines, want 1:\n%s", got, e.logs.String())
 	}
 	var reauth int
@@ -748,7 +748,7 @@ func TestClockBeforeBuildTimeMakesNoCalls(t *testing.T) {
 	if n := e.fake.stats().posts - posts; n != 0 {
 		t.Fatalf("token calls=%d, want 0", n)
 	}
-	if n := e.logs.count("earlier than the build time"); n != 1 {
+	if n := e.logs.Count("earlier than the build time"); n != 1 {
 		t.Fatalf("clock warnings=%d, want 1", n)
 	}
 	// Once the clock is set, tokens flow again.

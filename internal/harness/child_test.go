@@ -2,7 +2,6 @@ package harness
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,13 +9,13 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/tibbersync/tibbersync/internal/jobs"
 	"github.com/tibbersync/tibbersync/internal/logging"
+	"github.com/tibbersync/tibbersync/internal/testutil"
 )
 
 // Environment of a child process (the test binary re-executed with
@@ -132,24 +131,8 @@ type child struct {
 	err    error // cmd.Wait's result, valid after done
 }
 
-// lockedBuffer collects a child's output; exec copies into it from its own
-// goroutine while the parent polls it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+// lockedBuffer is the shared concurrency-safe log sink.
+type lockedBuffer = testutil.SyncBuffer
 
 // startChild re-executes the test binary as a child with role and env.
 // The child dies with the parent (Pdeathsig) and is bounded by -test.timeout.

@@ -559,7 +559,7 @@ func TestHistoryProgressMonotonic(t *testing.T) {
 			t.Fatalf("final progress of %s = %+v, want done after %d pages and 240 points", dev, p, pages)
 		}
 	}
-	if logs.Count("history stream synced") != 2 {
+	if logs.Lines("history stream synced") != 2 {
 		t.Fatalf("want one summary line per stream:\n%s", logs)
 	}
 }
@@ -580,7 +580,7 @@ func TestHistoryProgressLogRate(t *testing.T) {
 		t.Fatal(err)
 	}
 	// 720 s of paging: one line per 10 s, give or take.
-	if n := logs.Count("history progress"); n < 60 || n > 80 {
+	if n := logs.Lines("history progress"); n < 60 || n > 80 {
 		t.Fatalf("%d progress lines for 720 pages over 12 minutes, want about 72", n)
 	}
 }

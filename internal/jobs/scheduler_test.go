@@ -149,7 +149,7 @@ func TestSchedulerBackwardJump(t *testing.T) {
 	if limit := clk.Now().Add(5 * time.Minute); next.After(limit) {
 		t.Fatalf("NextRuns = %v, want clamped to at most %v", next, limit)
 	}
-	if logs.Count("clock is earlier than the last run") != 1 {
+	if logs.Lines("clock is earlier than the last run") != 1 {
 		t.Fatalf("want exactly one clock warning, logs:\n%s", logs)
 	}
 	// Once the clock passes the last run, the schedule resumes: one run per slot.
@@ -168,7 +168,7 @@ func TestSchedulerClockAt1970DoesNotRun(t *testing.T) {
 	if n := tickFor(t, s, clk, 30*time.Minute); n != 0 {
 		t.Fatalf("%d runs with the clock at 1970, want 0", n)
 	}
-	if got := logs.Count("clock is earlier"); got != 1 {
+	if got := logs.Lines("clock is earlier"); got != 1 {
 		t.Fatalf("%d clock warnings, want 1:\n%s", got, logs)
 	}
 
@@ -268,7 +268,7 @@ func TestSchedulerBreaker(t *testing.T) {
 			t.Fatalf("cooldowns = %v, want %v", cooldowns, want)
 		}
 	}
-	if got := logs.Count("circuit breaker open"); got != len(want) {
+	if got := logs.Lines("circuit breaker open"); got != len(want) {
 		t.Fatalf("%d breaker warnings, want one per opening (%d)", got, len(want))
 	}
 
@@ -280,7 +280,7 @@ func TestSchedulerBreaker(t *testing.T) {
 	if state := st.State("devices"); state.ConsecutiveFailures != 0 || !state.BreakerUntil.IsZero() || !state.LastSuccessAt.Equal(clk.Now()) {
 		t.Fatalf("state after a good probe = %+v", state)
 	}
-	if logs.Count("job recovered") != 1 {
+	if logs.Lines("job recovered") != 1 {
 		t.Fatalf("want one recovery line:\n%s", logs)
 	}
 }
@@ -526,7 +526,7 @@ func TestSchedulerRetriesStateLoad(t *testing.T) {
 	if got := tick(t, s); len(got) != 0 {
 		t.Fatalf("started %v without its state", got)
 	}
-	if logs.Count("load job state") != 1 {
+	if logs.Lines("load job state") != 1 {
 		t.Fatalf("load failure not logged:\n%s", logs)
 	}
 	clk.Advance(30 * time.Second)

@@ -19,6 +19,7 @@ import (
 	"github.com/tibbersync/tibbersync/internal/clock"
 	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/notify"
+	"github.com/tibbersync/tibbersync/internal/testutil"
 )
 
 // guard bounds every wait on the notifier goroutine.
@@ -108,23 +109,8 @@ func status(s model.AuthState, reason string) model.AuthStatus {
 	return model.AuthStatus{State: s, Reason: reason, Since: t0}
 }
 
-// logBuffer is a concurrency-safe log sink.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// logBuffer is the shared concurrency-safe log sink.
+type logBuffer = testutil.SyncBuffer
 
 func TestOneMessagePerTransition(t *testing.T) {
 	clk := clock.NewFake(t0)

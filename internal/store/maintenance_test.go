@@ -1,7 +1,6 @@
 package store_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -15,6 +14,7 @@ import (
 	"github.com/tibbersync/tibbersync/internal/clock"
 	"github.com/tibbersync/tibbersync/internal/jobs"
 	"github.com/tibbersync/tibbersync/internal/store"
+	"github.com/tibbersync/tibbersync/internal/testutil"
 )
 
 func TestBackup(t *testing.T) {
@@ -130,23 +130,8 @@ func TestBackupFromReaderWhileWriting(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a log sink safe for the writer's use.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+// lockedBuffer is the shared concurrency-safe log sink.
+type lockedBuffer = testutil.SyncBuffer
 
 // R17: a reader holding a long transaction does not stall the checkpoint,
 // the large WAL is reported once, and the WAL goes to 0 bytes once the

@@ -1,7 +1,6 @@
 package web_test
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/tibbersync/tibbersync/internal/clock"
 	"github.com/tibbersync/tibbersync/internal/model"
+	"github.com/tibbersync/tibbersync/internal/testutil"
 	"github.com/tibbersync/tibbersync/internal/web"
 )
 
@@ -80,23 +80,8 @@ func (e userError) Error() string       { return "auth: " + e.msg }
 func (e userError) UserMessage() string { return e.msg }
 func (e userError) HTTPStatus() int     { return e.status }
 
-// syncBuffer collects log output from concurrent handlers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is the shared concurrency-safe log sink.
+type syncBuffer = testutil.SyncBuffer
 
 // okStatus returns a summary source with state ok.
 func okStatus() *fakeStatus {
