@@ -12,11 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tibbersync/tibbersync/internal/testutil"
 )
-
-// simSyncBuffer is the shared concurrency-safe log sink.
-type simSyncBuffer = testutil.SyncBuffer
 
 func TestSimulateBadFlags(t *testing.T) {
 	cases := map[string][]string{
@@ -54,7 +50,7 @@ func TestSimulateServesAndPrintsConfig(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out, errOut simSyncBuffer
+	var out, errOut syncBuffer
 	done := make(chan int, 1)
 	go func() {
 		done <- cmdSimulate(ctx, []string{
@@ -119,7 +115,7 @@ func TestSimulateServesAndPrintsConfig(t *testing.T) {
 
 func TestSimulateDefaultSecretFile(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
-	var out, errOut simSyncBuffer
+	var out, errOut syncBuffer
 	done := make(chan int, 1)
 	go func() { done <- cmdSimulate(ctx, []string{"--listen", "127.0.0.1:0", "--quiet"}, &out, &errOut) }()
 	re := regexp.MustCompile(`(?m)^client_secret_file = "([^"]+)"$`)
