@@ -273,28 +273,6 @@ func (a *app) Run(ctx context.Context, job string) (jobs.Run, error) {
 	return r, err
 }
 
-// summary is store.Summary plus token expiry estimates from tokens.db
-// metadata (never the tokens themselves).
-func (a *app) Summary(ctx context.Context) (model.Summary, error) {
-	s, err := a.data.Summary(ctx)
-	if err != nil {
-		return s, err
-	}
-	if tok, ok, err := a.source.Token(ctx); err == nil && ok {
-		s.Auth.AccessExpiresAt = tok.Expiry
-		s.Auth.RefreshIssuedAt = tok.RefreshIssuedAt
-		if !tok.RefreshIssuedAt.IsZero() {
-			s.Auth.RefreshExpiresEst = tok.RefreshIssuedAt.Add(30 * 24 * time.Hour)
-		}
-	}
-	return s, nil
-}
-
-// CapabilitySeries implements web.StatusSource.
-func (a *app) CapabilitySeries(ctx context.Context, capabilityID string, since time.Time) ([]model.Series, error) {
-	return a.data.CapabilitySeries(ctx, capabilityID, since)
-}
-
 func (a *app) close() {
 	if a.data != nil {
 		a.data.Close()

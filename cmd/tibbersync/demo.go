@@ -176,7 +176,7 @@ func (d *demo) run(ctx context.Context, listen string, serve bool) int {
 	}
 	srv, err := web.New(web.Options{
 		Listen: webAddr, RedirectURL: redirect, ClientID: cfg.Tibber.ClientID, Scopes: cfg.Tibber.Scopes,
-		ClientConfigured: true, Flow: a.flow, Status: a, Clock: d.clk, Logger: log.With("component", "web"),
+		ClientConfigured: true, Flow: a.flow, Status: a.data, Clock: d.clk, Logger: log.With("component", "web"),
 	})
 	if err != nil {
 		fmt.Fprintf(d.env.stderr, "tibbersync demo: web: %v\n", err)

@@ -113,7 +113,7 @@ func (d *daemon) run(ctx context.Context, cfg cfgT, o appOptions) int {
 		Scopes:           cfg.Tibber.Scopes,
 		ClientConfigured: a.clientConfigured,
 		ConfigHint:       configHint(cfg),
-		Status:           a,
+		Status:           a.data,
 		JobIntervals:     jobIntervals(cfg),
 		Metrics:          a.metrics,
 		Clock:            a.clk,
@@ -251,7 +251,7 @@ func maintain(ctx context.Context, a *app, log *slog.Logger, sd *sdnotify.Notifi
 			}
 		}
 		if a.metrics != nil {
-			if s, err := a.Summary(ctx); err == nil {
+			if s, err := a.data.Summary(ctx); err == nil {
 				a.metrics.UpdateFromSummary(s, now)
 			} else {
 				a.metrics.ObserveSummaryError()

@@ -131,7 +131,7 @@ func syncedAppSim(t *testing.T) (*app, *clock.Fake, string, *simulator.Simulator
 // vehicle with a point for each stored change.
 func TestStatusPageChartsSimulatorData(t *testing.T) {
 	a, clk, _ := syncedApp(t)
-	srv, err := web.New(web.Options{Listen: "127.0.0.1:0", ClientID: "x", Status: a, Clock: clk, Metrics: a.metrics})
+	srv, err := web.New(web.Options{Listen: "127.0.0.1:0", ClientID: "x", Status: a.data, Clock: clk, Metrics: a.metrics})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +169,7 @@ func TestStatusPageChartsSimulatorData(t *testing.T) {
 	if len(lines) < 2 {
 		t.Fatalf("state-of-charge chart has %d polylines, want one per battery and vehicle (>= 2):\n%s", len(lines), soc)
 	}
-	series, err := a.CapabilitySeries(context.Background(), "storage.stateOfCharge", clk.Now().Add(-24*time.Hour))
+	series, err := a.data.CapabilitySeries(context.Background(), "storage.stateOfCharge", clk.Now().Add(-24*time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,11 +24,6 @@ import (
 // Namespace prefixes every tibbersync metric name.
 const Namespace = "tibbersync"
 
-// RefreshLifetimeEstimate is the assumed absolute lifetime of a refresh token
-// counted from its last rotation (tibber-data-api.md §2.8: about 30 days).
-// It is used only when the caller gives no estimate of its own.
-const RefreshLifetimeEstimate = 30 * 24 * time.Hour
-
 // StatusTransportError is the status label of a request that got no HTTP
 // response at all (connection refused, timeout, reset).
 const StatusTransportError = "error"
@@ -313,14 +308,14 @@ func (m *Metrics) UpdateFromSummary(s model.Summary, now time.Time) {
 }
 
 // RefreshExpiry returns the estimated expiry of the refresh token: the
-// caller's estimate when given, else RefreshLifetimeEstimate after its last
+// caller's estimate when given, else model.RefreshLifetimeEstimate after its last
 // rotation, else the zero time (unknown).
 func RefreshExpiry(a model.AuthSummary) time.Time {
 	if !a.RefreshExpiresEst.IsZero() {
 		return a.RefreshExpiresEst
 	}
 	if !a.RefreshIssuedAt.IsZero() {
-		return a.RefreshIssuedAt.Add(RefreshLifetimeEstimate)
+		return a.RefreshIssuedAt.Add(model.RefreshLifetimeEstimate)
 	}
 	return time.Time{}
 }

@@ -343,7 +343,7 @@ func TestRefreshExpiry(t *testing.T) {
 		t.Errorf("unknown refresh expiry=%v, want zero", got)
 	}
 	issued := t0.Add(-time.Hour)
-	if got, want := metrics.RefreshExpiry(model.AuthSummary{RefreshIssuedAt: issued}), issued.Add(metrics.RefreshLifetimeEstimate); !got.Equal(want) {
+	if got, want := metrics.RefreshExpiry(model.AuthSummary{RefreshIssuedAt: issued}), issued.Add(model.RefreshLifetimeEstimate); !got.Equal(want) {
 		t.Errorf("fallback refresh expiry=%v, want %v", got, want)
 	}
 	est := t0.Add(time.Hour)

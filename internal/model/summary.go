@@ -2,6 +2,12 @@ package model
 
 import "time"
 
+// RefreshLifetimeEstimate is Tibber's documented refresh-token lifetime
+// ("long-lived, ~30 days", tibber-data-api.md §2.8). Whether it slides with
+// use is unknown, so expiry estimates count from the refresh token's issue
+// time.
+const RefreshLifetimeEstimate = 30 * 24 * time.Hour
+
 // Summary is the read-only picture of the daemon's state that the status
 // page, /readyz, /metrics and `tibbersync status --json` show. It is built
 // from data.db (never from tokens.db) plus token expiry estimates added by

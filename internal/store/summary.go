@@ -16,11 +16,6 @@ import (
 // knownJobs are the jobs Summary always lists, in display order.
 func knownJobs() []string { return []string{"homes", "devices", "history"} }
 
-// RefreshLifetimeEstimate is Tibber's documented refresh-token lifetime
-// ("long-lived, ~30 days"). Whether it slides with use is unknown, so the
-// estimate counts from the refresh token's issue time.
-const RefreshLifetimeEstimate = 30 * 24 * time.Hour
-
 // Summary reads the state the status page, `status --json`, /readyz and
 // /metrics show, in one read transaction. Token expiry fields come from the
 // metadata the token source mirrors into auth_status (never the tokens).
@@ -53,7 +48,7 @@ func (db *DB) Summary(ctx context.Context) (model.Summary, error) {
 		RefreshIssuedAt: st.RefreshIssuedAt,
 	}
 	if !st.RefreshIssuedAt.IsZero() {
-		s.Auth.RefreshExpiresEst = st.RefreshIssuedAt.Add(RefreshLifetimeEstimate)
+		s.Auth.RefreshExpiresEst = st.RefreshIssuedAt.Add(model.RefreshLifetimeEstimate)
 	}
 	if s.Auth.GrantedScopes == nil {
 		s.Auth.GrantedScopes = []string{}

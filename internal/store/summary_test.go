@@ -206,7 +206,7 @@ func TestSummaryTokenTimesFromAuthStatus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !s.Auth.AccessExpiresAt.Equal(exp) || !s.Auth.RefreshExpiresEst.Equal(issued.Add(store.RefreshLifetimeEstimate)) {
+	if !s.Auth.AccessExpiresAt.Equal(exp) || !s.Auth.RefreshExpiresEst.Equal(issued.Add(model.RefreshLifetimeEstimate)) {
 		t.Fatalf("Summary auth = %+v", s.Auth)
 	}
 }
