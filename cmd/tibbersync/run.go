@@ -216,7 +216,7 @@ func scheduleSpec(cfg cfgT, job string) string {
 
 // maintain runs the daemon's housekeeping every minute (more often when
 // systemd's watchdog asks for it): the token keep-alive refresh (R8), WAL
-// checkpoints when idle (R17), metrics from data.db, and the systemd
+// checkpoints when idle (R17), the bytes-written metric, and the systemd
 // watchdog and status line.
 func maintain(ctx context.Context, a *app, log *slog.Logger, sd *sdnotify.Notifier, url string) {
 	every := time.Minute
@@ -250,12 +250,9 @@ func maintain(ctx context.Context, a *app, log *slog.Logger, sd *sdnotify.Notifi
 				log.Warn("wal checkpoint", "err", err)
 			}
 		}
+		// The summary metrics (auth, tables, sizes) are read on each /metrics
+		// scrape by the web server; only the write counter is fed from here.
 		if a.metrics != nil {
-			if s, err := a.data.Summary(ctx); err == nil {
-				a.metrics.UpdateFromSummary(s, now)
-			} else {
-				a.metrics.ObserveSummaryError()
-			}
 			if n, ok := processBytesWritten(); ok {
 				a.metrics.SetBytesWritten(n)
 			}
