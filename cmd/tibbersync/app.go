@@ -19,7 +19,6 @@ import (
 	"github.com/tibbersync/tibbersync/internal/clock"
 	"github.com/tibbersync/tibbersync/internal/config"
 	"github.com/tibbersync/tibbersync/internal/jobs"
-	"github.com/tibbersync/tibbersync/internal/logging"
 	"github.com/tibbersync/tibbersync/internal/metrics"
 	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/notify"
@@ -315,7 +314,6 @@ func isAuthStop(err error) bool {
 	return errors.Is(err, model.ErrNotAuthorized)
 }
 
-var _ = logging.Redacted
 
 // observingTransport counts token-endpoint and userinfo requests for
 // /metrics. It only observes: it never retries or changes a request (R3).
