@@ -51,7 +51,7 @@ const (
 	// (Tibber documents 3600).
 	defaultExpiresIn = 3600 * time.Second
 	// staleRefreshWarning is the age of the last refresh that Init warns about.
-	staleRefreshWarning = 30 * 24 * time.Hour
+	staleRefreshWarning = model.RefreshLifetimeEstimate
 )
 
 // DefaultScopes are the scopes requested when Options.Scopes is empty: the
