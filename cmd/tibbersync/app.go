@@ -314,7 +314,6 @@ func isAuthStop(err error) bool {
 	return errors.Is(err, model.ErrNotAuthorized)
 }
 
-
 // observingTransport counts token-endpoint and userinfo requests for
 // /metrics. It only observes: it never retries or changes a request (R3).
 type observingTransport struct {
