@@ -343,6 +343,13 @@ func canonicalState(d model.Device, state map[string]*capState) []byte {
 		c := canonCap{ID: id, Unit: s.value.unit, Missing: s.missing}
 		if !s.missing {
 			c.Num, c.Text = s.value.num, s.value.text
+			if c.Num != nil && *c.Num == 0 {
+				// -0 and 0 are the same reading, but JSON spells them
+				// differently, and SQLite hands a stored -0 back as 0: the
+				// canonical form must not see a change there.
+				zero := 0.0
+				c.Num = &zero
+			}
 		}
 		cs.Capabilities = append(cs.Capabilities, c)
 	}

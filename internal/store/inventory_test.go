@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"math"
 	"os"
 	"reflect"
 	"testing"
@@ -466,5 +467,26 @@ func TestSaveInventoryDetailDisagreeingWithList(t *testing.T) {
 	var name string
 	if err := db.RawForTest().QueryRow("SELECT name FROM devices WHERE id = 'veh-1'").Scan(&name); err != nil || name != "My car" {
 		t.Fatalf("name = %q, %v; want the list's", name, err)
+	}
+}
+
+// TestSaveInventoryNegativeZeroIsNoChange: a reading of -0 (Tibber's JSON
+// may say "-0") comes back from SQLite as 0; the next identical poll must
+// not count that as a change.
+func TestSaveInventoryNegativeZeroIsNoChange(t *testing.T) {
+	db, clk, _ := MustOpenDB(t)
+	negZero := math.Copysign(0, -1)
+	mustSave(t, db, twoHomes(t0, negZero))
+	snaps, values := rowCount(t, db, "device_snapshots"), rowCount(t, db, "capability_values")
+	clk.Advance(5 * time.Minute)
+	id := mustSave(t, db, twoHomes(t0.Add(5*time.Minute), negZero))
+	if got := runRowsWritten(t, db, id); got != 0 {
+		t.Fatalf("rows_written = %d for an unchanged -0 reading, want 0", got)
+	}
+	if got := rowCount(t, db, "device_snapshots"); got != snaps {
+		t.Errorf("device_snapshots %d → %d for an unchanged -0 reading", snaps, got)
+	}
+	if got := rowCount(t, db, "capability_values"); got != values {
+		t.Errorf("capability_values %d → %d for an unchanged -0 reading", values, got)
 	}
 }
