@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tibbersync/tibbersync/internal/auth"
+	"github.com/tibbersync/tibbersync/internal/logging"
 	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/web"
 )
@@ -168,6 +169,7 @@ func portOf(listen string) string {
 }
 
 func printAuthorized(w io.Writer, st model.AuthStatus) {
+	w = logging.DisplayWriter(w) // the email and scopes come from Tibber
 	fmt.Fprintln(w, "Authorized.")
 	if st.Email != "" {
 		fmt.Fprintf(w, "  account: %s\n", st.Email)

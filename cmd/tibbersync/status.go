@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tibbersync/tibbersync/internal/logging"
 	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/store"
 )
@@ -57,15 +58,18 @@ func cmdStatus(ctx context.Context, args []string, env *environment) int {
 		return statusError
 	}
 	rep := judge(s, jobIntervals(cfg), time.Now())
+	// Names, emails, scopes and errors come from Tibber: neutralise
+	// control characters and bidi overrides (in JSON too, as \u escapes).
+	out := logging.DisplayWriter(env.stdout)
 	if *asJSON {
-		enc := json.NewEncoder(env.stdout)
+		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(rep); err != nil {
 			return statusError
 		}
 		return rep.ExitCode
 	}
-	printStatus(env.stdout, rep)
+	printStatus(out, rep)
 	return rep.ExitCode
 }
 

@@ -9,6 +9,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/tibbersync/tibbersync/internal/jobs"
+	"github.com/tibbersync/tibbersync/internal/logging"
 )
 
 // cmdSync runs jobs once, through the same code path as the scheduler, and
@@ -69,11 +70,11 @@ func runOnce(ctx context.Context, a *app, names []string, env *environment) int 
 		} else if err != nil {
 			line += " error=" + err.Error()
 		}
-		fmt.Fprintln(env.stdout, line)
+		fmt.Fprintln(env.stdout, logging.Display(line))
 		switch {
 		case isAuthStop(err) || r.Status == "skipped":
 			st, _ := a.source.Status(ctx)
-			fmt.Fprintf(env.stderr, "tibbersync: not authorized (%s%s): run 'tibbersync setup' or open the setup page\n", st.State, reasonSuffix(st.Reason))
+			fmt.Fprintf(logging.DisplayWriter(env.stderr), "tibbersync: not authorized (%s%s): run 'tibbersync setup' or open the setup page\n", st.State, reasonSuffix(st.Reason))
 			return exitConfig
 		case r.Status == "failed" || (err != nil && r.Status == ""):
 			code = exitError

@@ -147,6 +147,9 @@ func New(opts Options) *Simulator {
 		if err != nil {
 			panic(fmt.Sprintf("simulator: %v", err))
 		}
+		if opts.HostileNames {
+			a.makeHostile()
+		}
 		s.acct = a
 	}
 	return s
