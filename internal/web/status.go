@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tibbersync/tibbersync/internal/logging"
 	"github.com/tibbersync/tibbersync/internal/metrics"
 	"github.com/tibbersync/tibbersync/internal/model"
 )
@@ -338,7 +339,7 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 			mark = "FAIL"
 			ready = false
 		}
-		fmt.Fprintf(&b, "%s %s: %s\n", mark, c.Name, c.Detail)
+		fmt.Fprintf(&b, "%s %s: %s\n", mark, logging.Display(c.Name), logging.Display(c.Detail))
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	if ready {
