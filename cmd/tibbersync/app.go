@@ -224,6 +224,9 @@ func (o metricsObserver) ObserveRequest(endpoint string, status int) {
 }
 func (o metricsObserver) ObserveRetry(endpoint string) { o.m.ObserveRetry(endpoint) }
 
+// ObserveSchemaDrift implements tibber.DriftObserver.
+func (o metricsObserver) ObserveSchemaDrift(endpoint string) { o.m.ObserveSchemaDrift(endpoint) }
+
 // grantedScopes returns the scopes of the stored grant (for category_access).
 func (a *app) grantedScopes() []string {
 	st, err := a.source.Status(context.Background())

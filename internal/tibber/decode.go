@@ -307,15 +307,22 @@ func decodeHistoryPage(b []byte, base *url.URL) (model.HistoryPage, error) {
 			page.PageSize = int(min(f, 1e9))
 		}
 	}
+	// A page without its items member is not an empty page: with a next
+	// link the stream would move on and lose what the renamed member held.
 	var items []json.RawMessage
 	switch k := kind(obj["items"]); k {
-	case 0, 'n':
+	case 0:
+		return model.HistoryPage{}, driftf(obj, "history page has no %q member", "items")
+	case 'n':
 	case '[':
 		if err := json.Unmarshal(obj["items"], &items); err != nil {
 			return model.HistoryPage{}, fmt.Errorf("decode history items: %w", err)
 		}
 	default:
-		return model.HistoryPage{}, fmt.Errorf("history items is %s, not an array", kindName(k))
+		return model.HistoryPage{}, driftf(obj, "history %q is %s, not an array", "items", kindName(k))
+	}
+	if err := checkItemShape(items); err != nil {
+		return model.HistoryPage{}, err
 	}
 	pr := &problems{}
 	page.Items = make([]model.HistoryItem, 0, len(items))
@@ -350,6 +357,40 @@ func decodeHistoryPage(b []byte, base *url.URL) (model.HistoryPage, error) {
 		return model.HistoryPage{}, err
 	}
 	return page, nil
+}
+
+// checkItemShape reports drift when the items are objects but none has a
+// time member, or none has a data member: the item shape changed, and
+// skipping every item as invalid would lose the page. A single odd item is
+// only skipped (and listed in Problems).
+func checkItemShape(items []json.RawMessage) error {
+	objects, withTime, withData := 0, 0, 0
+	var sample map[string]json.RawMessage
+	for _, it := range items {
+		o, ok := object(it)
+		if !ok {
+			continue
+		}
+		objects++
+		if sample == nil {
+			sample = o
+		}
+		if _, ok := o["time"]; ok {
+			withTime++
+		}
+		if _, ok := o["data"]; ok {
+			withData++
+		}
+	}
+	switch {
+	case objects == 0:
+		return nil
+	case withTime == 0:
+		return driftf(sample, "no history item has a %q member (members of the first item listed)", "time")
+	case withData == 0:
+		return driftf(sample, "no history item has a %q member (members of the first item listed)", "data")
+	}
+	return nil
 }
 
 // flatten walks nested data objects and stores numeric leaves under dotted
@@ -490,7 +531,7 @@ func listItems(b []byte, key string) ([]json.RawMessage, error) {
 		}
 		raw, ok := env[key]
 		if !ok {
-			return nil, fmt.Errorf("response has no %q member", key)
+			return nil, driftf(env, "response has no %q member", key)
 		}
 		switch kind(raw) {
 		case 'n':
@@ -501,10 +542,10 @@ func listItems(b []byte, key string) ([]json.RawMessage, error) {
 			}
 			return items, nil
 		default:
-			return nil, fmt.Errorf("%q is %s, not an array", key, kindName(kind(raw)))
+			return nil, driftf(env, "%q is %s, not an array", key, kindName(kind(raw)))
 		}
 	default:
-		return nil, fmt.Errorf("response is %s, not an object or array", kindName(k))
+		return nil, driftf[json.RawMessage](nil, "response is %s, not an object or array", kindName(k))
 	}
 }
 
@@ -515,7 +556,7 @@ func topObject(b []byte) (map[string]json.RawMessage, error) {
 		return nil, err
 	}
 	if k := kind(b); k != '{' {
-		return nil, fmt.Errorf("response is %s, not an object", kindName(k))
+		return nil, driftf[json.RawMessage](nil, "response is %s, not an object", kindName(k))
 	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(b, &obj); err != nil {
