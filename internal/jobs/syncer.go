@@ -143,7 +143,8 @@ func (m *meter) requests() int {
 
 // isTokenError reports whether err says no API call could be made at all.
 func isTokenError(err error) bool {
-	return err != nil && (errors.Is(err, model.ErrNotAuthorized) || errors.Is(err, model.ErrTokenBackoff))
+	return err != nil && (errors.Is(err, model.ErrNotAuthorized) || errors.Is(err, model.ErrTokenBackoff) ||
+		errors.Is(err, model.ErrTokenRefused))
 }
 
 func (s *Syncer) now() time.Time {

@@ -11,3 +11,10 @@ var ErrNotAuthorized = errors.New("not authorized")
 // source is waiting before its next attempt. Jobs record the run as failed
 // without calling the API.
 var ErrTokenBackoff = errors.New("token refresh backing off")
+
+// ErrTokenRefused means the Data API answered 401 to an access token that
+// had just been refreshed because of a 401 (consent revoked on Tibber's
+// side, a clock problem): refreshing again would only spend refresh tokens.
+// Until an API call succeeds, further 401s do not trigger a refresh; jobs
+// record the run as failed and back off.
+var ErrTokenRefused = errors.New("Tibber refuses a freshly refreshed token")
