@@ -264,9 +264,16 @@ func maintain(ctx context.Context, a *app, log *slog.Logger, sd *sdnotify.Notifi
 // daemon runs per state directory.
 func lockDaemon(dir string) (func(), error) {
 	path := filepath.Join(dir, "daemon.lock")
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o640)
+	// 0600: anyone who can open the file can flock it and keep the daemon
+	// from starting (a read-only analyst in the group included). An older
+	// lock file created 0640 is tightened.
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open daemon lock %q: %w", path, err)
+	}
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("daemon lock %q: %w", path, err)
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		f.Close()
