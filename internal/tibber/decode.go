@@ -75,7 +75,8 @@ func DecodeDevice(r io.Reader) (model.Device, error) {
 // time and non-numeric leaves are skipped and listed in Problems (null leaves
 // are holes and skipped silently). next/prev links are resolved against base
 // and returned absolute; a link to another scheme, host or port is an error
-// wrapping ErrForeignLink. At most DefaultMaxBodyBytes are read from r.
+// wrapping ErrForeignLink, and so is a link outside base's path + "/v1/".
+// At most DefaultMaxBodyBytes are read from r.
 func DecodeHistoryPage(r io.Reader, base *url.URL) (model.HistoryPage, error) {
 	b, err := readLimited(r)
 	if err != nil {
@@ -467,8 +468,11 @@ func linkMember(obj map[string]json.RawMessage, key string, base *url.URL) (stri
 }
 
 // resolveLink resolves s (absolute or relative) against base and checks
-// that it stays on base's scheme, host and port, with no user info. It
-// returns the absolute link without a fragment.
+// that it stays on base's scheme, host and port, with no user info, and
+// under base's API path (<base path>/v1/), with no dot segment, so that
+// a link cannot send the bearer token to another application on the same
+// origin (a reverse proxy's other routes). It returns the absolute link
+// without a fragment.
 func resolveLink(s string, base *url.URL) (string, error) {
 	u, err := base.Parse(s)
 	if err != nil {
@@ -477,8 +481,34 @@ func resolveLink(s string, base *url.URL) (string, error) {
 	if u.User != nil || !sameOrigin(u, base) {
 		return "", fmt.Errorf("%w: %s", ErrForeignLink, quoteName(origin(u)))
 	}
+	if !underAPIPath(u, base) {
+		return "", fmt.Errorf("%w: path %s is outside %s", ErrForeignLink, quoteName(u.EscapedPath()), quoteName(apiPrefix(base)))
+	}
 	u.Fragment, u.RawFragment = "", ""
 	return u.String(), nil
+}
+
+// apiPrefix is the path every API URL starts with: base's path + "/v1/".
+func apiPrefix(base *url.URL) string {
+	return strings.TrimSuffix(base.Path, "/") + "/v1/"
+}
+
+// underAPIPath reports whether u's path (decoded and as sent) starts with
+// apiPrefix(base) and has no "." or ".." segment, also not percent-encoded.
+func underAPIPath(u, base *url.URL) bool {
+	prefix := apiPrefix(base)
+	if !strings.HasPrefix(u.Path, prefix) {
+		return false
+	}
+	if rp := u.EscapedPath(); !strings.HasPrefix(rp, strings.TrimSuffix(base.EscapedPath(), "/")+"/v1/") {
+		return false
+	}
+	for _, seg := range strings.Split(u.Path, "/") {
+		if seg == "." || seg == ".." {
+			return false
+		}
+	}
+	return true
 }
 
 // sameOrigin compares scheme, host name (case-insensitively) and effective port.

@@ -19,8 +19,9 @@ import (
 var ErrResponseTooLarge = errors.New("response too large")
 
 // ErrForeignLink is wrapped by the error returned when a next/prev link
-// points to another scheme, host or port than the configured API base. The
-// link is never followed, so the bearer token never leaves the API host.
+// points to another scheme, host or port than the configured API base, or
+// to a path outside the API's (base path + "/v1/"). The link is never
+// followed, so the bearer token never leaves the API.
 var ErrForeignLink = errors.New("link to another host refused")
 
 // maxProblemText bounds every text taken from an error body.
