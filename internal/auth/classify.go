@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"golang.org/x/oauth2"
+
+	"github.com/tibbersync/tibbersync/internal/logging"
 )
 
 // Class is what to do about a token-endpoint outcome (R4).
@@ -139,6 +141,9 @@ func Classify(err error) Class {
 // scrub removes secret values from server-provided text and bounds its
 // length, so that an error_description echoing a token cannot leak it.
 func scrub(s string, secrets ...string) string {
+	// Match on the text as it reads: a zero-width-split copy of a token is
+	// still the token.
+	s = logging.StripInvisible(s)
 	for _, sec := range secrets {
 		if len(sec) >= 4 {
 			s = strings.ReplaceAll(s, sec, "REDACTED")
@@ -165,7 +170,7 @@ func cleanCode(s string, secrets ...string) string {
 		return "invalid_error_code"
 	}
 	for _, sec := range secrets {
-		if len(sec) >= 4 && strings.Contains(s, sec) {
+		if len(sec) >= 4 && strings.Contains(logging.StripInvisible(s), sec) {
 			return "invalid_error_code"
 		}
 	}

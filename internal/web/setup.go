@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/tibbersync/tibbersync/internal/logging"
 	"github.com/tibbersync/tibbersync/internal/model"
 )
 
@@ -321,6 +322,7 @@ func userMessage(err error, redirected *url.URL) string {
 		return msg
 	}
 	q := redirected.Query()
+	msg = logging.StripInvisible(msg)
 	for _, k := range secretParams {
 		for _, v := range q[k] {
 			if len(v) < 4 {
