@@ -174,6 +174,10 @@ func printAuthorized(w io.Writer, st model.AuthStatus) {
 	if st.Email != "" {
 		fmt.Fprintf(w, "  account: %s\n", st.Email)
 	}
+	if len(st.GrantedScopes) == 0 {
+		fmt.Fprintln(w, "  granted scopes: unknown (Tibber's answer did not list them)")
+		return
+	}
 	fmt.Fprintf(w, "  granted scopes: %s\n", strings.Join(st.GrantedScopes, " "))
 	if missing := model.MissingCategories(st.GrantedScopes); len(missing) > 0 {
 		var names []string

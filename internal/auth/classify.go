@@ -46,7 +46,37 @@ var (
 	ErrNoAccessToken = errors.New("token response has no access_token")
 	// ErrMalformedResponse: a 2xx token response that could not be decoded.
 	ErrMalformedResponse = errors.New("token response could not be decoded")
+	// ErrNotBearer: a 2xx token response whose token_type is not Bearer
+	// (compared case-insensitively): the token cannot be used as sent, and
+	// retrying changes nothing, so it is a configuration error.
+	ErrNotBearer = errors.New("token response's token_type is not Bearer")
+	// ErrNoRefreshToken: offline_access was granted (or the scopes are not
+	// known) but the response carried no refresh_token, so access would end
+	// with the access token.
+	ErrNoRefreshToken = errors.New("Tibber issued no refresh token although offline_access was requested; access would end within the hour. Authorize again, and make sure the client is registered with offline_access")
 )
+
+// checkBearer returns an error wrapping ErrNotBearer unless tokenType is
+// Bearer in any letter case.
+func checkBearer(tokenType string) error {
+	if strings.EqualFold(strings.TrimSpace(tokenType), "bearer") {
+		return nil
+	}
+	shown := scrub(tokenType)
+	if shown == "" {
+		shown = "missing"
+	} else {
+		shown = fmt.Sprintf("%q", truncateRunes(shown, 40))
+	}
+	return fmt.Errorf("%w (token_type %s)", ErrNotBearer, shown)
+}
+
+func truncateRunes(s string, n int) string {
+	if r := []rune(s); len(r) > n {
+		return string(r[:n]) + "…"
+	}
+	return s
+}
 
 // TokenError is a failed token-endpoint request. Its message holds the HTTP
 // status, the RFC 6749 error code and description, or the transport error;
@@ -99,6 +129,9 @@ func (e *TokenError) Unwrap() error { return e.Err }
 func Classify(err error) Class {
 	if err == nil {
 		return ClassNone
+	}
+	if errors.Is(err, ErrNotBearer) || errors.Is(err, ErrNoRefreshToken) {
+		return ClassConfig
 	}
 	var (
 		code   string

@@ -195,6 +195,9 @@ func postRefresh(hc *http.Client, tokenURL, clientID string, secret, refresh log
 	if tr.AccessToken.Empty() {
 		return tokenResponse{}, &TokenError{Status: resp.StatusCode, Err: ErrNoAccessToken}
 	}
+	if err := checkBearer(tr.TokenType); err != nil {
+		return tokenResponse{}, &TokenError{Status: resp.StatusCode, Err: err}
+	}
 	return tr, nil
 }
 
@@ -269,10 +272,12 @@ func tokenFromOAuth2(t *oauth2.Token, receipt time.Time, requested []string) mod
 			}
 		}
 	}
-	if scopes == nil {
-		// RFC 6749 §5.1: an omitted scope is the requested scope.
-		scopes = append([]string(nil), requested...)
-	}
+	// An omitted scope stays nil: unknown. RFC 6749 §5.1 lets a server omit
+	// it when it granted exactly what was requested, but Tibber's consent
+	// screen lets the user drop scopes and its documented example has no
+	// scope member at all, so "everything requested" could be false. The
+	// missing-scope report stays silent until the scopes are known.
+	_ = requested
 	tok := model.Token{
 		AccessToken:  logging.NewSecret(t.AccessToken),
 		RefreshToken: logging.NewSecret(t.RefreshToken),
