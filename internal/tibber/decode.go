@@ -11,7 +11,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
+	"github.com/tibbersync/tibbersync/internal/logging"
 	"github.com/tibbersync/tibbersync/internal/model"
 )
 
@@ -713,13 +716,17 @@ func timestamp(raw json.RawMessage) (time.Time, bool) {
 	return t.In(time.FixedZone("", off)), true
 }
 
-// validID accepts an id for use as a URL path segment and a database key.
+// validID accepts an id for use as a URL path segment and a database key:
+// valid UTF-8 without control characters (C0, DEL, C1), bidi controls or
+// other characters that display as something else (logging.Neutralise),
+// nor invisible ones or U+FFFD (a byte that was not UTF-8), so an id can
+// never disguise itself as another.
 func validID(id string) bool {
-	if id == "" || id == "." || id == ".." || len(id) > maxIDLen {
+	if id == "" || id == "." || id == ".." || len(id) > maxIDLen || !utf8.ValidString(id) {
 		return false
 	}
 	for _, r := range id {
-		if r < 0x20 || r == 0x7f {
+		if logging.Neutralise(r) || unicode.Is(unicode.Cf, r) || r == utf8.RuneError {
 			return false
 		}
 	}
