@@ -202,6 +202,10 @@ func openApp(ctx context.Context, cfg config.Config, log *slog.Logger, o appOpti
 		BackfillDays:       cfg.History.BackfillDays,
 		Lookback:           cfg.History.Lookback,
 		Progress:           o.progress,
+		// Nine tenths of runJob's history deadline, shared fairly among
+		// the streams, so that a huge or endless stream leaves the others
+		// their history and the run still ends in time to record itself.
+		HistoryBudget: cfg.Sync.CycleTimeout * 6 * 9 / 10,
 	}
 	return a, nil
 }

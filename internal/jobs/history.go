@@ -97,13 +97,14 @@ func (s *Syncer) RunHistory(ctx context.Context) (Run, error) {
 		hardFailed, rejected int
 		attempted            int
 	)
-	for _, st := range streams {
+	budgetEnd := s.historyBudgetEnd(run.StartedAt)
+	for i, st := range streams {
 		if err := ctx.Err(); err != nil {
 			fatal = err
 			break
 		}
 		attempted++
-		out := s.syncStream(ctx, m, st, pl)
+		out := s.syncStream(ctx, m, st, pl, fairShareEnd(s.now(), budgetEnd, len(streams)-i))
 		pages += out.pages
 		rows += out.inserted + out.updated
 		problems = append(problems, out.problems...)
@@ -224,8 +225,48 @@ func (s *Syncer) pageCap(res string, from, now time.Time) int {
 	return min(n, DefaultMaxPagesPerStream)
 }
 
-// syncStream fetches and saves one stream page by page.
-func (s *Syncer) syncStream(ctx context.Context, m *meter, st historyStream, pl *progressLog) (out streamOutcome) {
+// maxEmptyPagesMin and maxEmptyPagesMax bound emptyPageLimit.
+const (
+	maxEmptyPagesMin = 5
+	maxEmptyPagesMax = 1000
+)
+
+// emptyPageLimit is how many pages in a row may come without an item but
+// with a next link before the stream is stopped as a problem: more than the
+// whole window could fill at pageSize items a page (a device offline for
+// months gives a run of empty pages, but never more than that).
+func emptyPageLimit(res string, from, now time.Time, pageSize int) int {
+	if pageSize <= 0 {
+		pageSize = 100
+	}
+	periods := max(0, int(now.Sub(from)/resolutionStep(res)))
+	return min(max(periods/pageSize+3, maxEmptyPagesMin), maxEmptyPagesMax)
+}
+
+// historyBudgetEnd is when the run's time is up by Clock (zero: no bound).
+func (s *Syncer) historyBudgetEnd(start time.Time) time.Time {
+	if s.HistoryBudget <= 0 {
+		return time.Time{}
+	}
+	return start.Add(s.HistoryBudget)
+}
+
+// fairShareEnd is when a stream starting at now must stop: an equal share
+// of what is left of the run for it and the streams after it.
+func fairShareEnd(now, budgetEnd time.Time, streamsLeft int) time.Time {
+	if budgetEnd.IsZero() || streamsLeft <= 0 {
+		return time.Time{}
+	}
+	left := budgetEnd.Sub(now)
+	if left <= 0 {
+		return now
+	}
+	return now.Add(left / time.Duration(streamsLeft))
+}
+
+// syncStream fetches and saves one stream page by page, until the end of
+// history, a problem, the page cap, or shareEnd (zero: none) passes.
+func (s *Syncer) syncStream(ctx context.Context, m *meter, st historyStream, pl *progressLog, shareEnd time.Time) (out streamOutcome) {
 	devID, res := st.dev.ID, st.resolution
 	cp, found, err := s.Store.HistoryCheckpoint(ctx, devID, res)
 	if err != nil {
@@ -280,6 +321,7 @@ func (s *Syncer) syncStream(ctx context.Context, m *meter, st historyStream, pl 
 	if link != "" {
 		seen[maphash.String(seed, link)] = true
 	}
+	emptyRun := 0 // pages in a row without items but with a next link
 	for {
 		if err := ctx.Err(); err != nil {
 			out.fatal = err
@@ -334,6 +376,14 @@ func (s *Syncer) syncStream(ctx context.Context, m *meter, st historyStream, pl 
 		next := page.Next
 		loop := next != "" && (next == link || seen[maphash.String(seed, next)])
 		capped := !loop && next != "" && out.pages >= maxPages
+		if len(page.Items) == 0 && next != "" {
+			emptyRun++
+		} else {
+			emptyRun = 0
+		}
+		emptyLimit := emptyPageLimit(res, from, now, page.PageSize)
+		endless := !loop && !capped && emptyRun >= emptyLimit
+		outOfTime := !loop && !capped && !endless && next != "" && !shareEnd.IsZero() && !s.now().Before(shareEnd)
 
 		cp.LastPeriod = laterOf(cp.LastPeriod, newestPeriod(page, s.now()))
 		cp.UpdatedAt = s.now()
@@ -360,6 +410,19 @@ func (s *Syncer) syncStream(ctx context.Context, m *meter, st historyStream, pl 
 			cp.LastError = fmt.Sprintf("stopped after %d pages (page cap); continues next run", out.pages)
 			out.problems = append(out.problems, fmt.Sprintf("history %s/%s: %s", devID, res, cp.LastError))
 			log.Warn("history page cap reached", "pages", out.pages)
+		}
+		if endless {
+			// Never resume into the chain: the next run asks again from
+			// the last stored period.
+			cp.NextURL = ""
+			cp.LastError = fmt.Sprintf("%d pages in a row without items but with a next link (more than the window can hold); stopped, next run starts again from the last stored period", emptyRun)
+			out.problems = append(out.problems, fmt.Sprintf("history %s/%s: %s", devID, res, cp.LastError))
+			log.Warn("history stream sends empty pages without end", "pages", out.pages, "empty_in_a_row", emptyRun)
+		}
+		if outOfTime {
+			cp.LastError = fmt.Sprintf("stopped after %d pages: its share of the run's time is used up so other devices get theirs; continues next run", out.pages)
+			out.problems = append(out.problems, fmt.Sprintf("history %s/%s: %s", devID, res, cp.LastError))
+			log.Info("history stream used its share of the run", "pages", out.pages)
 		}
 
 		r, err := s.Store.SaveHistoryPage(ctx, devID, res, page, cp)
@@ -389,12 +452,13 @@ func (s *Syncer) syncStream(ctx context.Context, m *meter, st historyStream, pl 
 		if prog.Target.IsZero() {
 			prog.Target = now
 		}
-		if s.Progress != nil && next != "" && !loop && !capped {
+		stop := next == "" || loop || capped || endless || outOfTime
+		if s.Progress != nil && !stop {
 			s.Progress(prog)
 		}
 		pl.page(log, prog)
 
-		if next == "" || loop || capped {
+		if stop {
 			return out
 		}
 		seen[maphash.String(seed, next)] = true

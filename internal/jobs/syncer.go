@@ -83,6 +83,13 @@ type Syncer struct {
 	// Progress, when set, is called after each history page and once when a
 	// stream ends (with Done set).
 	Progress func(HistoryProgress)
+	// HistoryBudget bounds the time of one history run, measured with
+	// Clock (the daemon sets it below sync.cycle_timeout). Each stream gets a fair share of what is left when it starts (the
+	// rest divided by the streams still to come), so one endless or huge
+	// stream cannot keep every other device from its history; a stream
+	// stopped by its share resumes from its checkpoint next run. Zero: no
+	// time bound (the page cap still applies).
+	HistoryBudget time.Duration
 }
 
 // Run runs the job with the given name once: "homes", "devices" or "history".
