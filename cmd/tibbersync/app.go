@@ -234,7 +234,7 @@ func (a *app) grantedScopes() []string {
 }
 
 // runJob runs one job with the configured cycle deadline.
-func (a *app) runJob(ctx context.Context, job string) (jobs.Run, error) {
+func (a *app) runJob(ctx context.Context, job string) (model.Run, error) {
 	timeout := a.cfg.Sync.CycleTimeout
 	if job == "history" {
 		// A long backfill resumes from its checkpoint, so it may run longer
@@ -251,14 +251,14 @@ func (a *app) runJob(ctx context.Context, job string) (jobs.Run, error) {
 // first skipped run of each job is recorded in sync_runs; later slots are
 // skipped without writing, so a Pi left waiting for re-authorization for
 // weeks does not write a row every five minutes (R19).
-func (a *app) Run(ctx context.Context, job string) (jobs.Run, error) {
+func (a *app) Run(ctx context.Context, job string) (model.Run, error) {
 	a.skipMu.Lock()
 	wasSkipped := a.skipped[job]
 	a.skipMu.Unlock()
 	if wasSkipped {
 		if st, err := a.source.Status(ctx); err == nil && st.State.Sticky() {
 			now := a.clk.Now()
-			return jobs.Run{Job: job, StartedAt: now, FinishedAt: now, Status: jobs.StatusSkipped,
+			return model.Run{Job: job, StartedAt: now, FinishedAt: now, Status: jobs.StatusSkipped,
 				Error: "not authorized: " + string(st.State)}, fmt.Errorf("%s: %w", job, model.ErrNotAuthorized)
 		}
 	}

@@ -88,7 +88,7 @@ func (d *daemon) run(ctx context.Context, cfg cfgT, o appOptions) int {
 		Logger:    log.With("component", "scheduler"),
 		Jitter:    cfg.Schedule.Jitter,
 		NotBefore: buildTime(),
-		OnRun: func(r jobs.Run, err error) {
+		OnRun: func(r model.Run, err error) {
 			if a.metrics != nil {
 				a.metrics.ObserveRun(r.Job, r.Status, r.RowsWritten, r.FinishedAt)
 			}
