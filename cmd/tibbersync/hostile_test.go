@@ -32,13 +32,13 @@ func TestStatusNeutralisesHostileText(t *testing.T) {
 	}
 	now := time.Now().UTC()
 	dev := model.Device{ID: "dev-1", Name: name, Brand: "B\x1b]8;;x\x07", Model: "M\u2066x\u2069", Capabilities: []model.Capability{}, Raw: json.RawMessage(`{"id":"dev-1"}`)}
-	run := jobs.Run{Job: jobs.JobDevices, StartedAt: now, FinishedAt: now, Status: jobs.StatusPartial, Error: "device " + name + ": HTTP 503"}
-	batch := jobs.InventoryBatch{ObservedAt: now, Homes: []model.Home{{ID: "home-1", Name: "Home" + simulator.HostileText}},
+	run := model.Run{Job: jobs.JobDevices, StartedAt: now, FinishedAt: now, Status: jobs.StatusPartial, Error: "device " + name + ": HTTP 503"}
+	batch := model.InventoryBatch{ObservedAt: now, Homes: []model.Home{{ID: "home-1", Name: "Home" + simulator.HostileText}},
 		HomeDevices: map[string][]model.Device{"home-1": {dev}}, Details: []model.Device{dev}}
 	if _, err := db.SaveInventory(ctx, run, batch); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.SaveJobState(ctx, jobs.JobState{Job: jobs.JobDevices, LastRunAt: now, LastError: run.Error}); err != nil {
+	if err := db.SaveJobState(ctx, model.JobState{Job: jobs.JobDevices, LastRunAt: now, LastError: run.Error}); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.SetAuthStatus(ctx, model.AuthStatus{State: model.AuthOK, Email: "eve\u202emoc.x@\x1b[2J", GrantedScopes: []string{"openid", "x\x1b]0;t\x07"}}); err != nil {

@@ -16,7 +16,7 @@ func TestUnknownScopesRecordOnlyWhatDevicesProve(t *testing.T) {
 	b := twoHomes(t0, 50)
 	b.GrantedScopes = nil
 	b.Details[0].Category = model.CategoryVehicle // as the tibber decoder derives it
-	if _, err := db.SaveInventory(context.Background(), jobs.Run{Job: jobs.JobDevices, StartedAt: t0, FinishedAt: t0, Status: jobs.StatusOK}, b); err != nil {
+	if _, err := db.SaveInventory(context.Background(), model.Run{Job: jobs.JobDevices, StartedAt: t0, FinishedAt: t0, Status: jobs.StatusOK}, b); err != nil {
 		t.Fatal(err)
 	}
 	if got := count(t, db, "SELECT count(*) FROM category_access"); got != 1 {

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"os"
@@ -22,7 +22,7 @@ func TestDaemonLockIs0600(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			unlock, err := lockDaemon(dir)
+			unlock, err := lockDir(dir)
 			if err != nil {
 				t.Fatal(err)
 			}
