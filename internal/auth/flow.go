@@ -163,8 +163,10 @@ func (f *Flow) Complete(ctx context.Context, redirected *url.URL) (model.AuthSta
 	}
 
 	var email string
+	var info userinfo
 	if f.o.UserinfoURL != "" {
-		email, err = fetchEmail(ctx, f.o.HTTPClient, f.o.UserinfoURL, tok.AccessToken)
+		info, err = fetchUserinfo(ctx, f.o.HTTPClient, f.o.UserinfoURL, tok.AccessToken)
+		email = info.Email
 		if err != nil {
 			f.log.Warn("fetch account email; authorization is still complete", "err", err)
 		} else if err := f.o.Store.SetEmail(ctx, gen, email); err != nil {
@@ -186,6 +188,11 @@ func (f *Flow) Complete(ctx context.Context, redirected *url.URL) (model.AuthSta
 	}
 	if err := f.o.Status.SetAuthStatus(ctx, st); err != nil {
 		f.log.Error("record auth status", "err", err)
+	} else if ar, ok := f.o.Status.(AccountRecorder); ok {
+		// Kept as Tibber sent them; cleared when userinfo was unavailable.
+		if err := ar.SetAccount(ctx, info.Sub, info.Name); err != nil {
+			f.log.Warn("record account sub and name", "err", err)
+		}
 	}
 	if f.o.Notifier != nil {
 		f.o.Notifier.Notify(ctx, st)
@@ -219,6 +226,13 @@ func validateExchangedToken(tok model.Token, requested []string) error {
 		return ErrNoRefreshToken
 	}
 	return nil
+}
+
+// AccountRecorder is implemented by a StatusRecorder that also keeps the
+// account's userinfo subject and name (*store.DB: auth_status.user_sub and
+// user_name).
+type AccountRecorder interface {
+	SetAccount(ctx context.Context, sub, name string) error
 }
 
 // AuthorizeError is an error other than access_denied that Tibber sent back

@@ -68,6 +68,9 @@ type envConfig struct {
 	wrapStore func(jobs.Store) jobs.Store
 	// progress is the syncer's history progress callback.
 	progress func(jobs.HistoryProgress)
+	// logFormat, when set, builds the daemon's logger with logging.New in
+	// this format (tint, logfmt, json) instead of a plain text handler.
+	logFormat string
 }
 
 // env is a simulator on 127.0.0.1 and the daemon's components wired to it
@@ -208,6 +211,13 @@ func (e *env) open() *app {
 	defer cancel()
 	cfg := e.config()
 	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if e.cfg.logFormat != "" {
+		l, err := logging.New(e.logs, "debug", e.cfg.logFormat)
+		if err != nil {
+			e.t.Fatalf("logging.New: %v", err)
+		}
+		log = l
+	}
 	a := &app{cfg: cfg}
 	var err error
 	a.data, err = store.Open(ctx, filepath.Join(cfg.Storage.Dir, "data.db"), store.Options{

@@ -290,7 +290,7 @@ func (s *Syncer) runInventory(ctx context.Context, job string, withDetails bool)
 			detailFailed++
 			errs = append(errs, r.err)
 			problems = append(problems, fmt.Sprintf("device %s: %v", deviceLabel(t.listed), r.err))
-			log.Warn("device detail skipped", "device_id", t.listed.ID, "home_id", t.homeID, "err", r.err)
+			log.Warn("device detail skipped", "device_id", t.listed.ID, "device", t.listed.Name, "home_id", t.homeID, "err", r.err)
 			continue
 		}
 		batch.Details = append(batch.Details, r.dev)
