@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+
+	"github.com/tibbersync/tibbersync/internal/model"
 )
 
 // ErrSchemaDrift is wrapped by the error of a call whose response has a
@@ -15,7 +17,7 @@ import (
 // a member of another type, history items without time or data. Such a
 // response is never read as an empty list or page, since that would lose
 // data silently; the caller's run fails for it and retries later.
-var ErrSchemaDrift = errors.New("Tibber's response format changed")
+var ErrSchemaDrift = model.ErrSchemaDrift
 
 // maxMembersListed bounds the member names quoted in a drift error.
 const maxMembersListed = 12

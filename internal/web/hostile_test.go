@@ -61,3 +61,26 @@ func TestStatusPageNeutralisesHostileText(t *testing.T) {
 		t.Errorf("/readyz lost its checks:\n%s", rz.body)
 	}
 }
+
+// TestStatusPageNamesAPIProblems: while authorized, a job whose last run
+// met schema drift or a refused fresh token gets a banner that says so and
+// names the endpoint.
+func TestStatusPageNamesAPIProblems(t *testing.T) {
+	for name, tc := range map[string]struct{ lastError, title string }{
+		"Drift":   {`history bat/hour: page 3: fetch history: Tibber's response format changed at GET /v1/homes/h/devices/d/history: history page has no "items" member (members seen: "itemsV2", "next")`, "Tibber&#39;s response format changed"},
+		"Refused": {"fetch homes: Tibber refuses a freshly refreshed token: GET /v1/homes: status 401 Unauthorized", "Tibber refuses a freshly refreshed token"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			sum := richSummary()
+			sum.Jobs[1].LastError = tc.lastError
+			opts := baseOptions(&syncBuffer{})
+			opts.Status = &fakeStatus{SummaryFn: func(context.Context) (model.Summary, error) { return sum, nil }}
+			_, ts := handlerServer(t, opts)
+			r := get(t, noRedirect(), ts.URL+"/")
+			mustContain(t, r.body, `id="auth-banner"`, "<h2>"+tc.title+"</h2>")
+			if name == "Drift" {
+				mustContain(t, r.body, "GET /v1/homes/h/devices/d/history")
+			}
+		})
+	}
+}

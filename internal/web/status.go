@@ -147,6 +147,7 @@ func (s *Server) statusView(sum model.Summary, now time.Time) statusView {
 	}
 	switch a.State {
 	case model.AuthOK:
+		v.Banner = apiProblemBanner(sum.Jobs, func(t time.Time) string { return s.fmtWhen(t, now) })
 	case model.AuthSetupRequired, "":
 		v.Banner = &bannerView{
 			Class: "warn", Title: "Not connected to Tibber yet",
@@ -285,6 +286,34 @@ func (s *Server) refreshExpiry(a model.AuthSummary, now time.Time) string {
 	default:
 		return "probably expired (estimate" + rotated + "); if the next refresh fails, authorize again"
 	}
+}
+
+// apiProblemBanner warns about the job errors that need a person even
+// while authorized: Tibber's response format changed (nothing from such
+// responses is stored), or Tibber refuses even a freshly refreshed token.
+// Nil when no job's last run says so.
+func apiProblemBanner(jobs []model.JobSummary, when func(time.Time) string) *bannerView {
+	for _, j := range jobs {
+		switch {
+		case strings.Contains(j.LastError, model.ErrSchemaDrift.Error()):
+			return &bannerView{
+				Class: "error", Title: model.ErrSchemaDrift.Error(),
+				Text: "Tibber answered the " + j.Job + " job with a response tibbersync does not recognise, so nothing from it was stored. " +
+					"The next runs try again and fetch what was missed once the format is back; if it stays, tibbersync needs an update.",
+				Reason: j.LastError, Since: when(j.LastRunAt),
+				ActionURL: "#jobs", ActionLabel: "See the jobs",
+			}
+		case strings.Contains(j.LastError, model.ErrTokenRefused.Error()):
+			return &bannerView{
+				Class: "error", Title: model.ErrTokenRefused.Error(),
+				Text: "Tibber answers 401 even to an access token it has just issued (consent revoked at Tibber, or a wrong system clock). " +
+					"tibbersync does not refresh again until a call succeeds; check the clock, or authorize again.",
+				Reason: j.LastError, Since: when(j.LastRunAt),
+				ActionURL: "/setup", ActionLabel: "Re-authorize",
+			}
+		}
+	}
+	return nil
 }
 
 func stateClass(st model.AuthState) string {
