@@ -53,6 +53,7 @@ var (
 	// ErrNoRefreshToken: offline_access was granted (or the scopes are not
 	// known) but the response carried no refresh_token, so access would end
 	// with the access token.
+	//lint:ignore ST1005 Tibber is a name; the text is shown to the user as is
 	ErrNoRefreshToken = errors.New("Tibber issued no refresh token although offline_access was requested; access would end within the hour. Authorize again, and make sure the client is registered with offline_access")
 )
 

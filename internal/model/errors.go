@@ -17,10 +17,14 @@ var ErrTokenBackoff = errors.New("token refresh backing off")
 // side, a clock problem): refreshing again would only spend refresh tokens.
 // Until an API call succeeds, further 401s do not trigger a refresh; jobs
 // record the run as failed and back off.
+//
+//lint:ignore ST1005 Tibber is a name; the text is shown to the user as is
 var ErrTokenRefused = errors.New("Tibber refuses a freshly refreshed token")
 
 // ErrSchemaDrift means a Data API response had a shape the client does not
 // recognise (a list or page without its member, items without time or
 // data); nothing from it was stored. The tibber client's drift errors wrap
 // it (tibber.ErrSchemaDrift is this value).
+//
+//lint:ignore ST1005 Tibber is a name; the text is shown to the user as is
 var ErrSchemaDrift = errors.New("Tibber's response format changed")
