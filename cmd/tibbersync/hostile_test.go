@@ -75,3 +75,24 @@ func TestStatusNeutralisesHostileText(t *testing.T) {
 		}
 	}
 }
+
+// TestSetupOutputNeutralisesHostileText: the account email and scopes that
+// `setup` prints come from Tibber; they reach the terminal escaped.
+func TestSetupOutputNeutralisesHostileText(t *testing.T) {
+	var b strings.Builder
+	printAuthorized(&b, model.AuthStatus{State: model.AuthOK, Email: "eve\u202emoc.x@\x1b]0;t\x07", GrantedScopes: []string{"openid", "x\x1b[2J"}})
+	out := b.String()
+	for _, bad := range []string{"\x1b]", "\x1b[2J", "\u202e", "\x07"} {
+		if strings.Contains(out, bad) {
+			t.Errorf("setup output contains raw %q:\n%q", bad, out)
+		}
+	}
+	if !strings.Contains(out, `eve\u202emoc.x@`) || !strings.Contains(out, `x\x1b[2J`) {
+		t.Errorf("setup output lost the text:\n%s", out)
+	}
+	b.Reset()
+	printAuthorized(&b, model.AuthStatus{State: model.AuthOK})
+	if !strings.Contains(b.String(), "granted scopes: unknown") || strings.Contains(b.String(), "not granted") {
+		t.Errorf("unknown scopes printed as %q", b.String())
+	}
+}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -12,7 +13,8 @@ import (
 // saveTibberDetails keeps what a device detail carries besides values,
 // exactly as Tibber sent it: the attributes (devices.attributes) and each
 // capability's description and allowed values (capability_state). Rows are
-// written only when something changed. Nil attributes (an identity-only
+// written only when something changed, and not counted in the run's
+// rows_written (metadata, not data). Nil attributes (an identity-only
 // entry) leave the stored ones alone.
 func saveTibberDetails(ctx context.Context, tx *tx, d model.Device) error {
 	if d.Attributes != nil {
@@ -20,10 +22,12 @@ func saveTibberDetails(ctx context.Context, tx *tx, d model.Device) error {
 		if err != nil {
 			return fmt.Errorf("attributes: %w", err)
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE devices SET attributes = ?2 WHERE id = ?1 AND attributes IS NOT ?2`,
-			d.ID, string(attrs)); err != nil {
+		res, err := tx.ExecContext(ctx, `UPDATE devices SET attributes = ?2 WHERE id = ?1 AND attributes IS NOT ?2`,
+			d.ID, string(attrs))
+		if err != nil {
 			return fmt.Errorf("attributes: %w", err)
 		}
+		tx.uncount(res)
 	}
 	for _, c := range d.Capabilities {
 		if c.ID == "" {
@@ -39,13 +43,23 @@ func saveTibberDetails(ctx context.Context, tx *tx, d model.Device) error {
 		}
 		// The row exists once diffCapabilities saw the capability; one only
 		// pending (missing once) exists too.
-		if _, err := tx.ExecContext(ctx, `UPDATE capability_state SET description = ?3, available_values = ?4
+		res, err := tx.ExecContext(ctx, `UPDATE capability_state SET description = ?3, available_values = ?4
 WHERE device_id = ?1 AND capability_id = ?2 AND (description IS NOT ?3 OR available_values IS NOT ?4)`,
-			d.ID, c.ID, c.Description, values); err != nil {
+			d.ID, c.ID, c.Description, values)
+		if err != nil {
 			return fmt.Errorf("capability %q: %w", c.ID, err)
 		}
+		tx.uncount(res)
 	}
 	return nil
+}
+
+// uncount leaves res's changes out of the run's rows_written: metadata
+// beside the data rows, not data.
+func (t *tx) uncount(res sql.Result) {
+	if n, err := res.RowsAffected(); err == nil {
+		t.uncounted += n
+	}
 }
 
 // SetAccount records the account's userinfo subject and name (auth_status

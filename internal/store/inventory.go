@@ -64,7 +64,7 @@ func (db *DB) SaveInventory(ctx context.Context, run model.Run, b model.Inventor
 	if err != nil {
 		return run, fmt.Errorf("save inventory: %w", err)
 	}
-	run.RowsWritten = int(after - before)
+	run.RowsWritten = int(after - before - tx.uncounted)
 	id, err := insertRun(ctx, tx, run)
 	if err != nil {
 		return run, fmt.Errorf("save inventory: %w", err)

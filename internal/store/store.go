@@ -295,6 +295,9 @@ func queryOne(ctx context.Context, q driver.QueryerContext, query string) (strin
 type tx struct {
 	*sql.Tx
 	now time.Time
+	// uncounted are changes that are not data rows of the batch (metadata
+	// kept beside them), left out of a run's rows_written.
+	uncounted int64
 }
 
 // begin starts a BEGIN IMMEDIATE transaction (the DSN's _txlock) on the
