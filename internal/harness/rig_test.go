@@ -87,13 +87,13 @@ func openRig(ctx context.Context, o rigOptions) (*rig, error) {
 		rate = daemon.Unlimited
 	}
 	do := daemon.Options{
-		Logger:         o.log,
-		Clock:          o.clock,
-		NotBefore:      rigNotBefore,
-		RateLimit:      rate,
-		WrapTransport:  o.wrapTransport,
-		WrapRunner:     o.wrapRunner,
-		Observers:      o.observers,
+		Logger:        o.log,
+		Clock:         o.clock,
+		NotBefore:     rigNotBefore,
+		RateLimit:     rate,
+		WrapTransport: o.wrapTransport,
+		WrapRunner:    o.wrapRunner,
+		Observers:     o.observers,
 		// The harnesses drive the scheduler themselves, if at all.
 		ManualSchedule: true,
 	}
