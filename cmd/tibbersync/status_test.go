@@ -78,13 +78,7 @@ func syncedAppSim(t *testing.T) (*daemon.Daemon, *clock.Fake, string, *simulator
 	dir := t.TempDir()
 	cfg := config.Default()
 	cfg.Storage.Dir = filepath.Join(dir, "state")
-	cfg.Tibber.ClientID = simulator.DefaultClientID
-	cfg.ClientSecret = logging.NewSecret(simulator.DefaultClientSecret)
-	cfg.Tibber.RedirectURL = redirect
-	cfg.Tibber.AuthURL = srv.URL + "/connect/authorize"
-	cfg.Tibber.TokenURL = srv.URL + "/connect/token"
-	cfg.Tibber.UserinfoURL = srv.URL + "/connect/userinfo"
-	cfg.Tibber.APIURL = srv.URL
+	simulator.Configure(&cfg, srv.URL, redirect)
 	cfg.Tibber.RequestsPerSecond = 1000
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -17,7 +17,6 @@ import (
 	"github.com/tibbersync/tibbersync/internal/config"
 	"github.com/tibbersync/tibbersync/internal/daemon"
 	"github.com/tibbersync/tibbersync/internal/jobs"
-	"github.com/tibbersync/tibbersync/internal/logging"
 	"github.com/tibbersync/tibbersync/internal/simulator"
 	"github.com/tibbersync/tibbersync/internal/store"
 	"github.com/tibbersync/tibbersync/internal/tibber"
@@ -80,14 +79,7 @@ func OpenStack(ctx context.Context, c StackConfig) (*Stack, error) {
 
 	cfg := config.Default()
 	cfg.Storage.Dir = c.Dir
-	cfg.Tibber.ClientID = simulator.DefaultClientID
-	cfg.ClientSecret = logging.NewSecret(simulator.DefaultClientSecret)
-	cfg.ClientSecretSource = "bench"
-	cfg.Tibber.AuthURL = c.SimURL + "/connect/authorize"
-	cfg.Tibber.TokenURL = c.SimURL + "/connect/token"
-	cfg.Tibber.UserinfoURL = c.SimURL + "/connect/userinfo"
-	cfg.Tibber.APIURL = c.SimURL
-	cfg.Tibber.RedirectURL = simulator.DefaultRedirectURI
+	simulator.Configure(&cfg, c.SimURL, "")
 	cfg.Tibber.RequestTimeout = tibber.DefaultRequestTimeout
 	if c.Concurrency > 0 {
 		cfg.Sync.Concurrency = c.Concurrency

@@ -244,14 +244,7 @@ func newSetupEnv(t *testing.T) *setupEnv {
 	cfg := config.Default()
 	cfg.Storage.Dir = t.TempDir()
 	cfg.Web.Listen = ln.Addr().String()
-	cfg.Tibber.ClientID = simulator.DefaultClientID
-	cfg.ClientSecret = logging.NewSecret(simulator.DefaultClientSecret)
-	cfg.ClientSecretSource = "test"
-	cfg.Tibber.AuthURL = simSrv.URL + "/connect/authorize"
-	cfg.Tibber.TokenURL = simSrv.URL + "/connect/token"
-	cfg.Tibber.UserinfoURL = simSrv.URL + "/connect/userinfo"
-	cfg.Tibber.APIURL = simSrv.URL
-	cfg.Tibber.RedirectURL = e.redirect
+	simulator.Configure(&cfg, simSrv.URL, e.redirect)
 	d, err := daemon.Open(ctx, cfg, daemon.Options{Logger: logging.Discard(), Listener: ln, ManualSchedule: true})
 	if err != nil {
 		ln.Close()

@@ -18,7 +18,6 @@ import (
 	"github.com/tibbersync/tibbersync/internal/clock"
 	"github.com/tibbersync/tibbersync/internal/config"
 	"github.com/tibbersync/tibbersync/internal/jobs"
-	"github.com/tibbersync/tibbersync/internal/logging"
 	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/simulator"
 	"github.com/tibbersync/tibbersync/internal/version"
@@ -61,13 +60,7 @@ func testConfig(t *testing.T, clk *clock.Fake) (config.Config, *simulator.Simula
 	sim.SetBaseURL(srv.URL)
 	cfg := config.Default()
 	cfg.Storage.Dir = filepath.Join(t.TempDir(), "state")
-	cfg.Tibber.ClientID = simulator.DefaultClientID
-	cfg.ClientSecret = logging.NewSecret(simulator.DefaultClientSecret)
-	cfg.Tibber.RedirectURL = simulator.DefaultRedirectURI
-	cfg.Tibber.AuthURL = srv.URL + "/connect/authorize"
-	cfg.Tibber.TokenURL = srv.URL + "/connect/token"
-	cfg.Tibber.UserinfoURL = srv.URL + "/connect/userinfo"
-	cfg.Tibber.APIURL = srv.URL
+	simulator.Configure(&cfg, srv.URL, "")
 	cfg.History.BackfillDays = 2
 	cfg.Schedule.Jitter = 0
 	return cfg, sim

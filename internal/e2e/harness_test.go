@@ -29,7 +29,6 @@ import (
 	"github.com/tibbersync/tibbersync/internal/config"
 	"github.com/tibbersync/tibbersync/internal/daemon"
 	"github.com/tibbersync/tibbersync/internal/jobs"
-	"github.com/tibbersync/tibbersync/internal/logging"
 	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/simulator"
 	"github.com/tibbersync/tibbersync/internal/tibber"
@@ -165,14 +164,7 @@ func (e *env) checkNoSecret(secret string) {
 func (e *env) config() config.Config {
 	cfg := config.Default()
 	cfg.Storage.Dir = e.dir
-	cfg.Tibber.ClientID = simulator.DefaultClientID
-	cfg.ClientSecret = logging.NewSecret(simulator.DefaultClientSecret)
-	cfg.ClientSecretSource = "test"
-	cfg.Tibber.RedirectURL = simulator.DefaultRedirectURI
-	cfg.Tibber.AuthURL = e.srv.URL + "/connect/authorize"
-	cfg.Tibber.TokenURL = e.srv.URL + "/connect/token"
-	cfg.Tibber.UserinfoURL = e.srv.URL + "/connect/userinfo"
-	cfg.Tibber.APIURL = e.srv.URL
+	simulator.Configure(&cfg, e.srv.URL, "")
 	// The limiter waits in real time; the tests must not.
 	cfg.Tibber.RequestsPerSecond = 1000
 	if e.cfg.backfillDays > 0 {

@@ -63,19 +63,9 @@ func openRig(ctx context.Context, o rigOptions) (*rig, error) {
 	if o.log == nil {
 		o.log = logging.Discard()
 	}
-	if o.redirectURL == "" {
-		o.redirectURL = simulator.DefaultRedirectURI
-	}
 	cfg := config.Default()
 	cfg.Storage.Dir = o.dir
-	cfg.Tibber.ClientID = simulator.DefaultClientID
-	cfg.ClientSecret = logging.NewSecret(simulator.DefaultClientSecret)
-	cfg.ClientSecretSource = "test"
-	cfg.Tibber.AuthURL = o.simURL + "/connect/authorize"
-	cfg.Tibber.TokenURL = o.simURL + "/connect/token"
-	cfg.Tibber.UserinfoURL = o.simURL + "/connect/userinfo"
-	cfg.Tibber.APIURL = o.simURL
-	cfg.Tibber.RedirectURL = o.redirectURL
+	simulator.Configure(&cfg, o.simURL, o.redirectURL)
 	if o.backfillDays > 0 {
 		cfg.History.BackfillDays = o.backfillDays
 	}

@@ -257,13 +257,8 @@ func newHarness(t *testing.T, ctx context.Context) *harness {
 	cfg := config.Default()
 	cfg.Storage.Dir = h.dir
 	cfg.Web.Listen = webAddr
-	cfg.Tibber.ClientID = simulator.DefaultClientID
+	simulator.Configure(&cfg, simSrv.URL, h.redirect)
 	cfg.ClientSecret = logging.NewSecret(canaryClientSecret)
-	cfg.Tibber.RedirectURL = h.redirect
-	cfg.Tibber.AuthURL = simSrv.URL + "/connect/authorize"
-	cfg.Tibber.TokenURL = simSrv.URL + "/connect/token"
-	cfg.Tibber.UserinfoURL = simSrv.URL + "/connect/userinfo"
-	cfg.Tibber.APIURL = simSrv.URL
 	cfg.Tibber.RequestTimeout = 10 * time.Second
 	cfg.History.BackfillDays = 2
 	cfg.Schedule = config.Schedule{Devices: "@every 5m", Homes: "@every 1h", History: "@every 1h"}
