@@ -408,20 +408,20 @@ func (d *Daemon) grantedScopes() []string {
 // through the scheduler's code path but outside its schedule: `tibbersync
 // sync` and the demo. The run is recorded in data.db and the observers
 // are told.
-func (d *Daemon) RunJob(ctx context.Context, job string) (jobs.Run, error) {
+func (d *Daemon) RunJob(ctx context.Context, job string) (model.Run, error) {
 	r, err := d.runJob(ctx, job)
 	d.observeRun(ctx, r, err)
 	return r, err
 }
 
 // runJob runs one job with its deadline.
-func (d *Daemon) runJob(ctx context.Context, job string) (jobs.Run, error) {
+func (d *Daemon) runJob(ctx context.Context, job string) (model.Run, error) {
 	ctx, cancel := context.WithTimeout(ctx, JobTimeout(d.cfg, job))
 	defer cancel()
 	return d.syncer.Run(ctx, job)
 }
 
-func (d *Daemon) observeRun(ctx context.Context, r jobs.Run, err error) {
+func (d *Daemon) observeRun(ctx context.Context, r model.Run, err error) {
 	for _, ob := range d.opts.Observers {
 		ob.RunFinished(ctx, r, err)
 	}

@@ -32,7 +32,7 @@ type recorder struct {
 	auth []model.AuthState
 }
 
-func (r *recorder) RunFinished(_ context.Context, run jobs.Run, _ error) {
+func (r *recorder) RunFinished(_ context.Context, run model.Run, _ error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.runs = append(r.runs, run.Job+"/"+run.Status)

@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 
-	"github.com/tibbersync/tibbersync/internal/jobs"
 	"github.com/tibbersync/tibbersync/internal/model"
 )
 
@@ -18,7 +17,7 @@ type Observer interface {
 	// run and what it stored are committed in data.db: after a devices run
 	// with Status ok or partial, Store() has the new device snapshots and
 	// capability values (e.g. the view latest_capabilities) to publish.
-	RunFinished(ctx context.Context, r jobs.Run, err error)
+	RunFinished(ctx context.Context, r model.Run, err error)
 	// AuthChanged is called on every authorization state change (setup
 	// completed, re-authorization required, configuration error,
 	// recovery), after it was recorded, with the new status. It never
@@ -28,12 +27,12 @@ type Observer interface {
 
 // ObserverFuncs adapts two functions to an Observer; either may be nil.
 type ObserverFuncs struct {
-	Run  func(ctx context.Context, r jobs.Run, err error)
+	Run  func(ctx context.Context, r model.Run, err error)
 	Auth func(ctx context.Context, st model.AuthStatus)
 }
 
 // RunFinished implements Observer.
-func (f ObserverFuncs) RunFinished(ctx context.Context, r jobs.Run, err error) {
+func (f ObserverFuncs) RunFinished(ctx context.Context, r model.Run, err error) {
 	if f.Run != nil {
 		f.Run(ctx, r, err)
 	}

@@ -106,7 +106,7 @@ func (d *Daemon) buildScheduler() error {
 // History works on the stored inventory: after start-up and after a new
 // authorization it runs again as soon as a devices run has stored the
 // devices, instead of waiting up to an hour for its next slot.
-func (d *Daemon) onRun(r jobs.Run, err error) {
+func (d *Daemon) onRun(r model.Run, err error) {
 	if d.metrics != nil {
 		d.metrics.ObserveRun(r.Job, r.Status, r.RowsWritten, r.FinishedAt)
 	}
@@ -140,14 +140,14 @@ type quietRunner struct {
 }
 
 // Run implements jobs.Runner.
-func (q *quietRunner) Run(ctx context.Context, job string) (jobs.Run, error) {
+func (q *quietRunner) Run(ctx context.Context, job string) (model.Run, error) {
 	q.mu.Lock()
 	wasSkipped := q.skipped[job]
 	q.mu.Unlock()
 	if wasSkipped {
 		if st, err := q.d.source.Status(ctx); err == nil && st.State.Sticky() {
 			now := q.d.clk.Now()
-			return jobs.Run{Job: job, StartedAt: now, FinishedAt: now, Status: jobs.StatusSkipped,
+			return model.Run{Job: job, StartedAt: now, FinishedAt: now, Status: jobs.StatusSkipped,
 				Error: "not authorized: " + string(st.State)}, fmt.Errorf("%s: %w", job, model.ErrNotAuthorized)
 		}
 	}

@@ -108,7 +108,7 @@ func TestFaultSoak(t *testing.T) {
 	var runsMu sync.Mutex
 	runs := map[string]int{}
 	statuses := map[string]int{}
-	counter := daemon.ObserverFuncs{Run: func(_ context.Context, run jobs.Run, _ error) {
+	counter := daemon.ObserverFuncs{Run: func(_ context.Context, run model.Run, _ error) {
 		runsMu.Lock()
 		runs[run.Job]++
 		statuses[run.Status]++

@@ -105,7 +105,7 @@ func (r *panicRunner) panicWith(v any) {
 	r.queue = append(r.queue, v)
 }
 
-func (r *panicRunner) Run(ctx context.Context, job string) (jobs.Run, error) {
+func (r *panicRunner) Run(ctx context.Context, job string) (model.Run, error) {
 	r.mu.Lock()
 	if len(r.queue) > 0 {
 		p := r.queue[0]
@@ -283,7 +283,7 @@ func newHarness(t *testing.T, ctx context.Context) *harness {
 			h.status = &statusSource{StatusSource: next}
 			return h.status
 		},
-		Observers: []daemon.Observer{daemon.ObserverFuncs{Run: func(_ context.Context, r jobs.Run, err error) {
+		Observers: []daemon.Observer{daemon.ObserverFuncs{Run: func(_ context.Context, r model.Run, err error) {
 			h.errs.add(r.Error)
 			h.errs.addErr(err)
 		}}},
@@ -367,7 +367,7 @@ func (h *harness) runJobs(names ...string) {
 }
 
 // lastState returns job's scheduling state as recorded in data.db.
-func (h *harness) lastState(job string) jobs.JobState {
+func (h *harness) lastState(job string) model.JobState {
 	h.t.Helper()
 	st, err := h.data.JobState(h.ctx, job)
 	if err != nil {
