@@ -55,7 +55,7 @@ func TestPersistent401SyncAll(t *testing.T) {
 	e.mustRun(jobs.JobHomes, jobs.StatusOK)
 	e.mustRun(jobs.JobDevices, jobs.StatusOK)
 	e.mustRun(jobs.JobHistory, jobs.StatusOK)
-	st, err := e.app.source.Status(t.Context())
+	st, err := e.app.Auth().Status(t.Context())
 	if err != nil || st.State != model.AuthOK {
 		t.Errorf("auth state after recovery: %+v, %v", st, err)
 	}
