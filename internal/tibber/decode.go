@@ -259,10 +259,8 @@ func decodeHistoryPage(b []byte, base *url.URL) (model.HistoryPage, error) {
 	default:
 		return model.HistoryPage{}, driftf(obj, "history %q is %s, not an array", "items", kindName(k))
 	}
-	if err := checkItemShape(items); err != nil {
-		return model.HistoryPage{}, err
-	}
 	pr := &problems{}
+	var shape itemShape
 	page.Items = make([]model.HistoryItem, 0, len(items))
 	for i, it := range items {
 		o, ok := object(it)
@@ -270,6 +268,7 @@ func decodeHistoryPage(b []byte, base *url.URL) (model.HistoryPage, error) {
 			pr.add("item %d: %s, not an object", i, kindName(kind(it)))
 			continue
 		}
+		shape.see(o)
 		t, ok := timestamp(o["time"])
 		if !ok {
 			pr.add("item %d: bad or missing time %s", i, quoteShort(o["time"]))
@@ -287,6 +286,9 @@ func decodeHistoryPage(b []byte, base *url.URL) (model.HistoryPage, error) {
 		}
 		page.Items = append(page.Items, item)
 	}
+	if err := shape.drift(); err != nil {
+		return model.HistoryPage{}, err
+	}
 	page.Problems = pr.list()
 	if page.Next, err = linkMember(obj, "next", base); err != nil {
 		return model.HistoryPage{}, err
@@ -297,36 +299,36 @@ func decodeHistoryPage(b []byte, base *url.URL) (model.HistoryPage, error) {
 	return page, nil
 }
 
-// checkItemShape reports drift when the items are objects but none has a
-// time member, or none has a data member: the item shape changed, and
-// skipping every item as invalid would lose the page. A single odd item is
-// only skipped (and listed in Problems).
-func checkItemShape(items []json.RawMessage) error {
-	objects, withTime, withData := 0, 0, 0
-	var sample map[string]json.RawMessage
-	for _, it := range items {
-		o, ok := object(it)
-		if !ok {
-			continue
-		}
-		objects++
-		if sample == nil {
-			sample = o
-		}
-		if _, ok := o["time"]; ok {
-			withTime++
-		}
-		if _, ok := o["data"]; ok {
-			withData++
-		}
+// itemShape tells schema drift from odd items: drift when the items are
+// objects but none has a time member, or none has a data member (the item
+// shape changed, and skipping every item as invalid would lose the page).
+// A single odd item is only skipped (and listed in Problems).
+type itemShape struct {
+	objects, withTime, withData int
+	sample                      map[string]json.RawMessage
+}
+
+func (sh *itemShape) see(o map[string]json.RawMessage) {
+	sh.objects++
+	if sh.sample == nil {
+		sh.sample = o
 	}
+	if _, ok := o["time"]; ok {
+		sh.withTime++
+	}
+	if _, ok := o["data"]; ok {
+		sh.withData++
+	}
+}
+
+func (sh *itemShape) drift() error {
 	switch {
-	case objects == 0:
+	case sh.objects == 0:
 		return nil
-	case withTime == 0:
-		return driftf(sample, "no history item has a %q member (members of the first item listed)", "time")
-	case withData == 0:
-		return driftf(sample, "no history item has a %q member (members of the first item listed)", "data")
+	case sh.withTime == 0:
+		return driftf(sh.sample, "no history item has a %q member (members of the first item listed)", "time")
+	case sh.withData == 0:
+		return driftf(sh.sample, "no history item has a %q member (members of the first item listed)", "data")
 	}
 	return nil
 }
