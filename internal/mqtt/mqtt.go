@@ -30,6 +30,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -104,6 +105,8 @@ type Publisher struct {
 	st        model.MQTTStatus
 	loggedErr string // the error logged at WARN in the current outage
 	fileErr   string // the last status-file error logged
+
+	passes atomic.Uint64 // completed read-and-publish passes
 
 	// Owned by the Run goroutine.
 	devices map[string]message // discovery and state topics
@@ -213,6 +216,11 @@ func (p *Publisher) Status() model.MQTTStatus {
 	defer p.mu.Unlock()
 	return p.st
 }
+
+// Passes counts the completed passes of reading data.db and publishing
+// what changed (one per connection, one per signal handled), so that a
+// caller can tell a signal was handled even when it published nothing.
+func (p *Publisher) Passes() uint64 { return p.passes.Load() }
 
 // Topic returns <prefix>/<rest>.
 func (p *Publisher) Topic(rest string) string { return p.o.TopicPrefix + "/" + rest }
@@ -325,6 +333,7 @@ func (p *Publisher) serve(ctx context.Context, client paho.Client, lost <-chan e
 	if err := p.flush(ctx, client); err != nil {
 		return err
 	}
+	p.passes.Add(1)
 	poll := time.NewTicker(p.o.AuthPoll)
 	defer poll.Stop()
 	for {
@@ -344,6 +353,7 @@ func (p *Publisher) serve(ctx context.Context, client paho.Client, lost <-chan e
 		if err := p.flush(ctx, client); err != nil {
 			return err
 		}
+		p.passes.Add(1)
 	}
 }
 
@@ -476,8 +486,9 @@ func (p *Publisher) connected() {
 	p.writeStatus()
 }
 
-// failed records a broker problem. The first occurrence of a message in an
-// outage is logged at WARN, repeats (every retry) at DEBUG.
+// failed records a broker problem. The first error of an outage is logged
+// at WARN, a different error later in the same outage at INFO, repeats
+// (every retry) at DEBUG; a connection ends the outage.
 func (p *Publisher) failed(err error) {
 	msg := p.describe(err)
 	now := p.o.Clock.Now().UTC()
@@ -488,12 +499,15 @@ func (p *Publisher) failed(err error) {
 	p.st.Connected = false
 	p.st.Errors++
 	p.st.LastError, p.st.LastErrorAt = msg, now
-	first := p.loggedErr != msg
+	firstOfOutage, changed := p.loggedErr == "", p.loggedErr != msg
 	p.loggedErr = msg
 	p.mu.Unlock()
-	if first {
+	switch {
+	case firstOfOutage:
 		p.log.Warn("mqtt: "+msg+"; retrying with backoff, syncing continues", "broker", p.st.Broker)
-	} else {
+	case changed:
+		p.log.Info("mqtt: still not connected: "+msg, "broker", p.st.Broker)
+	default:
 		p.log.Debug("mqtt: "+msg, "broker", p.st.Broker)
 	}
 	p.writeStatus()
@@ -516,6 +530,8 @@ func (p *Publisher) describe(err error) string {
 		return fmt.Sprintf("broker rejected client id %q: set another mqtt.client_id", p.o.ClientID)
 	case errors.As(err, &uaErr), errors.As(err, &hostErr), errors.As(err, &certErr):
 		return fmt.Sprintf("TLS: the broker's certificate is not trusted (%v): set mqtt.ca_file to the CA that signed it", err)
+	case errors.Is(err, packets.ErrorNetworkError):
+		return "cannot reach the broker: " + strings.TrimPrefix(err.Error(), packets.ErrorNetworkError.Error()+" : ")
 	}
 	return err.Error()
 }
