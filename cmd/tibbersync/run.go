@@ -74,6 +74,14 @@ func (d *daemon) run(ctx context.Context, cfg cfgT, o appOptions) int {
 	if err := a.source.Init(ctx); err != nil {
 		log.Error("read token state", "err", err)
 	}
+	pub, err := newMQTT(cfg, a.data, a.clk, log)
+	if err != nil {
+		fmt.Fprintf(d.env.stderr, "tibbersync: %v\n", err)
+		return exitConfig
+	}
+	if pub != nil {
+		a.metrics.ObserveMQTT(pub.Status)
+	}
 
 	// History works on the stored inventory: after start-up and after a new
 	// authorization, it runs again as soon as a devices run has stored the
@@ -91,6 +99,9 @@ func (d *daemon) run(ctx context.Context, cfg cfgT, o appOptions) int {
 		OnRun: func(r jobs.Run, err error) {
 			if a.metrics != nil {
 				a.metrics.ObserveRun(r.Job, r.Status, r.RowsWritten, r.FinishedAt)
+			}
+			if pub != nil && (r.Job == "devices" || r.Job == "homes") {
+				pub.DevicesChanged() // never blocks; publishes what changed
 			}
 			if r.Job == "devices" && (r.Status == jobs.StatusOK || r.Status == jobs.StatusPartial) && historyAfterDevices.Swap(false) {
 				sched.Trigger("history")
@@ -122,12 +133,18 @@ func (d *daemon) run(ctx context.Context, cfg cfgT, o appOptions) int {
 		OnAuthorized: func(st model.AuthStatus) {
 			log.Info("authorized; starting jobs", "email", st.Email, "granted_scopes", st.GrantedScopes)
 			historyAfterDevices.Store(true)
+			if pub != nil {
+				pub.AuthChanged()
+			}
 			sched.Trigger("homes")
 			sched.Trigger("devices")
 		},
 	}
 	if a.flow != nil {
 		wopts.Flow = a.flow
+	}
+	if pub != nil {
+		wopts.MQTT = pub.Status
 	}
 	srv, err := web.New(wopts)
 	if err != nil {
@@ -179,6 +196,13 @@ func (d *daemon) run(ctx context.Context, cfg cfgT, o appOptions) int {
 		go func() {
 			defer wg.Done()
 			a.notifier.Run(runCtx)
+		}()
+	}
+	if pub != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = pub.Run(runCtx) // publishes "offline" and disconnects when runCtx ends
 		}()
 	}
 	wg.Add(1)

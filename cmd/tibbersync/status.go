@@ -30,6 +30,8 @@ type statusReport struct {
 	Healthy  bool     `json:"healthy"`
 	ExitCode int      `json:"exit_code"`
 	Problems []string `json:"problems,omitempty"`
+	// MQTT is the MQTT bridge's state; broker problems never change the exit code.
+	MQTT *mqttReport `json:"mqtt,omitempty"`
 }
 
 // cmdStatus reads data.db read-only; it works while the daemon runs and
@@ -57,6 +59,7 @@ func cmdStatus(ctx context.Context, args []string, env *environment) int {
 		return statusError
 	}
 	rep := judge(s, jobIntervals(cfg), time.Now())
+	rep.MQTT = readMQTTReport(cfg)
 	if *asJSON {
 		enc := json.NewEncoder(env.stdout)
 		enc.SetIndent("", "  ")
@@ -164,6 +167,7 @@ func printStatus(w io.Writer, rep statusReport) {
 		fmt.Fprintf(w, "  %-20s %d\n", t, s.Tables[t])
 	}
 	fmt.Fprintf(w, "\ndata.db: %s, WAL: %s\n", humanBytes(s.DataDBBytes), humanBytes(s.WALBytes))
+	printMQTT(w, rep.MQTT)
 }
 
 func orDash(s string) string {
