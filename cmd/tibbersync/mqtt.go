@@ -5,48 +5,16 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"log/slog"
 	"os"
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/tibbersync/tibbersync/internal/clock"
 	"github.com/tibbersync/tibbersync/internal/config"
+	"github.com/tibbersync/tibbersync/internal/daemon"
 	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/mqtt"
-	"github.com/tibbersync/tibbersync/internal/version"
 )
-
-// mqttStatusFile is where the daemon keeps the MQTT bridge's state for
-// `tibbersync status` (another process).
-func mqttStatusFile(cfg config.Config) string {
-	return filepath.Join(cfg.Storage.Dir, "mqtt-status.json")
-}
-
-// newMQTT builds the MQTT publisher of the daemon, or nil when [mqtt].url
-// is not set.
-func newMQTT(cfg config.Config, src mqtt.Source, clk clock.Clock, log *slog.Logger) (*mqtt.Publisher, error) {
-	if !cfg.MQTT.Enabled() {
-		return nil, nil
-	}
-	m := cfg.MQTT
-	return mqtt.New(mqtt.Options{
-		URL:             m.URL,
-		CAFile:          m.CAFile,
-		Username:        m.Username,
-		Password:        cfg.MQTTPassword,
-		ClientID:        m.ClientID,
-		TopicPrefix:     m.TopicPrefix,
-		DiscoveryPrefix: m.DiscoveryPrefix,
-		QoS:             byte(m.QoS),
-		Source:          src,
-		Logger:          log.With("component", "mqtt"),
-		Clock:           clk,
-		Version:         version.String(),
-		StatusFile:      mqttStatusFile(cfg),
-	})
-}
 
 // mqttReport is the "mqtt" object of `status --json` (present only when
 // [mqtt].url is set).
@@ -62,7 +30,7 @@ func readMQTTReport(cfg config.Config) *mqttReport {
 	if !cfg.MQTT.Enabled() {
 		return nil
 	}
-	st, err := mqtt.ReadStatusFile(mqttStatusFile(cfg))
+	st, err := mqtt.ReadStatusFile(daemon.MQTTStatusFile(cfg))
 	rep := &mqttReport{MQTTStatus: st}
 	switch {
 	case errors.Is(err, fs.ErrNotExist):

@@ -9,7 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/tibbersync/tibbersync/internal/config"
+	"github.com/tibbersync/tibbersync/internal/daemon"
 	"github.com/tibbersync/tibbersync/internal/model"
 )
 
@@ -30,7 +33,7 @@ func TestMQTTReport(t *testing.T) {
 	st := model.MQTTStatus{Broker: "mqtt://broker.lan:1883", Connected: true, MessagesPublished: 17, Errors: 1,
 		LastError: "cannot reach the broker: connection refused", LastErrorAt: time.Date(2026, 9, 14, 8, 0, 0, 0, time.UTC)}
 	b, _ := json.Marshal(st)
-	if err := os.WriteFile(mqttStatusFile(cfg), b, 0o640); err != nil {
+	if err := os.WriteFile(daemon.MQTTStatusFile(cfg), b, 0o640); err != nil {
 		t.Fatal(err)
 	}
 	r = readMQTTReport(cfg)
@@ -39,12 +42,15 @@ func TestMQTTReport(t *testing.T) {
 	}
 
 	// The daemon holds its lock: the file is live.
-	unlock, err := lockDaemon(cfg.Storage.Dir)
+	lock, err := os.OpenFile(filepath.Join(cfg.Storage.Dir, "daemon.lock"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
 	r = readMQTTReport(cfg)
-	unlock()
+	lock.Close()
 	if !r.Connected || r.Note != "" {
 		t.Errorf("live file: %+v", r)
 	}

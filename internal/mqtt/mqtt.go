@@ -37,8 +37,8 @@ import (
 	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/tibbersync/tibbersync/internal/clock"
-	"github.com/tibbersync/tibbersync/internal/logging"
 	"github.com/tibbersync/tibbersync/internal/model"
+	"github.com/tibbersync/tibbersync/internal/secret"
 )
 
 // Payloads of <prefix>/status (also Home Assistant's default availability payloads).
@@ -61,7 +61,7 @@ type Options struct {
 	URL             string // mqtt://host[:1883] or mqtts://host[:8883]
 	CAFile          string // PEM CAs for mqtts:// instead of the system's
 	Username        string
-	Password        logging.Secret
+	Password        secret.Secret
 	ClientID        string
 	TopicPrefix     string
 	DiscoveryPrefix string // "" disables Home Assistant discovery

@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tibbersync/tibbersync/internal/logging"
 	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/mqtt"
+	"github.com/tibbersync/tibbersync/internal/secret"
 	"github.com/tibbersync/tibbersync/internal/testutil"
 )
 
@@ -526,7 +526,7 @@ func TestWrongPasswordIsReportedClearlyOnce(t *testing.T) {
 	b := startBroker(t)
 	src := newSource()
 	r := startPublisher(t, src, mqtt.Options{URL: "mqtt://" + b.Auth, Username: brokerUser,
-		Password: logging.NewSecret("CANARY-wrong-password-77aa"), QoS: 1})
+		Password: secret.New("CANARY-wrong-password-77aa"), QoS: 1})
 	waitUntil(t, "several refused attempts", func() bool { return r.pub.Status().Errors >= 3 })
 	st := r.pub.Status()
 	for _, want := range []string{`refused user "tibbersync"`, "mqtt.password_file"} {
@@ -547,7 +547,7 @@ func TestWrongPasswordIsReportedClearlyOnce(t *testing.T) {
 	r.stop()
 
 	// The right password connects.
-	r2 := startPublisher(t, src, mqtt.Options{URL: "mqtt://" + b.Auth, Username: brokerUser, Password: logging.NewSecret(brokerPassword), QoS: 1})
+	r2 := startPublisher(t, src, mqtt.Options{URL: "mqtt://" + b.Auth, Username: brokerUser, Password: secret.New(brokerPassword), QoS: 1})
 	waitUntil(t, "a connection with the right password", func() bool { return r2.pub.Passes() >= 1 })
 }
 

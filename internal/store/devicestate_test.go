@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tibbersync/tibbersync/internal/jobs"
 	"github.com/tibbersync/tibbersync/internal/model"
 )
 
@@ -59,7 +58,7 @@ func TestDeviceStates(t *testing.T) {
 	// The battery disappears from the account: removed, no homes.
 	b := twoHomes(t1.Add(time.Hour), 81)
 	b.HomeDevices["h1"] = []model.Device{vehicleListItem()}
-	if _, err := db.SaveInventory(ctx, jobs.Run{Job: "homes", StartedAt: t1, FinishedAt: t1, Status: "ok"}, b); err != nil {
+	if _, err := db.SaveInventory(ctx, model.Run{Job: "homes", StartedAt: t1, FinishedAt: t1, Status: "ok"}, b); err != nil {
 		t.Fatal(err)
 	}
 	states, err = db.DeviceStates(ctx)
