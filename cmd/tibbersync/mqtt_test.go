@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -68,5 +69,45 @@ func TestMQTTReport(t *testing.T) {
 		if n := e.Name(); n != "mqtt-status.json" && n != "daemon.lock" {
 			t.Errorf("unexpected file %s", filepath.Join(cfg.Storage.Dir, n))
 		}
+	}
+}
+
+// TestBadMQTTConfigExits78: every bad [mqtt] key on its own line, exit 78,
+// nothing written, the password never shown.
+func TestBadMQTTConfigExits78(t *testing.T) {
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	cfg := filepath.Join(dir, "config.toml")
+	pw := filepath.Join(dir, "pw")
+	if err := os.WriteFile(pw, []byte("CANARY-mqtt-pw-0c1d"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	body := fmt.Sprintf(`
+[storage]
+dir = %q
+[mqtt]
+url = "tcp://broker:1883"
+username = "u"
+password_file = %q
+topic_prefix = "a/#"
+qos = 5
+`, state, pw)
+	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut := runCmd(t, testCtx(t, 10*time.Second), nil, "", "-c", cfg, "run")
+	if code != exitConfig {
+		t.Fatalf("exit %d, want 78; stderr %q", code, errOut)
+	}
+	for _, key := range []string{"mqtt.url", "mqtt.password_file", "mqtt.topic_prefix", "mqtt.qos"} {
+		if n := strings.Count(errOut, "config: "+key+" "); n != 1 {
+			t.Errorf("stderr names %s %d times, want once:\n%s", key, n, errOut)
+		}
+	}
+	if strings.Contains(errOut, "CANARY") {
+		t.Error("the password is on stderr")
+	}
+	if _, err := os.Stat(state); !os.IsNotExist(err) {
+		t.Fatalf("state dir was created by a bad config: %v", err)
 	}
 }
