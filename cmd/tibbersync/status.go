@@ -31,6 +31,8 @@ type statusReport struct {
 	Healthy  bool     `json:"healthy"`
 	ExitCode int      `json:"exit_code"`
 	Problems []string `json:"problems,omitempty"`
+	// MQTT is the MQTT bridge's state; broker problems never change the exit code.
+	MQTT *mqttReport `json:"mqtt,omitempty"`
 }
 
 // cmdStatus reads data.db read-only; it works while the daemon runs and
@@ -59,6 +61,7 @@ func cmdStatus(ctx context.Context, g globalFlags, args []string, env *environme
 		return withCode(statusError, fmt.Errorf("tibbersync status: %w", err))
 	}
 	rep := judge(s, daemon.JobIntervals(cfg), time.Now())
+	rep.MQTT = readMQTTReport(cfg)
 	if *asJSON {
 		enc := json.NewEncoder(env.stdout)
 		enc.SetIndent("", "  ")
@@ -166,6 +169,7 @@ func printStatus(w io.Writer, rep statusReport) {
 		fmt.Fprintf(w, "  %-20s %d\n", t, s.Tables[t])
 	}
 	fmt.Fprintf(w, "\ndata.db: %s, WAL: %s\n", humanBytes(s.DataDBBytes), humanBytes(s.WALBytes))
+	printMQTT(w, rep.MQTT)
 }
 
 func orDash(s string) string {
