@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/robfig/cron/v3"
+	"golang.org/x/sys/unix"
 
 	"github.com/tibbersync/tibbersync/internal/auth"
 	"github.com/tibbersync/tibbersync/internal/clock"
@@ -202,8 +203,75 @@ func openApp(ctx context.Context, cfg config.Config, log *slog.Logger, o appOpti
 		BackfillDays:       cfg.History.BackfillDays,
 		Lookback:           cfg.History.Lookback,
 		Progress:           o.progress,
+		Authorized:         a.authorized,
 	}
 	return a, nil
+}
+
+// authorized says whether jobs may work: a run before authorization (or
+// while re-authorization is required) is recorded as skipped.
+func (a *app) authorized(ctx context.Context) error {
+	st, err := a.source.Status(ctx)
+	if err != nil || !st.State.Sticky() {
+		// An unreadable state is left to the token source, which the
+		// run asks next.
+		return nil
+	}
+	return fmt.Errorf("%w (%s)", model.ErrNotAuthorized, st.State)
+}
+
+// closeStaleRuns closes the "running" rows of runs whose process died
+// (crash, kill, power loss) as interrupted.
+func (a *app) closeStaleRuns(ctx context.Context) {
+	n, err := a.data.CloseStaleRuns(ctx, processAlive)
+	switch {
+	case err != nil:
+		a.log.Warn("close runs left running by an earlier process", "err", err)
+	case n > 0:
+		a.log.Info("runs left running by an earlier process recorded as interrupted", "runs", n)
+	}
+}
+
+// processAlive reports whether a process with pid exists.
+func processAlive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	err := unix.Kill(pid, 0)
+	return err == nil || errors.Is(err, unix.EPERM)
+}
+
+// recordJobState updates job_state after a run made outside the scheduler
+// (`tibbersync sync`), the way the scheduler records its own runs, so that
+// sync_health and /readyz see it.
+func (a *app) recordJobState(ctx context.Context, r jobs.Run) {
+	st, err := a.data.JobState(ctx, r.Job)
+	if err != nil {
+		a.log.Warn("read job state", "job", r.Job, "err", err)
+		return
+	}
+	st.Job = r.Job
+	if r.StartedAt.After(st.LastRunAt) {
+		st.LastRunAt = r.StartedAt
+	}
+	switch r.Status {
+	case jobs.StatusOK, jobs.StatusPartial:
+		st.LastSuccessAt = r.FinishedAt
+		st.ConsecutiveFailures = 0
+		st.BreakerUntil = time.Time{}
+		st.LastError = r.Error
+	case jobs.StatusFailed:
+		st.ConsecutiveFailures++
+		st.LastError = r.Error
+	default:
+		// skipped or interrupted: neither a success nor a failure.
+		return
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := a.data.SaveJobState(sctx, st); err != nil {
+		a.log.Warn("save job state", "job", r.Job, "err", err)
+	}
 }
 
 // observer feeds the Data API client's requests into the metrics.

@@ -74,6 +74,7 @@ func (d *daemon) run(ctx context.Context, cfg cfgT, o appOptions) int {
 	if err := a.source.Init(ctx); err != nil {
 		log.Error("read token state", "err", err)
 	}
+	a.closeStaleRuns(ctx)
 
 	// History works on the stored inventory: after start-up and after a new
 	// authorization, it runs again as soon as a devices run has stored the

@@ -55,6 +55,7 @@ func cmdSync(ctx context.Context, args []string, env *environment) int {
 		fmt.Fprintf(env.stderr, "tibbersync: read token state: %v\n", err)
 		return exitError
 	}
+	a.closeStaleRuns(ctx)
 	return runOnce(ctx, a, names, env)
 }
 
@@ -63,6 +64,7 @@ func runOnce(ctx context.Context, a *app, names []string, env *environment) int 
 	code := exitOK
 	for _, name := range names {
 		r, err := a.runJob(ctx, name)
+		a.recordJobState(ctx, r)
 		line := fmt.Sprintf("%-8s %-8s requests=%d rows=%d", name, r.Status, r.Requests, r.RowsWritten)
 		if r.Error != "" {
 			line += " error=" + strings.ReplaceAll(r.Error, "\n", "; ")

@@ -353,7 +353,7 @@ func (s *Scheduler) runJob(ctx context.Context, e *entry) {
 		}
 	}
 	end := s.now()
-	interrupted := ctx.Err() != nil && run.Status == StatusFailed
+	interrupted := (ctx.Err() != nil && run.Status == StatusFailed) || run.Status == StatusInterrupted
 
 	s.mu.Lock()
 	st := &e.state
@@ -372,7 +372,7 @@ func (s *Scheduler) runJob(ctx context.Context, e *entry) {
 		st.LastSuccessAt = end
 		st.ConsecutiveFailures = 0
 		st.BreakerUntil = time.Time{}
-	case StatusFailed:
+	case StatusFailed, StatusInterrupted:
 		if interrupted {
 			// Stopped by shutdown: not the API's fault; run again at the
 			// next start.
@@ -415,6 +415,8 @@ func (s *Scheduler) runJob(ctx context.Context, e *entry) {
 		log.Warn("job failed", append(attrs, "err", errText(err, run))...)
 	case run.Status == StatusFailed:
 		log.Debug("job failed again", append(attrs, "consecutive_failures", state.ConsecutiveFailures, "err", errText(err, run))...)
+	case run.Status == StatusInterrupted:
+		log.Info("job interrupted by shutdown; it resumes at the next start", attrs...)
 	case run.Status == StatusSkipped:
 		log.Debug("job skipped", append(attrs, "err", errText(err, run))...)
 	case run.Status == StatusPartial:
@@ -557,6 +559,8 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	// Jobs outlive ctx by up to stopTimeout, so they get their own context.
 	jobCtx, cancelJobs := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelJobs()
+	// A resumable history run stops at its next page once ctx is done.
+	jobCtx = WithStop(jobCtx, ctx.Done())
 
 	ticker := time.NewTicker(tick)
 	defer ticker.Stop()

@@ -155,6 +155,10 @@ func (s *statusSource) CapabilitySeries(ctx context.Context, id string, since ti
 	return s.data.CapabilitySeries(ctx, id, since)
 }
 
+func (s *statusSource) HistorySeries(ctx context.Context, resolution string, from, to time.Time) ([]model.HistorySeries, error) {
+	return s.data.HistorySeries(ctx, resolution, from, to)
+}
+
 // pageLog records the body of every response tibbersync's web server sends
 // to the test's browser-like clients.
 type pageLog struct {
