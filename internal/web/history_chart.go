@@ -244,4 +244,3 @@ func compactValue(v, span float64) string {
 	}
 	return strconv.FormatFloat(v, 'f', decimals(span), 64)
 }
-

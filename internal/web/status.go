@@ -6,8 +6,8 @@ import (
 	"math"
 	"net/http"
 	"slices"
-	"strconv"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
