@@ -43,7 +43,8 @@ func richSummary() model.Summary {
 		},
 		Jobs: []model.JobSummary{
 			{Job: "devices", LastRunAt: t0.Add(-2 * time.Minute), LastSuccessAt: t0.Add(-2 * time.Minute), LastStatus: "ok", NextRunAt: t0.Add(3 * time.Minute), LastRowsWritten: 12, RowsWrittenTotal: 34567},
-			{Job: "history", LastRunAt: t0.Add(-10 * time.Minute), LastSuccessAt: t0.Add(-70 * time.Minute), LastStatus: "failed", LastError: "history of device X: HTTP 503", ConsecutiveFailures: 2, NextRunAt: t0.Add(50 * time.Minute)},
+			{Job: "history", LastRunAt: t0.Add(-10 * time.Minute), LastSuccessAt: t0.Add(-70 * time.Minute), LastStatus: "failed", LastError: "history of device X: HTTP 503", ConsecutiveFailures: 2, NextRunAt: t0.Add(50 * time.Minute),
+				Running: true, RunningSince: t0.Add(-3 * time.Minute), Progress: &model.RunProgress{StreamsDone: 2, StreamsTotal: 8, Pages: 40, Points: 1900, Current: "Home battery, hour", Fraction: 0.3, ETA: t0.Add(7 * time.Minute)}},
 		},
 		Tables:      map[string]int64{"devices": 2, "device_history": 1234567},
 		DataDBBytes: 5 << 20,
@@ -188,6 +189,7 @@ func TestStatusPageRendersEverything(t *testing.T) {
 		"about 27 days left",
 		"history of device X: HTTP 503",
 		"2 failures in a row",
+		`<span class="running-badge">running</span>`, "2 of 8 streams done", "now: Home battery, hour", "30%", "expected to finish 2025-03-01 12:07 UTC (in 7 min)",
 		"<code>device_history</code>",
 		"1\u202f234\u202f567",
 		"5.0 MiB", "300.0 KiB",
