@@ -57,8 +57,10 @@ type historyChartView struct {
 }
 
 type axisLabel struct {
-	X, Y string
-	Text string
+	X, Y   string
+	GridX  string // where the tick's grid line goes (x axis)
+	Anchor string // text-anchor
+	Text   string
 }
 
 type historyLine struct {
@@ -146,7 +148,7 @@ func layoutHistoryChart(in []model.HistorySeries, from, to time.Time, step time.
 		if hi <= 0 {
 			hi = 1
 		}
-		hi *= 1.05
+		hi = niceCeil(hi * 1.02)
 	case hi-lo < 1e-9:
 		lo, hi = lo-1, hi+1
 	default:
@@ -183,11 +185,23 @@ func layoutHistoryChart(in []model.HistorySeries, from, to time.Time, step time.
 		}
 	}
 	for _, u := range slices.Sorted(maps.Keys(ticks)) {
-		x := xOf(time.Unix(u, 0))
-		if x < float64(cv.PlotLeft) || x > float64(cv.PlotRight)-20 {
+		at := time.Unix(u, 0)
+		x := xOf(at)
+		if x < float64(cv.PlotLeft) || x > float64(cv.PlotRight) {
 			continue
 		}
-		cv.XLabels = append(cv.XLabels, axisLabel{X: coord(x), Y: strconv.Itoa(cv.Height - 8), Text: ticks[u]})
+		l := axisLabel{X: coord(x), GridX: coord(x), Y: strconv.Itoa(cv.Height - 8), Text: ticks[u], Anchor: "start"}
+		if resolution != model.ResolutionDay {
+			// A day's name sits in the middle of its day.
+			mid := xOf(at.Add(12 * time.Hour))
+			if mid > float64(cv.PlotRight)-28 {
+				continue
+			}
+			l.X, l.Anchor = coord(mid), "middle"
+		} else if x > float64(cv.PlotRight)-40 {
+			continue
+		}
+		cv.XLabels = append(cv.XLabels, l)
 	}
 
 	for i, s := range in {
@@ -213,7 +227,7 @@ func layoutHistoryChart(in []model.HistorySeries, from, to time.Time, step time.
 			continue
 		}
 		name := s.Metric
-		if j := strings.LastIndexByte(name, '.'); j >= 0 && !strings.HasPrefix(name, "storage.") {
+		if j := strings.LastIndexByte(name, '.'); j >= 0 {
 			name = name[j+1:]
 		}
 		unit := ""
@@ -229,6 +243,21 @@ func layoutHistoryChart(in []model.HistorySeries, from, to time.Time, step time.
 		})
 	}
 	return cv
+}
+
+// niceCeil rounds x > 0 up to a round axis maximum: 1, 1.2, 1.5, 2, 2.5,
+// 3, 4, 5, 6 or 8 times a power of ten.
+func niceCeil(x float64) float64 {
+	if x <= 0 || math.IsInf(x, 0) || math.IsNaN(x) {
+		return 1
+	}
+	p := math.Pow(10, math.Floor(math.Log10(x)))
+	for _, m := range []float64{1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10} {
+		if m*p >= x*(1-1e-12) {
+			return m * p
+		}
+	}
+	return 10 * p
 }
 
 // compactValue renders an axis value briefly: 12k, 1.5k, 230, 4.5.

@@ -227,7 +227,7 @@ func TestStatusPageRendersEverything(t *testing.T) {
 	}
 	// Midnight ticks are the home's local midnights (Oslo, +01:00 in March).
 	labels := strings.Join(soc.Texts, "|")
-	for _, want := range []string{"100", "0", "Sat 1"} {
+	for _, want := range []string{"100", "0", "Fri 28"} {
 		if !strings.Contains(labels, want) {
 			t.Errorf("axis labels %q lack %q", labels, want)
 		}
