@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tibbersync/tibbersync/internal/config"
+	"github.com/tibbersync/tibbersync/internal/daemon"
 	"github.com/tibbersync/tibbersync/internal/health"
 	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/store"
@@ -46,29 +48,32 @@ type statusErrorReport struct {
 // statusChecks are the checks `status` adds to the summary's verdict, the
 // same ones the daemon's web server adds (none yet; storage health goes
 // here).
-func statusChecks(_ context.Context, _ cfgT) []health.Check { return nil }
+func statusChecks(_ context.Context, _ config.Config) []health.Check { return nil }
 
 // cmdStatus reads data.db read-only; it works while the daemon runs and
 // never opens tokens.db.
-func cmdStatus(ctx context.Context, args []string, env *environment) int {
-	fs, g := newFlagSet(ctx, "status", env)
+func cmdStatus(ctx context.Context, g globalFlags, args []string, env *environment) error {
+	fs := newFlagSet("status", &g, env)
 	asJSON := fs.Bool("json", false, "print JSON")
-	if code, ok := parseFlags(fs, args, 0, env); !ok {
-		return code
+	if err := parseFlags(fs, args, 0); err != nil {
+		return err
 	}
-	cfg, code, ok := loadConfig(g, env)
-	if !ok {
-		return code
+	// A config file that does not load is 78, as for every command: the
+	// status codes describe the stored state, and 6 is the auth state
+	// config_error (Tibber rejected the client), not a bad file.
+	cfg, err := loadConfig(g, env)
+	if err != nil {
+		return err
 	}
 	path := filepath.Join(cfg.Storage.Dir, "data.db")
-	fail := func(err error) int {
+	fail := func(err error) error {
 		if *asJSON {
+			// A script reading --json gets an answer, not an empty stdout.
 			enc := json.NewEncoder(env.stdout)
 			enc.SetIndent("", "  ")
 			_ = enc.Encode(statusErrorReport{ExitCode: statusError, Error: err.Error(), DataDB: path})
 		}
-		fmt.Fprintf(env.stderr, "tibbersync status: %v\n", err)
-		return statusError
+		return withCode(statusError, fmt.Errorf("tibbersync status: %w", err))
 	}
 	db, err := store.OpenReadOnly(ctx, path)
 	if err != nil {
@@ -79,17 +84,17 @@ func cmdStatus(ctx context.Context, args []string, env *environment) int {
 	if err != nil {
 		return fail(err)
 	}
-	rep := judge(s, jobIntervals(cfg), time.Now(), statusChecks(ctx, cfg)...)
+	rep := judge(s, daemon.JobIntervals(cfg), time.Now(), statusChecks(ctx, cfg)...)
 	if *asJSON {
 		enc := json.NewEncoder(env.stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(rep); err != nil {
-			return statusError
+			return withCode(statusError, nil)
 		}
-		return rep.ExitCode
+	} else {
+		printStatus(env.stdout, rep, time.Now())
 	}
-	printStatus(env.stdout, rep, time.Now())
-	return rep.ExitCode
+	return withCode(rep.ExitCode, nil)
 }
 
 // judge is health.Evaluate, the verdict /readyz and the page use too.

@@ -53,7 +53,7 @@ func startDaemon(t *testing.T, ctx context.Context, f *fixture) *daemonProc {
 	d := &daemonProc{stop: stop, done: make(chan int, 1), log: &syncBuffer{}}
 	go func() {
 		env := &environment{stdin: strings.NewReader(""), stdout: d.log, stderr: d.log, environ: f.environ}
-		d.done <- runWith(runCtx, []string{"-c", f.cfgPath, "run"}, env)
+		d.done <- exitCode(runWith(runCtx, []string{"-c", f.cfgPath, "run"}, env))
 	}()
 	base := fmt.Sprintf("http://127.0.0.1:%d", f.port)
 	waitFor(t, ctx, func() bool {

@@ -76,7 +76,7 @@ type streamOutcome struct {
 // because of API errors, or on a store error or token backoff; skipped when
 // the token source said not authorized before any page was stored (partial,
 // naming the stop, when pages were already stored in this run).
-func (s *Syncer) RunHistory(ctx context.Context) (Run, error) {
+func (s *Syncer) RunHistory(ctx context.Context) (model.Run, error) {
 	run := s.begin(ctx, JobHistory)
 	m := &meter{}
 	ctx = withRequestCounter(ctx, &m.counter)
@@ -252,7 +252,7 @@ func (s *Syncer) syncStream(ctx context.Context, m *meter, st historyStream, pl 
 		return out
 	}
 	if !found {
-		cp = HistoryCheckpoint{}
+		cp = model.HistoryCheckpoint{}
 	}
 	cp.DeviceID, cp.Resolution, cp.HomeID = devID, res, st.homeID
 

@@ -22,8 +22,8 @@ func TestHistoryRunIsRunningThenInterrupted(t *testing.T) {
 	clk := clock.NewFake(hnow)
 	db := openStore(t, clk, path)
 	bat := model.Device{ID: "bat", Name: "Battery", SupportedResolutions: []string{model.ResolutionHour}, MaxRetentionDays: 730}
-	if _, err := db.SaveInventory(context.Background(), jobs.Run{Job: jobs.JobDevices, Status: jobs.StatusOK},
-		jobs.InventoryBatch{ObservedAt: hnow, Homes: []model.Home{{ID: "h1"}}, HomeDevices: map[string][]model.Device{"h1": {bat}}}); err != nil {
+	if _, err := db.SaveInventory(context.Background(), model.Run{Job: jobs.JobDevices, Status: jobs.StatusOK},
+		model.InventoryBatch{ObservedAt: hnow, Homes: []model.Home{{ID: "h1"}}, HomeDevices: map[string][]model.Device{"h1": {bat}}}); err != nil {
 		t.Fatal(err)
 	}
 	ser := newSeries("bat", 30, 48)
@@ -45,7 +45,7 @@ func TestHistoryRunIsRunningThenInterrupted(t *testing.T) {
 	stop := make(chan struct{})
 	ctx := jobs.WithStop(context.Background(), stop)
 	type result struct {
-		run jobs.Run
+		run model.Run
 		err error
 	}
 	done := make(chan result, 1)

@@ -103,7 +103,7 @@ type Syncer struct {
 // (*store.DB): a run's row is written when it starts, with status running,
 // and finished in place by RecordRun or SaveInventory (Run.ID set).
 type RunTracker interface {
-	StartRun(ctx context.Context, run Run) (int64, error)
+	StartRun(ctx context.Context, run model.Run) (int64, error)
 	UpdateRunProgress(ctx context.Context, id int64, p model.RunProgress) error
 }
 
@@ -143,8 +143,8 @@ func interrupted(ctx context.Context, err error) bool {
 
 // begin starts a run: its row is written at once with status running when
 // the store supports it.
-func (s *Syncer) begin(ctx context.Context, job string) Run {
-	run := Run{Job: job, StartedAt: s.now()}
+func (s *Syncer) begin(ctx context.Context, job string) model.Run {
+	run := model.Run{Job: job, StartedAt: s.now()}
 	if t, ok := s.Store.(RunTracker); ok {
 		id, err := t.StartRun(ctx, run)
 		if err != nil {
@@ -158,14 +158,14 @@ func (s *Syncer) begin(ctx context.Context, job string) Run {
 
 // Run runs the job with the given name once: "homes", "devices" or "history".
 // It implements the scheduler's Runner.
-func (s *Syncer) Run(ctx context.Context, job string) (Run, error) {
+func (s *Syncer) Run(ctx context.Context, job string) (model.Run, error) {
 	switch job {
 	case JobHomes, JobDevices, JobHistory:
 		if s.Authorized == nil {
 			break
 		}
 		if err := s.Authorized(ctx); err != nil && errors.Is(err, model.ErrNotAuthorized) {
-			return s.abort(ctx, Run{Job: job, StartedAt: s.now()}, &meter{}, err)
+			return s.abort(ctx, model.Run{Job: job, StartedAt: s.now()}, &meter{}, err)
 		}
 	}
 	switch job {
@@ -176,13 +176,13 @@ func (s *Syncer) Run(ctx context.Context, job string) (Run, error) {
 	case JobHistory:
 		return s.RunHistory(ctx)
 	}
-	return Run{Job: job}, fmt.Errorf("unknown job %q", job)
+	return model.Run{Job: job}, fmt.Errorf("unknown job %q", job)
 }
 
 // RunHomes fetches the homes and each home's device list, and saves them in
 // one transaction (no device details). Homes and devices that disappeared
 // are marked removed by the store.
-func (s *Syncer) RunHomes(ctx context.Context) (Run, error) {
+func (s *Syncer) RunHomes(ctx context.Context) (model.Run, error) {
 	return s.runInventory(ctx, JobHomes, false)
 }
 
@@ -192,7 +192,7 @@ func (s *Syncer) RunHomes(ctx context.Context) (Run, error) {
 // whose detail fails is left out and named in the run's error (status
 // partial); when every detail or every device list fails, or the homes
 // cannot be fetched, the run is failed.
-func (s *Syncer) RunDevices(ctx context.Context) (Run, error) {
+func (s *Syncer) RunDevices(ctx context.Context) (model.Run, error) {
 	return s.runInventory(ctx, JobDevices, true)
 }
 
@@ -257,7 +257,7 @@ func (s *Syncer) scopes() []string {
 // abort finishes a run that stored nothing: skipped when the token source
 // said no call may be made, failed otherwise. The run is recorded even when
 // ctx was cancelled (shutdown), within recordTimeout.
-func (s *Syncer) abort(ctx context.Context, run Run, m *meter, cause error) (Run, error) {
+func (s *Syncer) abort(ctx context.Context, run model.Run, m *meter, cause error) (model.Run, error) {
 	run.Status = StatusFailed
 	switch {
 	case errors.Is(cause, model.ErrNotAuthorized):
@@ -270,7 +270,7 @@ func (s *Syncer) abort(ctx context.Context, run Run, m *meter, cause error) (Run
 }
 
 // record stores a run without a batch and returns it with err.
-func (s *Syncer) record(ctx context.Context, run Run, m *meter, err error) (Run, error) {
+func (s *Syncer) record(ctx context.Context, run model.Run, m *meter, err error) (model.Run, error) {
 	run.FinishedAt = s.now()
 	run.Requests = m.requests()
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
@@ -295,7 +295,7 @@ type detailResult struct {
 	err       error
 }
 
-func (s *Syncer) runInventory(ctx context.Context, job string, withDetails bool) (Run, error) {
+func (s *Syncer) runInventory(ctx context.Context, job string, withDetails bool) (model.Run, error) {
 	run := s.begin(ctx, job)
 	m := &meter{}
 	ctx = withRequestCounter(ctx, &m.counter)
@@ -310,7 +310,7 @@ func (s *Syncer) runInventory(ctx context.Context, job string, withDetails bool)
 	var errs []error
 	homes := cleanHomes(rawHomes, &problems)
 
-	batch := InventoryBatch{
+	batch := model.InventoryBatch{
 		Homes:         homes,
 		HomeDevices:   make(map[string][]model.Device, len(homes)),
 		GrantedScopes: s.scopes(),

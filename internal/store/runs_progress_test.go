@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tibbersync/tibbersync/internal/jobs"
 	"github.com/tibbersync/tibbersync/internal/model"
 )
 
@@ -16,10 +15,10 @@ import (
 func TestRunInProgressIsVisible(t *testing.T) {
 	ctx := context.Background()
 	db, clk, _ := MustOpenDB(t)
-	if _, err := db.RecordRun(ctx, jobs.Run{Job: "history", StartedAt: t0.Add(-time.Hour), FinishedAt: t0.Add(-59 * time.Minute), Status: "failed", Error: "stopped: context canceled"}); err != nil {
+	if _, err := db.RecordRun(ctx, model.Run{Job: "history", StartedAt: t0.Add(-time.Hour), FinishedAt: t0.Add(-59 * time.Minute), Status: "failed", Error: "stopped: context canceled"}); err != nil {
 		t.Fatal(err)
 	}
-	id, err := db.StartRun(ctx, jobs.Run{Job: "history", StartedAt: t0})
+	id, err := db.StartRun(ctx, model.Run{Job: "history", StartedAt: t0})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +54,7 @@ func TestRunInProgressIsVisible(t *testing.T) {
 	}
 
 	// Finishing updates the same row.
-	got, err := db.RecordRun(ctx, jobs.Run{ID: id, Job: "history", StartedAt: t0, FinishedAt: t0.Add(9 * time.Minute), Status: "ok", Requests: 90, RowsWritten: 9000})
+	got, err := db.RecordRun(ctx, model.Run{ID: id, Job: "history", StartedAt: t0, FinishedAt: t0.Add(9 * time.Minute), Status: "ok", Requests: 90, RowsWritten: 9000})
 	if err != nil || got != id {
 		t.Fatalf("finish: id %d err %v, want %d", got, err, id)
 	}
@@ -80,7 +79,7 @@ func TestRunInProgressIsVisible(t *testing.T) {
 func TestCloseStaleRuns(t *testing.T) {
 	ctx := context.Background()
 	db, _, _ := MustOpenDB(t)
-	own, err := db.StartRun(ctx, jobs.Run{Job: "history", StartedAt: t0})
+	own, err := db.StartRun(ctx, model.Run{Job: "history", StartedAt: t0})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,10 +118,10 @@ func TestCloseStaleRuns(t *testing.T) {
 func TestHistorySeriesReadsTheWindow(t *testing.T) {
 	ctx := context.Background()
 	db, _, _ := MustOpenDB(t)
-	mustSave(t, db, jobs.InventoryBatch{ObservedAt: t0, HomeDevices: map[string][]model.Device{"h1": {listItem("d1", "Battery")}}})
+	mustSave(t, db, model.InventoryBatch{ObservedAt: t0, HomeDevices: map[string][]model.Device{"h1": {listItem("d1", "Battery")}}})
 	osl, _ := time.LoadLocation("Europe/Oslo")
 	page := hourPage(t0.Add(-48*time.Hour), 48, osl)
-	if _, err := db.SaveHistoryPage(ctx, "d1", "hour", page, jobs.HistoryCheckpoint{HomeID: "h1"}); err != nil {
+	if _, err := db.SaveHistoryPage(ctx, "d1", "hour", page, model.HistoryCheckpoint{HomeID: "h1"}); err != nil {
 		t.Fatal(err)
 	}
 	from, to := t0.Add(-10*time.Hour), t0.Add(-2*time.Hour)
