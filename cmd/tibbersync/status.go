@@ -168,6 +168,9 @@ func printStatus(w io.Writer, rep statusReport, now time.Time) {
 		}
 		fmt.Fprintf(w, "  %-8s last %-8s at %s, next %s, last success %s",
 			j.Job, orDash(j.LastStatus), fmtTime(j.LastRunAt), fmtTime(j.NextRunAt), fmtTime(j.LastSuccessAt))
+		if p := j.LastProgress; p != nil && (p.Homes > 0 || p.Devices > 0) {
+			fmt.Fprintf(w, ", saw %d homes and %d devices", p.Homes, p.Devices)
+		}
 		if j.ConsecutiveFailures > 0 {
 			fmt.Fprintf(w, ", %d failures in a row", j.ConsecutiveFailures)
 		}

@@ -196,16 +196,38 @@ func TestTruthfulStatusDuringBackfill(t *testing.T) {
 	}
 
 	// Restart: the backfill resumes and finishes; both surfaces turn healthy together.
+	// The daemon was down long enough that devices is due at the restart
+	// too: its first run must not start history a second time.
+	rw, err := sql.Open("sqlite", "file:"+dataPath+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rw.ExecContext(ctx, `UPDATE job_state SET next_run_at = ?1 WHERE job IN ('homes', 'devices')`, time.Now().Add(-time.Minute).UnixMilli()); err != nil {
+		t.Fatal(err)
+	}
+	rw.Close()
+	restarted := time.Now().UnixMilli() // after the first daemon stopped
 	d = startDaemon(t, ctx, f)
+	stopped := false
 	defer func() {
-		d.stop()
-		d.wait(t)
+		if !stopped {
+			d.stop()
+			d.wait(t)
+		}
 	}()
 	waitFor(t, ctx, func() bool {
 		code, _ := statusJSON()
 		return code == 0
 	})
 	agree("after the backfill")
+	// The homes job says what it saw, even though the devices job stored
+	// the homes first.
+	_, rep = statusJSON()
+	for _, j := range rep.Jobs {
+		if j.Job == "homes" && (j.LastProgress == nil || j.LastProgress.Homes != 2 || j.LastProgress.Devices == 0) {
+			t.Fatalf("homes job reports %+v, want the 2 homes and their devices it saw", j.LastProgress)
+		}
+	}
 	for _, view := range []string{"history_hourly", "history_daily", "latest_capabilities"} {
 		if n := query(`SELECT count(*) FROM ` + view); n == 0 {
 			t.Fatalf("%s is empty", view)
@@ -242,6 +264,25 @@ func TestTruthfulStatusDuringBackfill(t *testing.T) {
 	_, plain = runCmdOut(t, ctx, f, "status")
 	if strings.Contains(plain, "days left") || strings.Contains(plain, "refreshed ahead") || !strings.Contains(plain, "what to do:") {
 		t.Fatalf("status after a revoked grant:\n%s", plain)
+	}
+
+	// The restarted daemon ran history once (resuming the backfill), not
+	// twice back to back after its first devices run.
+	d.stop()
+	d.wait(t)
+	stopped = true
+	if n := query(fmt.Sprintf(`SELECT count(*) FROM sync_runs WHERE job = 'history' AND status <> 'skipped' AND started_at >= %d`, restarted)); n != 1 {
+		ro, _ := sql.Open("sqlite", "file:"+dataPath+"?mode=ro")
+		rows, _ := ro.QueryContext(ctx, `SELECT id, started_at, coalesce(finished_at, 0), job || ' ' || status, coalesce(error, ''), requests FROM sync_runs ORDER BY id`)
+		var b strings.Builder
+		for rows != nil && rows.Next() {
+			var id, st, fin, req int64
+			var status, msg string
+			_ = rows.Scan(&id, &st, &fin, &status, &msg, &req)
+			fmt.Fprintf(&b, "%d %d %d %s %d %.100s\n", id, st, fin, status, req, msg)
+		}
+		ro.Close()
+		t.Fatalf("history ran %d times after the restart, want once; runs:\n%s", n, b.String())
 	}
 }
 

@@ -382,6 +382,15 @@ func (s *Syncer) runInventory(ctx context.Context, job string, withDetails bool)
 	}
 	run.Error = summarize(problems, detailFailed, len(targets))
 	run.Requests = m.requests()
+	// What the run saw, whether or not it changed anything: the homes job
+	// says "2 homes, 9 devices" even when the devices job stored them first.
+	seen := map[string]bool{}
+	for _, devs := range batch.HomeDevices {
+		for _, d := range devs {
+			seen[d.ID] = true
+		}
+	}
+	run.Progress = &model.RunProgress{Homes: len(homes), Devices: len(seen), Requests: run.Requests, Fraction: 1}
 	batch.ObservedAt = s.now()
 	run.FinishedAt = batch.ObservedAt
 

@@ -60,6 +60,9 @@ type JobSummary struct {
 	RunningSince time.Time `json:"running_since,omitzero"`
 	// Progress of the run in progress, nil when none is running.
 	Progress *RunProgress `json:"progress,omitempty"`
+	// LastProgress is what the last finished run recorded (homes and
+	// devices seen, streams done), nil when it recorded nothing.
+	LastProgress *RunProgress `json:"last_progress,omitempty"`
 }
 
 // DeviceSummary is one device with a few headline values.
@@ -102,6 +105,9 @@ type RunProgress struct {
 	// Pages and Points are the history pages and items fetched so far.
 	Pages  int `json:"pages"`
 	Points int `json:"points"`
+	// Homes and Devices the run saw (homes and devices jobs).
+	Homes   int `json:"homes,omitempty"`
+	Devices int `json:"devices,omitempty"`
 	// Requests and RowsWritten so far in this run.
 	Requests    int `json:"requests"`
 	RowsWritten int `json:"rows_written"`

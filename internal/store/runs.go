@@ -42,11 +42,19 @@ func insertRun(ctx context.Context, tx *tx, run model.Run) (int64, error) {
 	if finished.IsZero() {
 		finished = tx.now
 	}
+	var progress any
+	if run.Progress != nil {
+		b, err := json.Marshal(run.Progress)
+		if err != nil {
+			return 0, fmt.Errorf("%s run progress: %w", run.Job, err)
+		}
+		progress = string(b)
+	}
 	if run.ID != 0 {
 		res, err := tx.ExecContext(ctx, `UPDATE sync_runs
-SET finished_at = ?2, status = ?3, error = ?4, requests = ?5, rows_written = ?6
+SET finished_at = ?2, status = ?3, error = ?4, requests = ?5, rows_written = ?6, progress = coalesce(?8, progress)
 WHERE id = ?1 AND job = ?7`,
-			run.ID, finished.UnixMilli(), run.Status, nullText(run.Error), run.Requests, run.RowsWritten, run.Job)
+			run.ID, finished.UnixMilli(), run.Status, nullText(run.Error), run.Requests, run.RowsWritten, run.Job, progress)
 		if err != nil {
 			return 0, fmt.Errorf("finish %s run %d: %w", run.Job, run.ID, err)
 		}
@@ -54,9 +62,9 @@ WHERE id = ?1 AND job = ?7`,
 			return run.ID, nil
 		}
 	}
-	res, err := tx.ExecContext(ctx, `INSERT INTO sync_runs (job, started_at, finished_at, status, error, requests, rows_written)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)`,
-		run.Job, started.UnixMilli(), finished.UnixMilli(), run.Status, nullText(run.Error), run.Requests, run.RowsWritten)
+	res, err := tx.ExecContext(ctx, `INSERT INTO sync_runs (job, started_at, finished_at, status, error, requests, rows_written, progress)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)`,
+		run.Job, started.UnixMilli(), finished.UnixMilli(), run.Status, nullText(run.Error), run.Requests, run.RowsWritten, progress)
 	if err != nil {
 		return 0, fmt.Errorf("insert %s run: %w", run.Job, err)
 	}

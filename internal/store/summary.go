@@ -177,7 +177,7 @@ WHERE job = ?1`, name).Scan(&next, &last, &success, &j.ConsecutiveFailures, &bre
 		var (
 			started, finished sql.NullInt64
 			status            string
-			runErr            sql.NullString
+			runErr, progress  sql.NullString
 		)
 		err = tx.QueryRowContext(ctx, `SELECT
     started_at,
@@ -185,11 +185,18 @@ WHERE job = ?1`, name).Scan(&next, &last, &success, &j.ConsecutiveFailures, &bre
     status,
     error,
     requests,
-    rows_written
+    rows_written,
+    progress
 FROM sync_runs
 WHERE job = ?1 AND status <> 'running'
 ORDER BY started_at DESC, id DESC
-LIMIT 1`, name).Scan(&started, &finished, &status, &runErr, &j.LastRequests, &j.LastRowsWritten)
+LIMIT 1`, name).Scan(&started, &finished, &status, &runErr, &j.LastRequests, &j.LastRowsWritten, &progress)
+		if progress.Valid && progress.String != "" {
+			var p model.RunProgress
+			if json.Unmarshal([]byte(progress.String), &p) == nil {
+				j.LastProgress = &p
+			}
+		}
 		switch {
 		case err == sql.ErrNoRows:
 		case err != nil:

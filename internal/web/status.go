@@ -276,6 +276,9 @@ func (s *Server) statusView(sum model.Summary, now time.Time) statusView {
 			jv.Running = true
 			jv.Progress = s.progressText(j, now)
 		}
+		if p := j.LastProgress; p != nil && (p.Homes > 0 || p.Devices > 0) {
+			jv.Rows = fmt.Sprintf("saw %s, %s; ", plural(p.Homes, "home"), plural(p.Devices, "device")) + jv.Rows
+		}
 		if j.BreakerUntil.After(now) {
 			jv.Breaker = "paused after repeated failures until " + s.fmtWhen(j.BreakerUntil, now)
 		}
@@ -312,6 +315,14 @@ func (s *Server) statusView(sum model.Summary, now time.Time) statusView {
 		v.Devices = append(v.Devices, dv)
 	}
 	return v
+}
+
+// plural renders "1 home", "3 homes".
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return strconv.Itoa(n) + " " + word + "s"
 }
 
 // progressText describes a run in progress: since when, how far, and when
