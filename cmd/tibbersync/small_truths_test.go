@@ -86,3 +86,23 @@ func TestBindErrorHasOnePrefix(t *testing.T) {
 		t.Fatalf("run on a taken port: exit %d, stderr %q", code, errOut)
 	}
 }
+
+// TestRunWithoutConfigDoesNotCreateStateDir: `run` with no config file and
+// no storage directory in the environment refuses, naming what to do,
+// instead of silently creating the default state directory.
+func TestRunWithoutConfigDoesNotCreateStateDir(t *testing.T) {
+	if _, err := os.Stat("/var/lib/tibbersync"); err == nil {
+		t.Skip("/var/lib/tibbersync exists on this machine")
+	}
+	if _, err := os.Stat("/etc/tibbersync/config.toml"); err == nil {
+		t.Skip("/etc/tibbersync/config.toml exists on this machine")
+	}
+	t.Chdir(t.TempDir()) // no ./config.toml
+	code, _, errOut := runCmd(t, testCtx(t, 30*time.Second), []string{"PATH=" + os.Getenv("PATH")}, "", "run")
+	if code != exitConfig || !strings.Contains(errOut, "no config file") || !strings.Contains(errOut, "/var/lib/tibbersync") {
+		t.Fatalf("run without config: exit %d, stderr %q", code, errOut)
+	}
+	if _, err := os.Stat("/var/lib/tibbersync"); err == nil {
+		t.Fatal("run without config created /var/lib/tibbersync")
+	}
+}
