@@ -89,6 +89,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	close(d.ready)
 
+	// History runs again right after the first devices run only when it
+	// has no devices to work on yet; with devices stored, its own first run
+	// covers them, and a second run back to back would repeat the work.
+	if n, err := d.activeDevices(ctx); err == nil && n > 0 {
+		d.historyAfterDevices.Store(false)
+	}
 	runCtx, cancel := context.WithCancel(ctx)
 	wg := d.startLoops(runCtx, sd, url)
 	<-ctx.Done()
@@ -104,6 +110,21 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.sched.Wait()
 	d.log.Info("stopped")
 	return nil
+}
+
+// activeDevices counts the devices stored and not removed.
+func (d *Daemon) activeDevices(ctx context.Context) (int, error) {
+	homes, err := d.data.ActiveHomeDevices(ctx)
+	if err != nil {
+		return 0, err
+	}
+	seen := map[string]bool{}
+	for _, devs := range homes {
+		for _, dev := range devs {
+			seen[dev.ID] = true
+		}
+	}
+	return len(seen), nil
 }
 
 // logAuthHint tells the user at start-up what to do, if anything.
