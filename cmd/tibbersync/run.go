@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tibbersync/tibbersync/internal/auth"
+	"github.com/tibbersync/tibbersync/internal/control"
 	"github.com/tibbersync/tibbersync/internal/jobs"
 	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/sdnotify"
@@ -105,6 +106,14 @@ func (d *daemon) run(ctx context.Context, cfg cfgT, o appOptions) int {
 		return exitConfig
 	}
 
+	onAuthorized := func(st model.AuthStatus) {
+		log.Info("authorized; starting jobs", "email", st.Email, "granted_scopes", st.GrantedScopes)
+		historyAfterDevices.Store(true)
+		sched.Trigger("homes")
+		sched.Trigger("devices")
+	}
+	// ctl is the control socket (control.go), set once the web server listens.
+	var ctl *control.Server
 	wopts := web.Options{
 		Listen:           cfg.Web.Listen,
 		AllowRemote:      cfg.Web.AllowRemote,
@@ -120,10 +129,10 @@ func (d *daemon) run(ctx context.Context, cfg cfgT, o appOptions) int {
 		Logger:           log.With("component", "web"),
 		ParseRedirect:    auth.ParseRedirect,
 		OnAuthorized: func(st model.AuthStatus) {
-			log.Info("authorized; starting jobs", "email", st.Email, "granted_scopes", st.GrantedScopes)
-			historyAfterDevices.Store(true)
-			sched.Trigger("homes")
-			sched.Trigger("devices")
+			onAuthorized(st)
+			if ctl != nil {
+				ctl.Authorized()
+			}
 		},
 	}
 	if a.flow != nil {
@@ -137,6 +146,10 @@ func (d *daemon) run(ctx context.Context, cfg cfgT, o appOptions) int {
 	if err := srv.Open(); err != nil {
 		fmt.Fprintf(d.env.stderr, "tibbersync: web: %v\n", err)
 		return exitError
+	}
+	ctl = openControl(cfg, a, log, setupURL(srv), onAuthorized)
+	if ctl != nil {
+		defer ctl.Close()
 	}
 	log.Info("tibbersync started", "url", srv.URL(), "storage_dir", cfg.Storage.Dir)
 
@@ -179,6 +192,13 @@ func (d *daemon) run(ctx context.Context, cfg cfgT, o appOptions) int {
 		go func() {
 			defer wg.Done()
 			a.notifier.Run(runCtx)
+		}()
+	}
+	if ctl != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctl.Serve(runCtx)
 		}()
 	}
 	wg.Add(1)

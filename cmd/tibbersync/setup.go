@@ -34,9 +34,22 @@ func cmdSetup(ctx context.Context, args []string, env *environment) int {
 	for _, w := range auth.CheckRedirectURL(cfg.Tibber.RedirectURL, cfg.Web.Listen) {
 		fmt.Fprintf(env.stderr, "warning: %s\n", w)
 	}
+	// A running daemon owns the attempt (control.go); only without one does
+	// this process open the state dir itself.
+	if code, handled := setupThroughDaemon(ctx, cfg, *paste, env); handled {
+		return code
+	}
+	restore, ok := actAsStateOwner(cfg.Storage.Dir, "setup", env)
+	if !ok {
+		return exitError
+	}
+	defer restore()
 	a, err := openApp(ctx, cfg, log, appOptions{})
 	if err != nil {
-		fmt.Fprintf(env.stderr, "tibbersync: %v\n", err)
+		fmt.Fprintf(env.stderr, "tibbersync setup: %v\n", err)
+		if hint := permissionHint(cfg, err); hint != "" {
+			fmt.Fprintln(env.stderr, hint)
+		}
 		return exitConfig
 	}
 	defer a.close()
@@ -56,16 +69,7 @@ func setupPaste(ctx context.Context, a *app, env *environment) int {
 		fmt.Fprintf(env.stderr, "tibbersync setup: %v\n", err)
 		return exitError
 	}
-	fmt.Fprintf(env.stdout, `1. Open this URL in a browser on any machine and log in to Tibber:
-
-%s
-
-2. After you approve, the browser goes to %s...
-   That page may fail to load (nothing listens there): that is fine.
-3. Copy the whole URL from the browser's address bar and paste it here, then press Enter.
-   The attempt is valid for 10 minutes.
-
-URL: `, authURL, a.cfg.Tibber.RedirectURL)
+	fmt.Fprintf(env.stdout, pasteInstructions, authURL, a.cfg.Tibber.RedirectURL)
 	line, err := readLine(ctx, env.stdin)
 	if err != nil {
 		fmt.Fprintf(env.stderr, "\ntibbersync setup: %v\n", err)
@@ -86,6 +90,19 @@ URL: `, authURL, a.cfg.Tibber.RedirectURL)
 	printAuthorized(env.stdout, st)
 	return exitOK
 }
+
+// pasteInstructions are printed by `setup --paste`, with the authorize URL
+// and the redirect URL.
+const pasteInstructions = `1. Open this URL in a browser on any machine and log in to Tibber:
+
+%s
+
+2. After you approve, the browser goes to %s...
+   That page may fail to load (nothing listens there): that is fine.
+3. Copy the whole URL from the browser's address bar and paste it here, then press Enter.
+   The attempt is valid for 10 minutes.
+
+URL: `
 
 // readLine reads one line from r, giving up when ctx is done.
 func readLine(ctx context.Context, r io.Reader) (string, error) {

@@ -44,6 +44,13 @@ func cmdStatus(ctx context.Context, args []string, env *environment) int {
 	if !ok {
 		return code
 	}
+	// Run as root on the service's state dir: act as its owner, so that
+	// SQLite's -shm (and any file) it creates stays the daemon's.
+	restore, ok := actAsStateOwner(cfg.Storage.Dir, "status", env)
+	if !ok {
+		return statusError
+	}
+	defer restore()
 	path := filepath.Join(cfg.Storage.Dir, "data.db")
 	db, err := store.OpenReadOnly(ctx, path)
 	if err != nil {

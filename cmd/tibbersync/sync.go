@@ -41,6 +41,13 @@ func cmdSync(ctx context.Context, args []string, env *environment) int {
 	if !ok {
 		return code
 	}
+	// The secret was read above; the databases are opened as the state
+	// dir's owner when root runs this (no root-owned files left behind).
+	restore, ok := actAsStateOwner(cfg.Storage.Dir, "sync", env)
+	if !ok {
+		return exitError
+	}
+	defer restore()
 	o := appOptions{}
 	if !*noProgress && isTerminal(env.stderr) {
 		o.progress = jobs.NewProgressBar(env.stderr, nil)
