@@ -165,7 +165,7 @@ func TestPackageMetadataAndContents(t *testing.T) {
 			}
 			files := listing(t, deb)
 			for path, want := range map[string]entry{
-				"/usr/bin/tibbersync":                       {"-rwxr-xr-x", "root/root"},
+				"/usr/bin/tibbersync":                        {"-rwxr-xr-x", "root/root"},
 				"/usr/lib/systemd/system/tibbersync.service": {"-rw-r--r--", "root/root"},
 				"/usr/lib/sysusers.d/tibbersync.conf":        {"-rw-r--r--", "root/root"},
 				// root:tibbersync comes from postinst's dpkg-statoverride.
