@@ -5,83 +5,49 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"log/slog"
 	"os"
 	"os/user"
 	"strconv"
 	"syscall"
 	"time"
 
-	"github.com/tibbersync/tibbersync/internal/auth"
+	"github.com/tibbersync/tibbersync/internal/config"
 	"github.com/tibbersync/tibbersync/internal/control"
-	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/tokenstore"
 )
-
-// openControl opens the daemon's control socket (<state dir>/control.sock)
-// through which `tibbersync setup` hands an authorization to this daemon.
-// A failure is logged and the daemon runs on without it: the setup page
-// still works.
-func openControl(cfg cfgT, a *app, log *slog.Logger, setupURL string, onAuthorized func(model.AuthStatus)) *control.Server {
-	o := control.Options{
-		Dir:           cfg.Storage.Dir,
-		ConfigHint:    configHint(cfg),
-		Status:        a.source.Status,
-		ParseRedirect: auth.ParseRedirect,
-		IsConfigError: func(err error) bool { return exitCodeForAuthError(err) == exitConfig },
-		OnAuthorized:  onAuthorized,
-		RedirectURL:   cfg.Tibber.RedirectURL,
-		SetupURL:      setupURL,
-		Logger:        log.With("component", "control"),
-	}
-	if a.flow != nil {
-		o.Flow = a.flow
-	}
-	srv, err := control.Listen(o)
-	if err != nil {
-		log.Warn("control socket unavailable; 'tibbersync setup' cannot reach this daemon (the setup page still works)", "err", err)
-		return nil
-	}
-	return srv
-}
 
 // setupThroughDaemon hands `tibbersync setup` to the daemon running on the
 // configured state dir. handled is false when no daemon runs: the caller
 // then authorizes in-process, as before.
-func setupThroughDaemon(ctx context.Context, cfg cfgT, paste bool, env *environment) (code int, handled bool) {
+func setupThroughDaemon(ctx context.Context, cfg config.Config, paste bool, env *environment) (handled bool, err error) {
 	c := control.NewClient(cfg.Storage.Dir)
 	st, err := c.Probe(ctx)
 	switch {
 	case errors.Is(err, control.ErrNoDaemon):
-		return 0, false
+		return false, nil
 	case errors.Is(err, control.ErrPermission):
-		fmt.Fprintf(env.stderr, "tibbersync setup: a daemon may be running, but %v\n", err)
-		return exitError, true
+		return true, fmt.Errorf("tibbersync setup: a daemon may be running, but %w", err)
 	case err != nil:
-		fmt.Fprintf(env.stderr, "tibbersync setup: ask the running daemon: %v\n", err)
-		return controlExit(err), true
+		return true, controlErr(fmt.Errorf("tibbersync setup: ask the running daemon: %w", err))
 	}
 	fmt.Fprintf(env.stderr, "tibbersync setup: handing the authorization to the running daemon (pid %d, uid %d); it stores the tokens\n", st.PID, st.UID)
 	start, err := c.Do(ctx, control.Request{Op: control.OpStart})
 	if err != nil {
-		fmt.Fprintf(env.stderr, "tibbersync setup: %v\n", err)
-		return controlExit(err), true
+		return true, controlErr(fmt.Errorf("tibbersync setup: %w", err))
 	}
 	if paste {
 		fmt.Fprintf(env.stdout, pasteInstructions, start.AuthorizeURL, start.RedirectURL)
 		line, err := readLine(ctx, env.stdin)
 		if err != nil {
-			fmt.Fprintf(env.stderr, "\ntibbersync setup: %v\n", err)
-			return exitError, true
+			return true, fmt.Errorf("\ntibbersync setup: %w", err)
 		}
 		done, err := c.Do(ctx, control.Request{Op: control.OpComplete, Redirect: line, After: &start.Generation})
 		if err != nil {
-			fmt.Fprintf(env.stderr, "tibbersync setup: %v\n", err)
-			return controlExit(err), true
+			return true, controlErr(fmt.Errorf("tibbersync setup: %w", err))
 		}
 		printAuthorized(env.stdout, *done.Status)
 		fmt.Fprintln(env.stdout, "The daemon stored the tokens and starts the jobs now (no restart needed).")
-		return exitOK, true
+		return true, nil
 	}
 	fmt.Fprintf(env.stdout, `Open this URL in a browser and log in to Tibber:
 
@@ -93,25 +59,26 @@ Waiting up to %s for the authorization...
 `, start.AuthorizeURL, start.RedirectURL, portOf(cfg.Web.Listen), cfg.Web.Listen, setupTimeout)
 	done, err := c.Do(ctx, control.Request{Op: control.OpWait, After: &start.Generation, TimeoutSeconds: int(setupTimeout / time.Second)})
 	if err != nil {
-		fmt.Fprintf(env.stderr, "tibbersync setup: %v\n", err)
-		return controlExit(err), true
+		return true, controlErr(fmt.Errorf("tibbersync setup: %w", err))
 	}
 	printAuthorized(env.stdout, *done.Status)
 	fmt.Fprintln(env.stdout, "The daemon stored the tokens and starts the jobs now (no restart needed).")
-	return exitOK, true
+	return true, nil
 }
 
-func controlExit(err error) int {
+// controlErr gives a daemon's answer its exit code: a client configuration
+// problem is 78, like the in-process setup.
+func controlErr(err error) error {
 	var ce *control.Error
 	if errors.As(err, &ce) && (ce.Code == control.CodeConfig || ce.Code == control.CodeNotConfigured) {
-		return exitConfig
+		return withCode(exitConfig, err)
 	}
-	return exitError
+	return err
 }
 
 // permissionHint turns a permission failure on the state dir into what to
 // do, when no daemon runs to hand the setup to.
-func permissionHint(cfg cfgT, err error) string {
+func permissionHint(cfg config.Config, err error) string {
 	if !errors.Is(err, tokenstore.ErrInsecure) && !errors.Is(err, fs.ErrPermission) {
 		return ""
 	}

@@ -104,13 +104,11 @@ func (o *stateOwner) chownLeftovers() error {
 
 // actAsStateOwner is become() for a command: when root runs it on a state
 // directory owned by the service user, the command continues as that user
-// (see stateOwner). It returns false after printing why it cannot.
-func actAsStateOwner(dir, cmd string, env *environment) (restore func(), ok bool) {
-	o := stateOwnerOf(dir)
-	restore, err := o.become()
+// (see stateOwner). Call the returned restore when done.
+func actAsStateOwner(dir, cmd string) (restore func(), err error) {
+	restore, err = stateOwnerOf(dir).become()
 	if err != nil {
-		fmt.Fprintf(env.stderr, "tibbersync %s: %v\n", cmd, err)
-		return nil, false
+		return nil, fmt.Errorf("tibbersync %s: %w", cmd, err)
 	}
-	return restore, true
+	return restore, nil
 }

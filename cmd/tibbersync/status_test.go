@@ -5,22 +5,22 @@ import (
 	"database/sql"
 	"encoding/xml"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tibbersync/tibbersync/internal/clock"
 	"github.com/tibbersync/tibbersync/internal/config"
+	"github.com/tibbersync/tibbersync/internal/daemon"
 	"github.com/tibbersync/tibbersync/internal/logging"
 	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/simulator"
-	"github.com/tibbersync/tibbersync/internal/web"
 )
 
 func TestJudgeExitCodes(t *testing.T) {
@@ -59,17 +59,16 @@ func TestJudgeExitCodes(t *testing.T) {
 // syncedApp wires the real components against the simulator on a shared
 // fake clock, authorizes, and runs homes plus a devices cycle every 15
 // minutes of simulated time for six hours.
-func syncedApp(t *testing.T) (*app, *clock.Fake, string) {
+func syncedApp(t *testing.T) (*daemon.Daemon, *clock.Fake, string) {
 	a, clk, dir, _ := syncedAppSim(t)
 	return a, clk, dir
 }
 
-func syncedAppSim(t *testing.T) (*app, *clock.Fake, string, *simulator.Simulator) {
+func syncedAppSim(t *testing.T) (*daemon.Daemon, *clock.Fake, string, *simulator.Simulator) {
 	t.Helper()
 	ctx := testCtx(t, 60*time.Second)
 	clk := clock.NewFake(time.Date(2026, 11, 28, 6, 0, 0, 0, time.UTC))
-	port := freePort(t)
-	redirect := "http://localhost:" + strconv.Itoa(port) + "/callback"
+	redirect := simulator.DefaultRedirectURI
 	sim := simulator.New(simulator.Options{Now: clk.Now, Seed: 3, AutoConsent: true, RedirectURIs: []string{redirect}})
 	srv := httptest.NewServer(sim)
 	t.Cleanup(srv.Close)
@@ -79,23 +78,18 @@ func syncedAppSim(t *testing.T) (*app, *clock.Fake, string, *simulator.Simulator
 	dir := t.TempDir()
 	cfg := config.Default()
 	cfg.Storage.Dir = filepath.Join(dir, "state")
-	cfg.Tibber.ClientID = simulator.DefaultClientID
-	cfg.ClientSecret = logging.NewSecret(simulator.DefaultClientSecret)
-	cfg.Tibber.RedirectURL = redirect
-	cfg.Tibber.AuthURL = srv.URL + "/connect/authorize"
-	cfg.Tibber.TokenURL = srv.URL + "/connect/token"
-	cfg.Tibber.UserinfoURL = srv.URL + "/connect/userinfo"
-	cfg.Tibber.APIURL = srv.URL
+	simulator.Configure(&cfg, srv.URL, redirect)
 	cfg.Tibber.RequestsPerSecond = 1000
-	a, err := openApp(ctx, cfg, logging.Discard(), appOptions{clock: clk, withMetrics: true})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(a.close)
-	if err := a.source.Init(ctx); err != nil {
+	a, err := daemon.Open(ctx, cfg, daemon.Options{Clock: clk, Metrics: true, Logger: logging.Discard(), Listener: ln})
+	if err != nil {
 		t.Fatal(err)
 	}
-	authURL, err := a.flow.Start(ctx)
+	t.Cleanup(func() { a.Close() })
+	authURL, err := a.Flow().Start(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,14 +105,14 @@ func syncedAppSim(t *testing.T) (*app, *clock.Fake, string, *simulator.Simulator
 	if err != nil {
 		t.Fatalf("authorize did not redirect: %s", resp.Status)
 	}
-	if _, err := a.flow.Complete(ctx, loc); err != nil {
+	if _, err := a.Flow().Complete(ctx, loc); err != nil {
 		t.Fatal(err)
 	}
-	if r, err := a.runJob(ctx, "homes"); err != nil || r.Status != "ok" {
+	if r, err := a.RunJob(ctx, "homes"); err != nil || r.Status != "ok" {
 		t.Fatalf("homes: %+v %v", r, err)
 	}
 	for i := 0; i < 24; i++ {
-		if r, err := a.runJob(ctx, "devices"); err != nil || r.Status != "ok" {
+		if r, err := a.RunJob(ctx, "devices"); err != nil || r.Status != "ok" {
 			t.Fatalf("devices cycle %d: %+v %v", i, r, err)
 		}
 		clk.Advance(15 * time.Minute)
@@ -131,15 +125,11 @@ func syncedAppSim(t *testing.T) (*app, *clock.Fake, string, *simulator.Simulator
 // vehicle with a point for each stored change.
 func TestStatusPageChartsSimulatorData(t *testing.T) {
 	a, clk, _ := syncedApp(t)
-	srv, err := web.New(web.Options{Listen: "127.0.0.1:0", ClientID: "x", Status: a.data, Clock: clk, Metrics: a.metrics})
-	if err != nil {
+	// The daemon's own web server on its listener.
+	if err := a.Web().Open(); err != nil {
 		t.Fatal(err)
 	}
-	ts := httptest.NewServer(srv.Handler())
-	defer ts.Close()
-	req, _ := http.NewRequest(http.MethodGet, ts.URL+"/", nil)
-	req.Host = "127.0.0.1:" + strings.TrimPrefix(ts.URL[strings.LastIndex(ts.URL, ":"):], ":")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := http.Get(a.URL() + "/")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +159,7 @@ func TestStatusPageChartsSimulatorData(t *testing.T) {
 	if len(lines) < 2 {
 		t.Fatalf("state-of-charge chart has %d polylines, want one per battery and vehicle (>= 2):\n%s", len(lines), soc)
 	}
-	series, err := a.data.CapabilitySeries(context.Background(), "storage.stateOfCharge", clk.Now().Add(-24*time.Hour))
+	series, err := a.Store().CapabilitySeries(context.Background(), "storage.stateOfCharge", clk.Now().Add(-24*time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +202,7 @@ func TestBackupCommand(t *testing.T) {
 func TestMetricsCountTokenAndDataAPIRequests(t *testing.T) {
 	a, _, _ := syncedApp(t)
 	rec := httptest.NewRecorder()
-	a.metrics.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	a.Metrics().Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
 	body := rec.Body.String()
 	for _, want := range []string{
 		`tibbersync_http_requests_total{endpoint="token",status="200"}`,
@@ -233,16 +223,17 @@ func TestQuietSkipWhileReauthRequired(t *testing.T) {
 	a, clk, _, sim := syncedAppSim(t)
 	ctx := testCtx(t, 30*time.Second)
 	sim.RevokeGrants()
-	clk.Advance(2 * time.Hour) // the access token expired: the next call refreshes
-	r, err := a.Run(ctx, "devices")
+	clk.Advance(2 * time.Hour)     // the access token expired: the next call refreshes
+	runner := a.Scheduler().Runner // the scheduler's: quiet skips
+	r, err := runner.Run(ctx, "devices")
 	if r.Status != "skipped" || err == nil {
 		t.Fatalf("first run after revocation: %+v, %v; want skipped", r, err)
 	}
-	if st, _ := a.source.Status(ctx); st.State != model.AuthReauthRequired {
+	if st, _ := a.Auth().Status(ctx); st.State != model.AuthReauthRequired {
 		t.Fatalf("state = %s, want reauth_required", st.State)
 	}
 	countRuns := func() int64 {
-		s, err := a.data.Summary(ctx)
+		s, err := a.Store().Summary(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -252,7 +243,7 @@ func TestQuietSkipWhileReauthRequired(t *testing.T) {
 	tokenCalls := sim.Stats().TokenRequests["refresh_token"]
 	for i := 0; i < 5; i++ {
 		clk.Advance(5 * time.Minute)
-		if r, _ := a.Run(ctx, "devices"); r.Status != "skipped" {
+		if r, _ := runner.Run(ctx, "devices"); r.Status != "skipped" {
 			t.Fatalf("run %d while reauth_required: %+v", i, r)
 		}
 	}
@@ -270,7 +261,7 @@ func TestQuietSkipWhileReauthRequired(t *testing.T) {
 func TestSchemaDocExampleQueries(t *testing.T) {
 	a, _, stateDir := syncedApp(t)
 	ctx := testCtx(t, 60*time.Second)
-	if r, err := a.runJob(ctx, "history"); err != nil || r.Status != "ok" {
+	if r, err := a.RunJob(ctx, "history"); err != nil || r.Status != "ok" {
 		t.Fatalf("history: %+v %v", r, err)
 	}
 	doc, err := os.ReadFile("../../docs/schema.md")
@@ -323,5 +314,47 @@ func TestSchemaDocExampleQueries(t *testing.T) {
 	}
 	if ran < 7 {
 		t.Fatalf("ran %d example statements, want at least 7", ran)
+	}
+}
+
+// TestStatusExitCodesMatchREADME: `status` with a config file that does not
+// load exits 78 like every command (its 6 is the stored auth state
+// config_error), and README.md's list of status exit codes says exactly
+// what the code does.
+func TestStatusExitCodesMatchREADME(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(cfg, []byte("[schedule]\ndevices = \"not cron\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx := testCtx(t, 10*time.Second)
+	for _, args := range [][]string{{"-c", cfg, "status"}, {"-c", cfg, "status", "--json"}} {
+		code, out, errOut := runCmd(t, ctx, nil, "", args...)
+		if code != exitConfig || !strings.Contains(errOut, "schedule.devices") || out != "" {
+			t.Errorf("%v with a bad config: exit %d, stdout %q, stderr %q; want 78 naming schedule.devices", args, code, out, errOut)
+		}
+	}
+
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)`tibbersync status \\[--json\\]` reads data.db.*?Exit codes: (.*?)\n\n").FindSubmatch(readme)
+	if m == nil {
+		t.Fatal("README.md has no exit-code list for tibbersync status")
+	}
+	doc := strings.Join(strings.Fields(string(m[1])), " ")
+	for code, want := range map[int]string{
+		statusHealthy:        "`0` healthy",
+		statusError:          "`1` data.db missing",
+		statusStale:          "`3` stale",
+		statusSetupRequired:  "`4` setup required",
+		statusReauthRequired: "`5` re-authorization required",
+		statusConfigError:    "`6` Tibber rejected the client configuration (auth state `config_error`)",
+		exitConfig:           "does not load exits `78`",
+	} {
+		if !strings.Contains(doc, want) {
+			t.Errorf("README.md's status exit codes lack %q for %d:\n%s", want, code, doc)
+		}
 	}
 }

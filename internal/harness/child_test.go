@@ -88,16 +88,12 @@ func runChild(role string) int {
 		return exitFailed
 	}
 	defer r.close()
-	if err := r.source.Init(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "child: init:", err)
-		return exitFailed
-	}
 	fmt.Fprintln(os.Stdout, readyLine)
 	switch role {
 	case childLoop:
 		for ctx.Err() == nil {
 			for _, job := range []string{jobs.JobHomes, jobs.JobDevices, jobs.JobHistory} {
-				if _, err := r.syncer.Run(ctx, job); errNotAuthorized(err) {
+				if _, err := r.RunJob(ctx, job); errNotAuthorized(err) {
 					fmt.Fprintln(os.Stderr, "child: not authorized:", err)
 					return exitNotAuthorized
 				}
@@ -107,7 +103,7 @@ func runChild(role string) int {
 	case childOnce:
 		code := 0
 		for _, job := range strings.Split(os.Getenv(envJobs), ",") {
-			run, err := r.syncer.Run(ctx, job)
+			run, err := r.RunJob(ctx, job)
 			fmt.Fprintf(os.Stdout, "%s%s %s requests=%d rows=%d error=%q\n", runPrefix, job, run.Status, run.Requests, run.RowsWritten, run.Error)
 			switch {
 			case run.Status == jobs.StatusSkipped || errNotAuthorized(err):
@@ -167,20 +163,39 @@ func startChild(t *testing.T, role string, env map[string]string) *child {
 // waitLine waits until the child printed a line equal to want, or exited,
 // or d passed.
 func (c *child) waitLine(want string, d time.Duration) error {
+	return c.waitFor(fmt.Sprintf("%q", want), func(l string) bool { return l == want }, d)
+}
+
+// waitReport waits until the child acknowledged a commit for which match
+// returns true, or exited, or d passed.
+func (c *child) waitReport(what string, match func(commitReport) bool, d time.Duration) error {
+	return c.waitFor(what, func(l string) bool {
+		rest, ok := strings.CutPrefix(l, commitPrefix)
+		if !ok {
+			return false
+		}
+		var r commitReport
+		return json.Unmarshal([]byte(rest), &r) == nil && match(r)
+	}, d)
+}
+
+// waitFor waits until a complete line of the child's stdout satisfies
+// match, or the child exited, or d passed (d only bounds a hung child).
+func (c *child) waitFor(what string, match func(string) bool, d time.Duration) error {
 	deadline := time.Now().Add(d)
 	for {
 		for _, l := range completeLines(c.stdout.String()) {
-			if l == want {
+			if match(l) {
 				return nil
 			}
 		}
 		select {
 		case <-c.done:
-			return fmt.Errorf("child exited (%v) before printing %q; stderr:\n%s", c.err, want, tail(c.stderr.String(), 2000))
+			return fmt.Errorf("child exited (%v) before printing %s; stderr:\n%s", c.err, what, tail(c.stderr.String(), 2000))
 		default:
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("child did not print %q within %s; stderr:\n%s", want, d, tail(c.stderr.String(), 2000))
+			return fmt.Errorf("child did not print %s within %s; stderr:\n%s", what, d, tail(c.stderr.String(), 2000))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
