@@ -82,11 +82,29 @@ func rootOwned(t *testing.T, dir string) []string {
 
 func setKey(t *testing.T, conf, key, value string) string {
 	t.Helper()
-	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(key) + ` = .*$`)
-	if n := len(re.FindAllString(conf, -1)); n != 1 {
-		t.Fatalf("packaged config has %d %q lines, want 1", n, key)
+	// key is section.name: the same name (client_id) exists in [tibber]
+	// and [mqtt].
+	section, name, ok := strings.Cut(key, ".")
+	if !ok {
+		t.Fatalf("setKey %q: want section.name", key)
 	}
-	return re.ReplaceAllLiteralString(conf, key+" = "+value)
+	line := regexp.MustCompile(`^` + regexp.QuoteMeta(name) + ` = .*$`)
+	lines := strings.Split(conf, "\n")
+	current, n := "", 0
+	for i, l := range lines {
+		if strings.HasPrefix(l, "[") && strings.HasSuffix(strings.TrimSpace(l), "]") {
+			current = strings.Trim(strings.TrimSpace(l), "[]")
+			continue
+		}
+		if current == section && line.MatchString(l) {
+			lines[i] = name + " = " + value
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("packaged config has %d %q lines in [%s], want 1", n, name, section)
+	}
+	return strings.Join(lines, "\n")
 }
 
 // TestPackagedDaemonHeadlessSetup is the issue's end-to-end test: the
@@ -165,14 +183,14 @@ func TestPackagedDaemonHeadlessSetup(t *testing.T) {
 	}
 	conf := string(b)
 	for k, v := range map[string]string{
-		"client_id":    fmt.Sprintf("%q", simulator.DefaultClientID),
-		"redirect_url": fmt.Sprintf("%q", redirect),
-		"auth_url":     fmt.Sprintf("%q", simSrv.URL+"/connect/authorize"),
-		"token_url":    fmt.Sprintf("%q", simSrv.URL+"/connect/token"),
-		"userinfo_url": fmt.Sprintf("%q", simSrv.URL+"/connect/userinfo"),
-		"api_url":      fmt.Sprintf("%q", simSrv.URL),
-		"dir":          fmt.Sprintf("%q", state),
-		"listen":       fmt.Sprintf("%q", webAddr),
+		"tibber.client_id":    fmt.Sprintf("%q", simulator.DefaultClientID),
+		"tibber.redirect_url": fmt.Sprintf("%q", redirect),
+		"tibber.auth_url":     fmt.Sprintf("%q", simSrv.URL+"/connect/authorize"),
+		"tibber.token_url":    fmt.Sprintf("%q", simSrv.URL+"/connect/token"),
+		"tibber.userinfo_url": fmt.Sprintf("%q", simSrv.URL+"/connect/userinfo"),
+		"tibber.api_url":      fmt.Sprintf("%q", simSrv.URL),
+		"storage.dir":         fmt.Sprintf("%q", state),
+		"web.listen":          fmt.Sprintf("%q", webAddr),
 	} {
 		conf = setKey(t, conf, k, v)
 	}
