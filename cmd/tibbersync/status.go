@@ -35,6 +35,8 @@ type statusReport struct {
 	ExitCode int            `json:"exit_code"`
 	Problems []string       `json:"problems,omitempty"`
 	Checks   []health.Check `json:"checks"`
+	// MQTT is the MQTT bridge's state; broker problems never change the exit code.
+	MQTT *mqttReport `json:"mqtt,omitempty"`
 }
 
 // statusErrorReport is `status --json` when data.db cannot be read.
@@ -85,6 +87,7 @@ func cmdStatus(ctx context.Context, g globalFlags, args []string, env *environme
 		return fail(err)
 	}
 	rep := judge(s, daemon.JobIntervals(cfg), time.Now(), statusChecks(ctx, cfg)...)
+	rep.MQTT = readMQTTReport(cfg)
 	if *asJSON {
 		enc := json.NewEncoder(env.stdout)
 		enc.SetIndent("", "  ")
@@ -194,6 +197,7 @@ func printStatus(w io.Writer, rep statusReport, now time.Time) {
 		fmt.Fprintf(w, "  %-20s %d\n", t, s.Tables[t])
 	}
 	fmt.Fprintf(w, "\ndata.db: %s, WAL: %s\n", humanBytes(s.DataDBBytes), humanBytes(s.WALBytes))
+	printMQTT(w, rep.MQTT)
 }
 
 // progressLine describes a run's progress on the status line.

@@ -33,6 +33,7 @@ import (
 	"github.com/tibbersync/tibbersync/internal/jobs"
 	"github.com/tibbersync/tibbersync/internal/metrics"
 	"github.com/tibbersync/tibbersync/internal/model"
+	"github.com/tibbersync/tibbersync/internal/mqtt"
 	"github.com/tibbersync/tibbersync/internal/notify"
 	"github.com/tibbersync/tibbersync/internal/store"
 	"github.com/tibbersync/tibbersync/internal/tibber"
@@ -138,6 +139,7 @@ type Daemon struct {
 	metrics  *metrics.Metrics
 	sched    *jobs.Scheduler
 	srv      *web.Server
+	mqtt     *mqtt.Publisher // nil unless [mqtt].url is set
 	// clientConfigured is true when both the client id and the secret are known.
 	clientConfigured bool
 
@@ -219,6 +221,10 @@ func Open(ctx context.Context, cfg config.Config, o Options) (_ *Daemon, err err
 		}
 	}
 	if err := d.openStores(ctx); err != nil {
+		return nil, configErr(err)
+	}
+	// Before the components: the bridge registers itself as an observer.
+	if err := d.buildMQTT(); err != nil {
 		return nil, configErr(err)
 	}
 	if err := d.buildComponents(); err != nil {
