@@ -131,10 +131,6 @@ func (s *statusSource) Summary(ctx context.Context) (model.Summary, error) {
 	return s.StatusSource.Summary(ctx)
 }
 
-func (s *statusSource) HistorySeries(ctx context.Context, resolution string, from, to time.Time) ([]model.HistorySeries, error) {
-	return s.data.HistorySeries(ctx, resolution, from, to)
-}
-
 // pageLog records the body of every response tibbersync's web server sends
 // to the test's browser-like clients.
 type pageLog struct {
