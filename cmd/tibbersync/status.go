@@ -67,6 +67,13 @@ func cmdStatus(ctx context.Context, g globalFlags, args []string, env *environme
 	if err != nil {
 		return err
 	}
+	// Run as root on the service's state dir: act as its owner, so that
+	// SQLite's -shm (and any file) it creates stays the daemon's.
+	restore, err := actAsStateOwner(cfg.Storage.Dir, "status")
+	if err != nil {
+		return withCode(statusError, err)
+	}
+	defer restore()
 	path := filepath.Join(cfg.Storage.Dir, "data.db")
 	fail := func(err error) error {
 		if *asJSON {

@@ -42,11 +42,6 @@ type statusView struct {
 	MQTT         *mqttView
 }
 
-// nowView is one current reading.
-type nowView struct {
-	Device, What, Value string
-}
-
 // mqttView is the MQTT bridge section of the status page.
 type mqttView struct {
 	Broker      string
@@ -71,6 +66,11 @@ func (s *Server) mqttView(now time.Time) *mqttView {
 		v.State, v.StateClass = "connected", "ok"
 	}
 	return v
+}
+
+// nowView is one current reading.
+type nowView struct {
+	Device, What, Value string
 }
 
 type bannerView struct {
