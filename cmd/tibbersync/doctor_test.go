@@ -51,3 +51,36 @@ func TestDoctorExitAndFixes(t *testing.T) {
 		t.Errorf("doctor wrote into the state dir: %v", entries)
 	}
 }
+
+// setup without a daemon on a state dir whose secrets belong to someone
+// else says what to do instead of only "insecure".
+func TestSetupPermissionProblemSaysWhatToDo(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give secrets/ to another user")
+	}
+	ctx := testCtx(t, 2*time.Minute)
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	if err := os.MkdirAll(filepath.Join(state, "secrets"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(state, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(filepath.Join(state, "secrets"), 4242, 4242); err != nil {
+		t.Fatal(err)
+	}
+	secret := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secret, []byte("s\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "config.toml")
+	body := "[tibber]\nclient_id = \"x\"\nclient_secret_file = \"" + secret + "\"\n[storage]\ndir = \"" + state + "\"\n"
+	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runCmd(t, ctx, nil, "", "-c", cfg, "setup", "--paste")
+	if code == 0 || !strings.Contains(errOut, "sudo systemctl start tibbersync") || !strings.Contains(errOut, "setup --paste") {
+		t.Fatalf("setup exit %d\n%s%s", code, out, errOut)
+	}
+}
