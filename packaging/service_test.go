@@ -80,31 +80,25 @@ func rootOwned(t *testing.T, dir string) []string {
 	return bad
 }
 
-func setKey(t *testing.T, conf, key, value string) string {
+// setKey sets key in [section] of the packaged config, as an admin edits it.
+func setKey(t *testing.T, conf, section, key, value string) string {
 	t.Helper()
-	// key is section.name: the same name (client_id) exists in [tibber]
-	// and [mqtt].
-	section, name, ok := strings.Cut(key, ".")
-	if !ok {
-		t.Fatalf("setKey %q: want section.name", key)
+	start := strings.Index(conf, "\n["+section+"]\n")
+	if start < 0 {
+		t.Fatalf("packaged config has no [%s]", section)
 	}
-	line := regexp.MustCompile(`^` + regexp.QuoteMeta(name) + ` = .*$`)
-	lines := strings.Split(conf, "\n")
-	current, n := "", 0
-	for i, l := range lines {
-		if strings.HasPrefix(l, "[") && strings.HasSuffix(strings.TrimSpace(l), "]") {
-			current = strings.Trim(strings.TrimSpace(l), "[]")
-			continue
-		}
-		if current == section && line.MatchString(l) {
-			lines[i] = name + " = " + value
-			n++
-		}
+	end := strings.Index(conf[start+1:], "\n[")
+	if end < 0 {
+		end = len(conf)
+	} else {
+		end += start + 1
 	}
-	if n != 1 {
-		t.Fatalf("packaged config has %d %q lines in [%s], want 1", n, name, section)
+	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(key) + ` = .*$`)
+	body := conf[start:end]
+	if n := len(re.FindAllString(body, -1)); n != 1 {
+		t.Fatalf("packaged config has %d %q lines in [%s], want 1", n, key, section)
 	}
-	return strings.Join(lines, "\n")
+	return conf[:start] + re.ReplaceAllLiteralString(body, key+" = "+value) + conf[end:]
 }
 
 // TestPackagedDaemonHeadlessSetup is the issue's end-to-end test: the
@@ -192,7 +186,8 @@ func TestPackagedDaemonHeadlessSetup(t *testing.T) {
 		"storage.dir":         fmt.Sprintf("%q", state),
 		"web.listen":          fmt.Sprintf("%q", webAddr),
 	} {
-		conf = setKey(t, conf, k, v)
+		section, key, _ := strings.Cut(k, ".")
+		conf = setKey(t, conf, section, key, v)
 	}
 	if !strings.Contains(conf, `client_secret_file = ""`) {
 		t.Fatal("the packaged config names a client_secret_file")
