@@ -60,6 +60,9 @@ type Server struct {
 	gen    int           // incremented on every authorization
 	genCh  chan struct{} // closed and replaced on every authorization
 	closed bool
+	// closeOnce makes Close idempotent and makes a second caller wait
+	// until the socket file is removed.
+	closeOnce sync.Once
 	wg     sync.WaitGroup
 }
 
@@ -149,20 +152,22 @@ func (s *Server) Serve(ctx context.Context) {
 			s.handle(ctx, c)
 		}()
 	}
+	// The accept loop can end on the listener's close before the closing
+	// goroutine has removed the socket file: finish the close here, so the
+	// socket is gone when Serve returns.
+	s.Close()
 	s.wg.Wait()
 }
 
 // Close stops listening and removes the socket.
 func (s *Server) Close() {
-	s.mu.Lock()
-	if s.closed {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
 		s.mu.Unlock()
-		return
-	}
-	s.closed = true
-	s.mu.Unlock()
-	s.ln.Close()
-	_ = os.Remove(s.path)
+		s.ln.Close()
+		_ = os.Remove(s.path)
+	})
 }
 
 // Authorized tells waiting clients (the browser flow) that the daemon is
