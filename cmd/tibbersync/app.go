@@ -273,6 +273,13 @@ func (a *app) Run(ctx context.Context, job string) (jobs.Run, error) {
 }
 
 func (a *app) close() {
+	if a.source != nil {
+		// A refreshed token that could not be stored gets one more try; if
+		// it is lost, Close logs at ERROR what and what to do.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = a.source.Close(ctx)
+		cancel()
+	}
 	if a.data != nil {
 		a.data.Close()
 	}
