@@ -102,6 +102,9 @@ func openApp(ctx context.Context, cfg config.Config, log *slog.Logger, o appOpti
 		a.data.Close()
 		return nil, err
 	}
+	if d := a.secrets.Damage(); d != "" {
+		log.Error(d, "component", "tokenstore")
+	}
 
 	secret := cfg.ClientSecret
 	if secret.Empty() {
@@ -186,6 +189,9 @@ func openApp(ctx context.Context, cfg config.Config, log *slog.Logger, o appOpti
 		RateLimit:      rate,
 		Logger:         log.With("component", "tibber"),
 		Observer:       a.observer(),
+		// One rate gate for the installation: every job of this process
+		// and any `tibbersync sync` on the same state directory (R23).
+		Gate: tibber.NewGate(filepath.Join(cfg.Storage.Dir, tibber.GateFileName), o.clock),
 	})
 	if err != nil {
 		a.close()

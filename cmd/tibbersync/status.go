@@ -89,10 +89,15 @@ func judge(s model.Summary, intervals map[string]time.Duration, now time.Time) s
 			if !ok || iv <= 0 {
 				continue
 			}
-			if j.LastSuccessAt.IsZero() || now.Sub(j.LastSuccessAt) > 3*iv {
+			future := model.InFuture(j.LastSuccessAt, now)
+			if j.LastSuccessAt.IsZero() || now.Sub(j.LastSuccessAt) > 3*iv || future {
 				rep.ExitCode = statusStale
 				last := "never"
-				if !j.LastSuccessAt.IsZero() {
+				switch {
+				case future:
+					// Saved while the clock was wrong: unknown, not fresh.
+					last = "unknown (saved as " + j.LastSuccessAt.UTC().Format(time.RFC3339) + ", in the future: was the clock corrected?)"
+				case !j.LastSuccessAt.IsZero():
 					last = j.LastSuccessAt.UTC().Format(time.RFC3339)
 				}
 				rep.Problems = append(rep.Problems, fmt.Sprintf("job %s stale: last success %s, interval %s", j.Job, last, iv))

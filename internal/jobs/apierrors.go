@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -58,4 +59,27 @@ func RetryAfter(err error) time.Duration {
 	}
 	walk(err, 0)
 	return longest
+}
+
+// RateLimited reports whether err says Tibber asked the installation to
+// slow down: a 429, a request not sent because the rate gate is closed, or
+// any error carrying a Retry-After. A run that met one stops making new
+// requests and is not counted as a success (issue 17).
+func RateLimited(err error) bool {
+	return err != nil && (tibber.IsStatus(err, http.StatusTooManyRequests) ||
+		errors.Is(err, tibber.ErrRateGated) || RetryAfter(err) > 0)
+}
+
+// overloaded reports whether err is a retryable server or network failure
+// that survived all the client's retries: the API is failing right now,
+// not this one request.
+func overloaded(err error) bool {
+	if err == nil || RateLimited(err) {
+		return err != nil
+	}
+	var ae *tibber.APIError
+	if errors.As(err, &ae) {
+		return ae.Retryable()
+	}
+	return false
 }

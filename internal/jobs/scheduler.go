@@ -14,6 +14,7 @@ import (
 	"github.com/robfig/cron/v3"
 
 	"github.com/tibbersync/tibbersync/internal/clock"
+	"github.com/tibbersync/tibbersync/internal/model"
 )
 
 // Scheduler defaults and limits.
@@ -103,6 +104,8 @@ type entry struct {
 	running  bool
 	trigger  bool
 	warnedBO bool // the breaker opening was logged
+	// warnedFuture: the "saved times lie in the future" warning was logged.
+	warnedFuture bool
 }
 
 func (s *Scheduler) init() {
@@ -259,6 +262,7 @@ func (s *Scheduler) RunDue(ctx context.Context) []string {
 		}
 		st := &e.state
 		slot := e.sched.Next(now)
+		s.suspectTimes(e, now)
 		switch {
 		case st.NextRunAt.IsZero() && st.LastRunAt.IsZero():
 			// Never run: the first start fetches soon.
@@ -312,16 +316,42 @@ func (s *Scheduler) RunDue(ctx context.Context) []string {
 	return started
 }
 
-// behindClock reports whether the clock is earlier than every plausible
-// time (NotBefore, or a job's last persisted run), and warns once while so.
-// Called with s.mu held.
+// suspectTimes warns once when a job's saved last or next run lies more
+// than model.ClockSkewTolerance in the future: they were written while the
+// clock was wrong (a Pi that booted ahead and was corrected). They are not
+// trusted: a job whose last run is unknown is due at once, a next run far
+// ahead is clamped to the schedule (below), and the last run is replaced by
+// the next real one. Called with s.mu held.
+func (s *Scheduler) suspectTimes(e *entry, now time.Time) {
+	st := &e.state
+	future := model.InFuture(st.LastRunAt, now) || model.InFuture(st.LastSuccessAt, now)
+	if !future && model.InFuture(st.NextRunAt, now) {
+		// A next run far beyond the schedule's next slot is suspect too.
+		future = st.NextRunAt.After(laterOf(e.sched.Next(e.sched.Next(now)).Add(s.Jitter), st.BreakerUntil))
+	}
+	if !future {
+		e.warnedFuture = false
+		return
+	}
+	if e.warnedFuture {
+		return
+	}
+	e.warnedFuture = true
+	if model.InFuture(st.LastRunAt, now) {
+		// When the job really ran last is unknown: it is due now, as after
+		// a first start (an open breaker still holds it back).
+		st.NextRunAt = laterOf(now, st.BreakerUntil)
+	}
+	s.logger().Warn("saved run times lie in the future; the clock was probably corrected: running when due by the schedule",
+		"job", e.job.Name, "now", now, "last_run_at", st.LastRunAt, "next_run_at", st.NextRunAt, "last_success_at", st.LastSuccessAt)
+}
+
+// behindClock reports whether the clock is earlier than NotBefore (the
+// build time), and warns once while so. A saved last run in the future does
+// not hold the scheduler back: that only stalled every job until the clock
+// caught up with a time written while it was wrong. Called with s.mu held.
 func (s *Scheduler) behindClock(now time.Time) bool {
 	floor := s.NotBefore
-	for _, e := range s.entries {
-		if e.loaded {
-			floor = laterOf(floor, e.state.LastRunAt)
-		}
-	}
 	if now.Before(floor) {
 		if !s.clockBad {
 			s.clockBad = true
@@ -358,13 +388,22 @@ func (s *Scheduler) runJob(ctx context.Context, e *entry) {
 	s.mu.Lock()
 	st := &e.state
 	st.LastRunAt = laterOf(start, st.LastRunAt)
+	if model.InFuture(st.LastRunAt, start) {
+		st.LastRunAt = start // saved while the clock was wrong
+	}
 	st.LastError = run.Error
 	if st.LastError == "" && err != nil && run.Status != StatusOK {
 		st.LastError = err.Error()
 	}
 	st.NextRunAt = e.sched.Next(end).Add(s.jitter())
 	opened := false
-	switch run.Status {
+	status := run.Status
+	if status == StatusPartial && RateLimited(err) {
+		// It stored something but met a 429 (or the closed rate gate):
+		// not a success that resets the backoff.
+		status = StatusFailed
+	}
+	switch status {
 	case StatusOK, StatusPartial:
 		if st.ConsecutiveFailures > 0 {
 			log.Info("job recovered", "after_failures", st.ConsecutiveFailures)

@@ -316,6 +316,11 @@ func (s *Syncer) runInventory(ctx context.Context, job string, withDetails bool)
 	if run.Status == StatusFailed {
 		return run, fmt.Errorf("%s: %w", job, errors.Join(errs...))
 	}
+	if err := errors.Join(errs...); RateLimited(err) {
+		// Stored what it had, but met a 429: the scheduler must not count
+		// it as a success that resets the backoff.
+		return run, fmt.Errorf("%s: rate limited: %w", job, err)
+	}
 	return run, nil
 }
 
@@ -335,6 +340,7 @@ func (s *Syncer) fetchDetails(ctx context.Context, m *meter, targets []detailTar
 		mu      sync.Mutex
 		stopErr error
 		stopped atomic.Bool
+		storm   atomic.Int32 // retryable failures in a row
 	)
 	work := make(chan int)
 	var wg sync.WaitGroup
@@ -350,6 +356,15 @@ func (s *Syncer) fetchDetails(ctx context.Context, m *meter, targets []detailTar
 				dev, err := s.API.Device(dctx, t.homeID, t.listed.ID)
 				m.done(err)
 				results[i] = detailResult{attempted: true, dev: dev, err: err}
+				switch {
+				case err == nil:
+					storm.Store(0)
+				case RateLimited(err):
+					// Tibber asked to slow down: no new requests in this run.
+					stopped.Store(true)
+				case overloaded(err) && storm.Add(1) >= stormLimit:
+					stopped.Store(true)
+				}
 				if isTokenError(err) {
 					mu.Lock()
 					if stopErr == nil {

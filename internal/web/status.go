@@ -387,12 +387,22 @@ func (s *Server) readiness(ctx context.Context) []check {
 		limit := StaleFactor * interval
 		c := check{Name: "job " + name}
 		last := jobs[name].LastSuccessAt
+		noSuccess := "no success yet"
+		if model.InFuture(last, now) {
+			// Written while the clock was wrong: when the job really last
+			// succeeded is unknown, so it is not fresh (issue 17).
+			noSuccess = fmt.Sprintf("last success unknown (saved as %s, in the future: was the clock corrected?)", last.UTC().Format(time.RFC3339))
+			last = time.Time{}
+		}
 		switch {
 		case last.IsZero() && up <= limit:
 			c.OK = true
-			c.Detail = fmt.Sprintf("no success yet; started %s ago, limit %s", humanDuration(up), humanDuration(limit))
+			c.Detail = fmt.Sprintf("%s; started %s ago, limit %s", noSuccess, humanDuration(up), humanDuration(limit))
 		case last.IsZero():
 			c.Detail = fmt.Sprintf("no success in %s since start, limit %s (%d× %s)", humanDuration(up), humanDuration(limit), StaleFactor, humanDuration(interval))
+			if noSuccess != "no success yet" {
+				c.Detail = noSuccess + "; " + c.Detail
+			}
 		case now.Sub(last) <= limit:
 			c.OK = true
 			c.Detail = fmt.Sprintf("last success %s ago, limit %s", humanDuration(max(0, now.Sub(last))), humanDuration(limit))

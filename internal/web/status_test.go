@@ -378,6 +378,28 @@ func TestReadyzGraceAfterRestart(t *testing.T) {
 	}
 }
 
+// A success saved while the clock ran 48 h ahead is unknown, not fresh:
+// ready only within the start-up grace, then not (issue 17, item 5).
+func TestReadyzSuccessInTheFutureIsUnknown(t *testing.T) {
+	opts := baseOptions(&syncBuffer{})
+	fake := clock.NewFake(t0)
+	opts.Clock = fake
+	opts.JobIntervals = map[string]time.Duration{"devices": 5 * time.Minute}
+	opts.Status = &fakeStatus{SummaryFn: func(context.Context) (model.Summary, error) {
+		return model.Summary{Auth: model.AuthSummary{State: model.AuthOK},
+			Jobs: []model.JobSummary{{Job: "devices", LastSuccessAt: t0.Add(48 * time.Hour)}}}, nil
+	}}
+	_, ts := handlerServer(t, opts)
+	r := get(t, noRedirect(), ts.URL+"/readyz")
+	if r.status != http.StatusOK || !strings.Contains(r.body, "unknown") || !strings.Contains(r.body, "future") {
+		t.Fatalf("within the grace: %d\n%s", r.status, r.body)
+	}
+	fake.Advance(16 * time.Minute)
+	if r := get(t, noRedirect(), ts.URL+"/readyz"); r.status != http.StatusServiceUnavailable || !strings.Contains(r.body, "unknown") {
+		t.Fatalf("16 min after start, success only \"in the future\": %d\n%s", r.status, r.body)
+	}
+}
+
 // documentedMetrics reads the metric names from docs/metrics.md.
 func documentedMetrics(t *testing.T) []string {
 	t.Helper()
