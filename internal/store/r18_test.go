@@ -101,6 +101,13 @@ var dbFileCalls = map[string]string{
 	"cmd/tibbersync/simulate.go: os.RemoveAll(dir":         "the simulator's temporary secret directory",
 	"cmd/tibbersync/simulate.go: os.WriteFile(secretFile":  "the simulator's secret file",
 	"cmd/tibbersync/demo.go: os.RemoveAll(tmp":             "the demo's temporary state directory, after every connection closed",
+	"internal/store/health.go: os.Remove(name":             "the state directory's write probe (.tibbersync-write-check-*), not a database file",
+	"internal/tokenstore/health.go: os.Rename(path":        "moves a damaged tokens.db aside after this process closed it (rename opens no descriptor)",
+	"internal/tokenstore/health.go: os.Rename(path+suffix": "moves the damaged tokens.db's -wal and -shm aside with it",
+	"internal/tibber/gate.go: os.Remove(tmp.Name(":         "the rate gate's temporary file, not a database file",
+	"internal/tibber/gate.go: os.Chmod(tmp.Name(":          "the rate gate's temporary file, not a database file",
+	"internal/tibber/gate.go: os.Rename(tmp.Name(":         "moves the rate gate file into place, not a database file",
+	"internal/tibber/gate.go: os.ReadFile(g.path":          "the rate gate file, not a database file",
 }
 
 // TestNoFileCallsOnDatabaseFiles is R18's grep check: closing any descriptor
