@@ -96,10 +96,10 @@ func TestPartialRunWith429IsNotASuccess(t *testing.T) {
 	clk := clock.NewFake(base)
 	st := newFakeStore(nil)
 	rl := &tibber.APIError{Status: http.StatusTooManyRequests, RetryAfter: 10 * time.Minute}
-	r := &fakeRunner{RunFn: func(ctx context.Context, job string) (jobs.Run, error) {
-		return jobs.Run{Job: job, Status: jobs.StatusPartial, Error: "device x: 429"}, errors.Join(rl)
+	r := &fakeRunner{RunFn: func(ctx context.Context, job string) (model.Run, error) {
+		return model.Run{Job: job, Status: jobs.StatusPartial, Error: "device x: 429"}, errors.Join(rl)
 	}}
-	st.states["devices"] = jobs.JobState{Job: "devices", ConsecutiveFailures: 3, LastRunAt: base.Add(-5 * time.Minute), NextRunAt: base}
+	st.states["devices"] = model.JobState{Job: "devices", ConsecutiveFailures: 3, LastRunAt: base.Add(-5 * time.Minute), NextRunAt: base}
 	s := newScheduler(clk, st, r, nil)
 	tick(t, s)
 	got := st.State("devices")

@@ -254,9 +254,11 @@ type DirHealth struct {
 }
 
 // CheckDir checks the state directory itself, without SQLite: free space
-// (statfs), a read-only mount, and whether a file can be created. `tibbersync
-// status` calls it directly; the daemon through Health.
-func CheckDir(dir string) DirHealth {
+// and a read-only mount (statfs) and, with probe, whether a file can be
+// created there. `tibbersync status` probes; the daemon's Health probes only
+// after a failed write, so that a healthy Pi does not write a probe file
+// every minute (R19).
+func CheckDir(dir string, probe bool) DirHealth {
 	h := DirHealth{Dir: dir}
 	var st unix.Statfs_t
 	if err := unix.Statfs(dir, &st); err != nil {
@@ -265,26 +267,40 @@ func CheckDir(dir string) DirHealth {
 	}
 	h.FreeBytes = st.Bavail * uint64(st.Bsize)
 	h.ReadOnly = st.Flags&unix.ST_RDONLY != 0
-	f, err := os.CreateTemp(dir, ".tibbersync-write-check-*")
-	if err == nil {
-		name := f.Name()
-		_, werr := f.Write([]byte("x"))
-		cerr := f.Close()
-		_ = os.Remove(name)
-		err = errors.Join(werr, cerr)
+	var err error
+	switch {
+	case h.ReadOnly:
+		err = syscall.EROFS
+	case probe:
+		err = writeProbe(dir)
+	case h.FreeBytes == 0:
+		err = syscall.ENOSPC
 	}
 	h.Writable = err == nil
 	switch {
 	case h.ReadOnly:
-		h.Problems = append(h.Problems, fmt.Sprintf("state directory %s is on a read-only file system: nothing can be stored (tokens, data); remount it read-write", dir))
+		h.Problems = append(h.Problems, fmt.Sprintf("state directory %s is on a read-only file system: nothing can be stored (tokens, data); remount it read-write, then restart tibbersync", dir))
 	case !h.Writable && errors.Is(err, syscall.ENOSPC):
-		h.Problems = append(h.Problems, fmt.Sprintf("disk full: state directory %s has no free space: nothing can be stored, token refreshes are postponed; free space", dir))
+		h.Problems = append(h.Problems, fmt.Sprintf("disk full: state directory %s has no free space: nothing can be stored and token refreshes are postponed; free space", dir))
 	case !h.Writable:
 		h.Problems = append(h.Problems, fmt.Sprintf("state directory %s is not writable (%v)", dir, err))
 	case h.FreeBytes < MinFreeBytes:
 		h.Problems = append(h.Problems, fmt.Sprintf("disk almost full: %d KiB free in %s (want at least %d MiB); free space before writes fail", h.FreeBytes>>10, dir, MinFreeBytes>>20))
 	}
 	return h
+}
+
+// writeProbe creates, writes and removes a small file in dir.
+func writeProbe(dir string) error {
+	f, err := os.CreateTemp(dir, ".tibbersync-write-check-*")
+	if err != nil {
+		return err
+	}
+	name := f.Name()
+	_, werr := f.Write([]byte("x"))
+	cerr := f.Close()
+	_ = os.Remove(name)
+	return errors.Join(werr, cerr)
 }
 
 // Health gathers a running daemon's storage health for /readyz, the status
@@ -310,7 +326,8 @@ type Health struct {
 
 // Check runs every check now and returns (and keeps) the result.
 func (h *Health) Check() model.StorageHealth {
-	d := CheckDir(h.Dir)
+	_, writeErr := h.DB.LastWriteFailure()
+	d := CheckDir(h.Dir, writeErr != nil)
 	out := model.StorageHealth{Checked: h.DB.clock.Now(), Dir: h.Dir, FreeBytes: d.FreeBytes, Problems: d.Problems}
 	if err := h.DB.CheckFiles(); err == nil {
 		if err := h.DB.Fault(); err != nil {
@@ -340,6 +357,13 @@ func (h *Health) Last() model.StorageHealth {
 	out := h.last
 	out.Problems = append([]string(nil), out.Problems...)
 	return out
+}
+
+// LastDir returns the state directory's part of the last Check.
+func (h *Health) LastDir() DirHealth {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.lastDir
 }
 
 // BeforeJob runs Check and returns an error when a job could not store

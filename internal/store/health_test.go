@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/tibbersync/tibbersync/internal/clock"
-	"github.com/tibbersync/tibbersync/internal/jobs"
 	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/store"
 )
@@ -20,7 +19,7 @@ import (
 var bg = context.Background()
 
 func writeState(db *store.DB, n int) error {
-	return db.SaveJobState(bg, jobs.JobState{Job: "devices", NextRunAt: t0.Add(time.Duration(n) * time.Minute), LastRunAt: t0})
+	return db.SaveJobState(bg, model.JobState{Job: "devices", NextRunAt: t0.Add(time.Duration(n) * time.Minute), LastRunAt: t0})
 }
 
 // A data.db deleted under the running process was written to as a ghost
@@ -235,4 +234,3 @@ func TestHealthReportsDiskFullAndReadOnly(t *testing.T) {
 		t.Fatalf("BeforeJob on a read-only file system: %v", err)
 	}
 }
-

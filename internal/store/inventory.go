@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/tibbersync/tibbersync/internal/jobs"
 	"github.com/tibbersync/tibbersync/internal/model"
 )
 
@@ -22,7 +21,7 @@ const SeenRefresh = time.Hour
 // RowsWritten are set to the number of data rows inserted or updated (the run
 // row itself not counted). Re-running the same batch writes only a new run
 // row.
-func (db *DB) SaveInventory(ctx context.Context, run jobs.Run, b jobs.InventoryBatch) (jobs.Run, error) {
+func (db *DB) SaveInventory(ctx context.Context, run model.Run, b model.InventoryBatch) (model.Run, error) {
 	tx, err := db.begin(ctx)
 	if err != nil {
 		return run, fmt.Errorf("save inventory: %w", err)

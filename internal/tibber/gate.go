@@ -169,5 +169,8 @@ func (e *GateError) Error() string {
 // Unwrap makes errors.Is(err, ErrRateGated) true.
 func (e *GateError) Unwrap() error { return ErrRateGated }
 
+// RateGated marks the error as "not sent: rate gate closed" (jobs.RateGated).
+func (e *GateError) RateGated() bool { return true }
+
 // RetryAfterHint is how long the caller should wait (jobs.RetryAfterHinter).
 func (e *GateError) RetryAfterHint() time.Duration { return e.Wait }

@@ -27,6 +27,7 @@ type statusView struct {
 	GeneratedAt string
 	Error       string
 	Banner      *bannerView
+	Storage     []string
 	Auth        authView
 	Jobs        []jobView
 	Tables      []tableView
@@ -107,6 +108,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 			Title:       "tibbersync status",
 			GeneratedAt: s.fmtTime(now),
 			Error:       "The status could not be read from data.db: " + err.Error(),
+			Storage:     s.storageProblems(),
 		})
 		return
 	}
@@ -176,6 +178,7 @@ func (s *Server) statusView(sum model.Summary, now time.Time) statusView {
 		}
 	}
 
+	v.Storage = s.storageProblems()
 	v.Auth = authView{
 		State:        string(a.State),
 		StateClass:   stateClass(a.State),
@@ -368,6 +371,19 @@ func (s *Server) readiness(ctx context.Context) []check {
 		auth.Detail += " (" + sum.Auth.Reason + ")"
 	}
 	checks = append(checks, auth)
+	if s.opts.StorageHealth != nil {
+		h := s.opts.StorageHealth()
+		c := check{Name: "storage", OK: h.OK(), Detail: "ok"}
+		switch {
+		case !h.OK():
+			c.Detail = strings.Join(h.Problems, "; ")
+		case h.Checked.IsZero():
+			c.Detail = "not checked yet"
+		default:
+			c.Detail = fmt.Sprintf("ok, %s free", humanBytes(int64(min(h.FreeBytes, 1<<62))))
+		}
+		checks = append(checks, c)
+	}
 
 	jobs := map[string]model.JobSummary{}
 	for _, j := range sum.Jobs {
@@ -451,4 +467,13 @@ func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.metricsHandler.ServeHTTP(w, r)
+}
+
+// storageProblems is the last storage check's problems (none without a
+// StorageHealth source).
+func (s *Server) storageProblems() []string {
+	if s.opts.StorageHealth == nil {
+		return nil
+	}
+	return s.opts.StorageHealth().Problems
 }
