@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -18,7 +19,7 @@ import (
 // Exit codes of `tibbersync status` (documented in README.md).
 const (
 	statusHealthy        = 0
-	statusError          = 1 // data.db missing or unreadable
+	statusError          = 1 // data.db missing, unreadable or damaged; state dir full or read-only
 	statusStale          = 3 // authorized, but a job's last success is older than 3× its interval
 	statusSetupRequired  = 4
 	statusReauthRequired = 5
@@ -28,9 +29,35 @@ const (
 // statusReport is `status --json`: the summary plus the verdict.
 type statusReport struct {
 	model.Summary
-	Healthy  bool     `json:"healthy"`
-	ExitCode int      `json:"exit_code"`
-	Problems []string `json:"problems,omitempty"`
+	Storage  model.StorageHealth `json:"storage"`
+	Healthy  bool                `json:"healthy"`
+	ExitCode int                 `json:"exit_code"`
+	Problems []string            `json:"problems,omitempty"`
+}
+
+// statusQuickCheck bounds status's own quick_check of data.db: a large
+// file on a slow card is reported as not checked rather than holding the
+// command up.
+const statusQuickCheck = 15 * time.Second
+
+// checkStorage is status's own look at the state directory (free space,
+// read-only, writable, by a probe file) and at data.db (a bounded
+// quick_check), independent of the daemon, which may not be running or may
+// be the one in trouble.
+func checkStorage(ctx context.Context, dir, dataPath string) model.StorageHealth {
+	d := store.CheckDir(dir, true)
+	st := model.StorageHealth{Checked: time.Now(), Dir: dir, FreeBytes: d.FreeBytes, Problems: d.Problems}
+	qctx, cancel := context.WithTimeout(ctx, statusQuickCheck)
+	defer cancel()
+	if problems, err := store.QuickCheckFile(qctx, dataPath); err != nil {
+		if errors.Is(err, store.ErrDamaged) {
+			st.Problems = append(st.Problems, err.Error())
+		}
+	} else if len(problems) > 0 {
+		st.Problems = append(st.Problems, fmt.Sprintf("data.db is damaged (quick_check: %s); see docs/operations.md: stop the daemon, keep the file aside, restore the last copy made with tibbersync backup",
+			strings.Join(problems, "; ")))
+	}
+	return st
 }
 
 // cmdStatus reads data.db read-only; it works while the daemon runs and
@@ -56,9 +83,13 @@ func cmdStatus(ctx context.Context, g globalFlags, args []string, env *environme
 	defer db.Close()
 	s, err := db.Summary(ctx)
 	if err != nil {
+		if store.IsDamaged(err) {
+			err = fmt.Errorf("%w: data.db is damaged; see docs/operations.md: stop the daemon, keep the file aside, restore the last copy made with tibbersync backup", err)
+		}
 		return withCode(statusError, fmt.Errorf("tibbersync status: %w", err))
 	}
 	rep := judge(s, daemon.JobIntervals(cfg), time.Now())
+	storageVerdict(&rep, checkStorage(ctx, cfg.Storage.Dir, path))
 	if *asJSON {
 		enc := json.NewEncoder(env.stdout)
 		enc.SetIndent("", "  ")
@@ -108,6 +139,22 @@ func judge(s model.Summary, intervals map[string]time.Duration, now time.Time) s
 	}
 	rep.Healthy = rep.ExitCode == 0
 	return rep
+}
+
+// storageVerdict adds the storage check to the report: a storage problem
+// (nothing can be stored safely) comes first and exits 1.
+func storageVerdict(rep *statusReport, st model.StorageHealth) {
+	rep.Storage = st
+	if st.OK() {
+		return
+	}
+	var ps []string
+	for _, p := range st.Problems {
+		ps = append(ps, "storage: "+p)
+	}
+	rep.Problems = append(ps, rep.Problems...)
+	rep.ExitCode = statusError
+	rep.Healthy = false
 }
 
 func printStatus(w io.Writer, rep statusReport) {
@@ -171,6 +218,13 @@ func printStatus(w io.Writer, rep statusReport) {
 		fmt.Fprintf(w, "  %-20s %d\n", t, s.Tables[t])
 	}
 	fmt.Fprintf(w, "\ndata.db: %s, WAL: %s\n", humanBytes(s.DataDBBytes), humanBytes(s.WALBytes))
+	if !rep.Storage.Checked.IsZero() {
+		verdict := "ok"
+		if !rep.Storage.OK() {
+			verdict = "PROBLEM"
+		}
+		fmt.Fprintf(w, "storage: %s, %s free in %s\n", verdict, humanBytes(int64(min(rep.Storage.FreeBytes, 1<<62))), rep.Storage.Dir)
+	}
 }
 
 func orDash(s string) string {

@@ -186,6 +186,18 @@ func (db *DB) QuickCheck(ctx context.Context, timeout time.Duration) error {
 	return nil
 }
 
+// QuickCheckFile runs quick_check on the data.db at path on a read-only
+// connection (ctx bounds it) and returns the problems it reports; an error
+// wrapping ErrDamaged when the file cannot even be read as a database. For
+// `tibbersync status`, which checks on its own.
+func QuickCheckFile(ctx context.Context, path string) ([]string, error) {
+	problems, err := quickCheck(ctx, path)
+	if err != nil && damagedErr(err) {
+		return nil, fmt.Errorf("%w: %v; see docs/operations.md (restore with tibbersync backup)", ErrDamaged, err)
+	}
+	return problems, err
+}
+
 // quickCheck runs a bounded quick_check of the file at path on its own
 // read-only connection and returns the problems it reports.
 func quickCheck(ctx context.Context, path string) ([]string, error) {
@@ -211,6 +223,10 @@ func quickCheck(ctx context.Context, path string) ([]string, error) {
 	}
 	return problems, rows.Err()
 }
+
+// IsDamaged reports whether err says a database file is damaged (or not a
+// database at all).
+func IsDamaged(err error) bool { return errors.Is(err, ErrDamaged) || damagedErr(err) }
 
 func damagedErr(err error) bool {
 	var coded interface{ Code() int }
