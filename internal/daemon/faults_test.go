@@ -1,0 +1,273 @@
+package daemon_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tibbersync/tibbersync/internal/clock"
+	"github.com/tibbersync/tibbersync/internal/config"
+	"github.com/tibbersync/tibbersync/internal/daemon"
+	"github.com/tibbersync/tibbersync/internal/jobs"
+	"github.com/tibbersync/tibbersync/internal/logging"
+	"github.com/tibbersync/tibbersync/internal/model"
+	"github.com/tibbersync/tibbersync/internal/simulator"
+	"github.com/tibbersync/tibbersync/internal/testutil"
+	"github.com/tibbersync/tibbersync/internal/tibber"
+	"github.com/tibbersync/tibbersync/internal/version"
+)
+
+var start = time.Date(2026, 9, 14, 10, 0, 0, 0, time.UTC)
+
+// stamp is one request the simulator received, at fake-clock time.
+type stamp struct {
+	at       time.Time
+	endpoint string
+}
+
+// rig is a simulator on loopback and daemons on one state directory, all on
+// one fake clock, with every request stamped.
+type rig struct {
+	t    *testing.T
+	clk  *clock.Fake
+	sim  *simulator.Simulator
+	srv  *httptest.Server
+	dir  string
+	logs *testutil.SyncBuffer
+
+	mu     sync.Mutex
+	stamps []stamp
+}
+
+func newRig(t *testing.T) *rig {
+	t.Helper()
+	r := &rig{t: t, clk: clock.NewFake(start), dir: t.TempDir(), logs: &testutil.SyncBuffer{}}
+	r.sim = simulator.New(simulator.Options{Seed: 7, Now: r.clk.Now, AutoConsent: true})
+	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if strings.HasPrefix(req.URL.Path, "/v1/") {
+			r.mu.Lock()
+			r.stamps = append(r.stamps, stamp{at: r.clk.Now(), endpoint: tibber.Route(req.URL)})
+			r.mu.Unlock()
+		}
+		r.sim.ServeHTTP(w, req)
+	}))
+	r.sim.SetBaseURL(r.srv.URL)
+	t.Cleanup(func() {
+		r.sim.Close()
+		r.srv.Close()
+		if t.Failed() {
+			t.Logf("log:\n%s", r.logs.String())
+		}
+	})
+	return r
+}
+
+func (r *rig) config() config.Config {
+	cfg := config.Default()
+	cfg.Storage.Dir = r.dir
+	cfg.Tibber.ClientID = simulator.DefaultClientID
+	cfg.ClientSecret = logging.NewSecret(simulator.DefaultClientSecret)
+	cfg.ClientSecretSource = "test"
+	cfg.Tibber.RedirectURL = simulator.DefaultRedirectURI
+	cfg.Tibber.AuthURL = r.srv.URL + "/connect/authorize"
+	cfg.Tibber.TokenURL = r.srv.URL + "/connect/token"
+	cfg.Tibber.UserinfoURL = r.srv.URL + "/connect/userinfo"
+	cfg.Tibber.APIURL = r.srv.URL
+	cfg.Schedule.Jitter = 0
+	cfg.History.BackfillDays = 2
+	return cfg
+}
+
+func (r *rig) open(obs ...daemon.Observer) *daemon.Daemon {
+	r.t.Helper()
+	d, err := daemon.Open(context.Background(), r.config(), daemon.Options{
+		Observers:      obs,
+		Logger:         slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Clock:          r.clk,
+		NotBefore:      start.Add(-24 * time.Hour),
+		RateLimit:      daemon.Unlimited,
+		ManualSchedule: true,
+		Metrics:        true,
+	})
+	if err != nil {
+		r.t.Fatalf("daemon.Open: %v", err)
+	}
+	r.t.Cleanup(func() { _ = d.Close() })
+	return d
+}
+
+func (r *rig) authorize(d *daemon.Daemon) {
+	r.t.Helper()
+	ctx := context.Background()
+	authURL, err := d.Flow().Start(ctx)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	browser := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	req, _ := http.NewRequest(http.MethodGet, authURL, nil)
+	req.Header.Set("User-Agent", version.UserAgent())
+	resp, err := browser.Do(req)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	u, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if _, err := d.Flow().Complete(ctx, u); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// mark is the position of the next request in the log.
+func (r *rig) mark() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.stamps)
+}
+
+// from returns the requests logged from mark on.
+func (r *rig) from(mark int) []stamp {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]stamp(nil), r.stamps[mark:]...)
+}
+
+// tick runs the scheduler's due jobs and waits for them.
+func tick(d *daemon.Daemon) {
+	d.Scheduler().RunDue(context.Background())
+	d.Scheduler().Wait()
+}
+
+// A 429 with Retry-After: 600 binds the whole installation: the other jobs
+// and a `tibbersync sync` started meanwhile send nothing until it opens,
+// and the history run that met it is not a success (issue 17, item 2).
+func TestRetryAfterBindsEveryJobAndProcess(t *testing.T) {
+	r := newRig(t)
+	d := r.open()
+	r.authorize(d)
+	tick(d) // the first runs of every job
+	r.clk.Advance(time.Minute)
+	r.sim.Faults().Add(simulator.Fault{Endpoint: "history", Kind: simulator.Kind429, RetryAfter: "600", Count: 1})
+	t429 := r.clk.Now()
+	opens := t429.Add(600 * time.Second)
+	mark := r.mark()
+	d.Scheduler().Trigger(jobs.JobHistory)
+	tick(d)
+	if hist := r.from(mark); len(hist) != 1 || hist[0].endpoint != "history" {
+		t.Fatalf("history run after its 429 sent %v, want only the one request that got the 429", hist)
+	}
+	st, err := d.Store().JobState(context.Background(), jobs.JobHistory)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.ConsecutiveFailures != 1 || !st.LastSuccessAt.Before(t429) || st.BreakerUntil.Before(opens) {
+		t.Fatalf("history state after a 429: %+v; want a failure, no new success, breaker until the gate opens", st)
+	}
+
+	// The other jobs of this daemon, 10 s later: not sent, failed, their
+	// breaker open until the gate opens.
+	r.clk.Advance(10 * time.Second)
+	d.Scheduler().Trigger(jobs.JobDevices)
+	d.Scheduler().Trigger(jobs.JobHomes)
+	tick(d)
+	for _, j := range []string{jobs.JobDevices, jobs.JobHomes} {
+		st, _ := d.Store().JobState(context.Background(), j)
+		if st.BreakerUntil.Before(opens) || !strings.Contains(st.LastError, "wait until") {
+			t.Errorf("%s during the gate: %+v, want it held until the gate opens", j, st)
+		}
+	}
+	// And a `tibbersync sync` started meanwhile: another daemon.Open on the
+	// same state directory, as the command does.
+	other := r.open()
+	run, err := other.RunJob(context.Background(), jobs.JobDevices)
+	if err == nil || run.Status == jobs.StatusOK || !strings.Contains(run.Error+err.Error(), "wait until") {
+		t.Fatalf("sync during the gate: %+v %v, want a failed run saying it waits", run, err)
+	}
+	if got := r.from(mark); len(got) != 1 {
+		t.Fatalf("%d requests after the 429 while the gate is closed: %v", len(got)-1, got[1:])
+	}
+	// A minute before the gate opens, a sync waits for it instead of
+	// failing, and sends nothing before.
+	r.clk.Set(opens.Add(-time.Minute))
+	if run, err := other.RunJob(context.Background(), jobs.JobDevices); err != nil || run.Status != jobs.StatusOK {
+		t.Fatalf("sync a minute before the gate opens: %+v %v", run, err)
+	}
+	for _, s := range r.from(mark)[1:] {
+		if s.at.Before(opens) {
+			t.Errorf("request %s at %s, before the gate opened at %s", s.endpoint, s.at, opens)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(r.dir, tibber.GateFileName)); err != nil || !strings.Contains(string(b), "429") {
+		t.Fatalf("gate file: %q %v", b, err)
+	}
+}
+
+// During a 10-minute 503 storm the scheduled jobs (history included) stay
+// within a small request budget: each run ends once the API keeps failing
+// after all retries (history used to try every stream, five attempts
+// each), and the breaker spaces the runs (issue 17, item 2).
+func TestStormKeepsRequestsWithinBudget(t *testing.T) {
+	r := newRig(t)
+	var mu sync.Mutex
+	var runs []model.Run
+	storming := false
+	d := r.open(daemon.ObserverFuncs{Run: func(_ context.Context, run model.Run, _ error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if storming {
+			runs = append(runs, run)
+		}
+	}})
+	r.authorize(d)
+	tick(d) // the first runs of every job, before the storm
+	r.clk.Set(start.Add(time.Hour + 5*time.Minute))
+	tick(d) // the catch-up, before the storm
+	mu.Lock()
+	storming = true
+	mu.Unlock()
+	r.sim.Faults().Add(simulator.Fault{Endpoint: "api", Kind: simulator.KindStatus, Status: 503})
+	t0, mark := r.clk.Now(), r.mark()
+	for end := t0.Add(10 * time.Minute); r.clk.Now().Before(end); r.clk.Advance(30 * time.Second) {
+		tick(d)
+	}
+	got := r.from(mark)
+	hist := 0
+	for _, s := range got {
+		if s.endpoint == "history" {
+			hist++
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	budget, histRuns := 0, 0
+	for _, run := range runs {
+		limit := tibber.DefaultMaxAttempts // one failed call (homes) ends a devices or homes run
+		if run.Job == jobs.JobHistory {
+			histRuns++
+			limit = 2 * tibber.DefaultMaxAttempts // two failed streams end a history run
+		}
+		if run.Requests > limit || run.Status != jobs.StatusFailed {
+			t.Errorf("%s run in the storm: status %s, %d requests, want failed with at most %d", run.Job, run.Status, run.Requests, limit)
+		}
+		budget += limit
+	}
+	if histRuns == 0 || histRuns > 2 || len(runs) > 6 {
+		t.Errorf("%d runs (%d history) in 10 minutes of storm, want history to run and at most 6 runs", len(runs), histRuns)
+	}
+	if len(got) > budget || hist > histRuns*2*tibber.DefaultMaxAttempts {
+		t.Fatalf("%d requests in a 10-minute 503 storm (%d history), want at most %d", len(got), hist, budget)
+	}
+	t.Logf("10-minute 503 storm: %d runs, %d requests (%d history)", len(runs), len(got), hist)
+}
