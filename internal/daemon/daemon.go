@@ -390,23 +390,20 @@ func (d *Daemon) buildHealth() {
 			d.source.StorageError,
 		},
 	}
-	if d.metrics != nil {
-		d.data.OnStorageError(d.metrics.ObserveStorageError)
+	if m := d.metrics; m != nil {
+		d.data.OnStorageError(m.ObserveStorageError)
+		d.health.OnCheck = func(st model.StorageHealth, dir store.DirHealth) {
+			m.SetStorageOK(st.OK())
+			if !dir.Writable {
+				m.ObserveStorageError("unwritable")
+			}
+		}
 	}
 }
 
-// CheckStorage runs the storage checks now (Maintain does every minute)
-// and feeds the metrics.
-func (d *Daemon) CheckStorage() model.StorageHealth {
-	st := d.health.Check()
-	if d.metrics != nil {
-		d.metrics.SetStorageOK(st.OK())
-		if dir := d.health.LastDir(); !dir.Writable {
-			d.metrics.ObserveStorageError("unwritable")
-		}
-	}
-	return st
-}
+// CheckStorage runs the storage checks now (Maintain does every minute,
+// the scheduler's runner before each job); the metrics follow.
+func (d *Daemon) CheckStorage() model.StorageHealth { return d.health.Check() }
 
 // Health returns the storage health (its Last is what /readyz shows).
 func (d *Daemon) Health() *store.Health { return d.health }

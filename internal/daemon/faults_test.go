@@ -271,3 +271,96 @@ func TestStormKeepsRequestsWithinBudget(t *testing.T) {
 	}
 	t.Logf("10-minute 503 storm: %d runs, %d requests (%d history)", len(runs), len(got), hist)
 }
+
+// get serves one request through the daemon's web handler (no socket).
+func get(d *daemon.Daemon, path string) (int, string) {
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodGet, "http://127.0.0.1:8765"+path, nil)
+	d.Web().Handler().ServeHTTP(rec, req)
+	return rec.Code, rec.Body.String()
+}
+
+// data.db deleted under the running daemon: it used to be written to as a
+// ghost until restart while /readyz stayed ready. Now the next check says
+// so everywhere, no job starts (no API call whose answer would be lost) and
+// the storage-error metric counts it (issue 17, item 3).
+func TestDeletedDataDBShowsAndStopsJobs(t *testing.T) {
+	r := newRig(t)
+	d := r.open()
+	r.authorize(d)
+	tick(d)
+	d.Maintain(context.Background())
+	if code, body := get(d, "/readyz"); code != http.StatusOK || !strings.Contains(body, "ok storage") {
+		t.Fatalf("readyz before: %d\n%s", code, body)
+	}
+	for _, suffix := range []string{"", "-wal", "-shm"} {
+		_ = os.Remove(filepath.Join(r.dir, "data.db"+suffix))
+	}
+	mark := r.mark()
+	r.clk.Advance(5 * time.Minute)
+	d.Scheduler().Trigger(jobs.JobDevices)
+	tick(d) // the check before the job
+	if n := len(r.from(mark)); n != 0 {
+		t.Fatalf("%d API requests for a job whose result cannot be stored", n)
+	}
+	code, body := get(d, "/readyz")
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "FAIL storage") || !strings.Contains(body, "data.db was deleted") {
+		t.Fatalf("readyz after data.db was deleted: %d\n%s", code, body)
+	}
+	if _, page := get(d, "/"); !strings.Contains(page, "Storage problem") {
+		t.Fatal("the status page does not show the storage problem")
+	}
+	if mc, m := get(d, "/metrics"); !strings.Contains(m, `tibbersync_storage_errors_total{kind="replaced"} 1`) || !strings.Contains(m, "tibbersync_storage_ok 0") {
+		t.Fatalf("metrics (%d) do not count the storage error:\n%s\n%.300s", mc, grepLines(m, "storage"), m)
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// A damaged tokens.db (its grant row gone) used to show as "sql: no rows
+// in result set" and a 500 on the setup page. Now it is kept aside, the
+// state is setup_required with a clear reason, and the pages answer
+// (issue 17, item 4).
+func TestDamagedTokensDBAtStart(t *testing.T) {
+	r := newRig(t)
+	d := r.open()
+	r.authorize(d)
+	_ = d.Close()
+	path := filepath.Join(r.dir, "secrets", "tokens.db")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 4096; i < len(b); i++ {
+		b[i] = 0xA5
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d = r.open()
+	st, err := d.Auth().Status(context.Background())
+	if err != nil || st.State != model.AuthSetupRequired || !strings.Contains(st.Reason, "damaged") || !strings.Contains(st.Reason, "tokens.db.damaged-") {
+		t.Fatalf("auth after a damaged tokens.db: %+v %v", st, err)
+	}
+	for _, p := range []string{"/setup", "/"} {
+		if code, body := get(d, p); code != http.StatusOK || !strings.Contains(body, "damaged") {
+			t.Fatalf("%s with a damaged tokens.db: %d (want 200 naming the damage)\n%.400s", p, code, body)
+		}
+	}
+	if m, _ := filepath.Glob(path + ".damaged-*"); len(m) == 0 {
+		t.Fatal("damaged tokens.db not kept aside")
+	}
+	// Authorizing again works at once.
+	r.authorize(d)
+	if st, _ := d.Auth().Status(context.Background()); st.State != model.AuthOK {
+		t.Fatalf("after re-authorization: %+v", st)
+	}
+}

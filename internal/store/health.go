@@ -334,6 +334,9 @@ type Health struct {
 	// Checks are further checks; each returns nil when fine, else an
 	// error that says what is wrong and what to do.
 	Checks []func() error
+	// OnCheck, when set, is called with every Check's result and the
+	// state directory's part (for metrics).
+	OnCheck func(model.StorageHealth, DirHealth)
 
 	mu      sync.Mutex
 	last    model.StorageHealth
@@ -363,6 +366,9 @@ func (h *Health) Check() model.StorageHealth {
 	h.mu.Lock()
 	h.last, h.lastDir = out, d
 	h.mu.Unlock()
+	if h.OnCheck != nil {
+		h.OnCheck(out, d)
+	}
 	return out
 }
 
