@@ -79,7 +79,7 @@ func (s *Syncer) stopAfter(out streamOutcome, storm *int) error {
 	}
 	switch {
 	case RateLimited(last):
-		return fmt.Errorf("Tibber asked to slow down; no further requests in this run: %w", last)
+		return fmt.Errorf("slowed down as Tibber asked; no further requests in this run: %w", last)
 	case out.failed && overloaded(last):
 		*storm++
 		if *storm >= stormLimit {

@@ -41,7 +41,7 @@ func TestHistoryStopsAtA429(t *testing.T) {
 			if run.Status != jobs.StatusFailed || !jobs.RateLimited(err) {
 				t.Fatalf("run = %+v, err = %v; want failed and rate limited", run, err)
 			}
-			if !strings.Contains(run.Error, "slow down") {
+			if !strings.Contains(run.Error, "slowed down as Tibber asked") {
 				t.Fatalf("run error %q does not say why it stopped", run.Error)
 			}
 		})
