@@ -904,12 +904,19 @@ func (s *Source) Close(ctx context.Context) error {
 }
 
 // StorageError returns why refreshes are postponed (tokens.db refused the
-// in-flight marker), or nil. Status surfaces show it.
+// in-flight marker), or that a refreshed token lives only in memory because
+// its commit failed; nil when tokens are stored safely. Status surfaces show
+// it: data.db, where the auth status is mirrored, may be on the same full
+// disk.
 func (s *Source) StorageError() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.storageErr != nil {
+	switch {
+	case s.storageErr != nil:
 		return fmt.Errorf("%w: %w", ErrStorageUnsafe, s.storageErr)
+	case s.unsaved != nil:
+		return fmt.Errorf("a refreshed token is only in memory (%s): its save to tokens.db failed and is retried; "+
+			"free space or make %s writable before tibbersync stops, or it is lost", ReasonPersistFailed, s.o.Store.SecretsDir())
 	}
 	return nil
 }

@@ -83,6 +83,9 @@ func TestCloseReportsAnUnsavedToken(t *testing.T) {
 	if _, err := src.AccessToken(bg); err != nil {
 		t.Fatal(err)
 	}
+	if serr := src.StorageError(); serr == nil || !strings.Contains(serr.Error(), auth.ReasonPersistFailed) {
+		t.Fatalf("StorageError with an unsaved token: %v", serr)
+	}
 	err := src.Close(bg)
 	if !errors.Is(err, auth.ErrTokenLost) {
 		t.Fatalf("Close with an unsaved token: %v, want ErrTokenLost", err)
