@@ -152,6 +152,9 @@ type Daemon struct {
 	maintMu        sync.Mutex
 	lastCheckpoint time.Time
 	lastStorage    string // the storage problems last logged
+	// fileGone ends Run with its cause (set by Run): a database file was
+	// replaced or deleted under the service.
+	fileGone context.CancelCauseFunc
 
 	ready     chan struct{}
 	closeOnce sync.Once

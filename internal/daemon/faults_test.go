@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -89,8 +90,15 @@ func (r *rig) config() config.Config {
 
 func (r *rig) open(obs ...daemon.Observer) *daemon.Daemon {
 	r.t.Helper()
+	return r.openWith(daemon.Options{Observers: obs})
+}
+
+func (r *rig) openWith(o daemon.Options) *daemon.Daemon {
+	r.t.Helper()
 	d, err := daemon.Open(context.Background(), r.config(), daemon.Options{
-		Observers:      obs,
+		Observers:      o.Observers,
+		Service:        o.Service,
+		Listener:       o.Listener,
 		Logger:         slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Clock:          r.clk,
 		NotBefore:      start.Add(-24 * time.Hour),
@@ -362,5 +370,47 @@ func TestDamagedTokensDBAtStart(t *testing.T) {
 	r.authorize(d)
 	if st, _ := d.Auth().Status(context.Background()); st.State != model.AuthOK {
 		t.Fatalf("after re-authorization: %+v", st)
+	}
+}
+
+// The service exits (for systemd to restart it on the file now there) when
+// data.db is replaced under it, instead of writing into a ghost.
+func TestServiceExitsWhenDataDBIsReplaced(t *testing.T) {
+	r := newRig(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := r.openWith(daemon.Options{Service: true, Listener: ln})
+	r.authorize(d)
+	done := make(chan error, 1)
+	go func() { done <- d.Run(context.Background()) }()
+	select {
+	case <-d.Ready():
+	case err := <-done:
+		t.Fatalf("Run: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("daemon not ready")
+	}
+	d.Maintain(context.Background())
+	path := filepath.Join(r.dir, "data.db")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path+".restore", b, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".restore", path); err != nil {
+		t.Fatal(err)
+	}
+	d.Maintain(context.Background())
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "replaced") {
+			t.Fatalf("Run returned %v, want an error saying data.db was replaced", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the service kept running on a replaced data.db")
 	}
 }

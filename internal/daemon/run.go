@@ -19,7 +19,9 @@ import (
 	"github.com/tibbersync/tibbersync/internal/metrics"
 	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/sdnotify"
+	"github.com/tibbersync/tibbersync/internal/store"
 	"github.com/tibbersync/tibbersync/internal/tibber"
+	"github.com/tibbersync/tibbersync/internal/tokenstore"
 	"github.com/tibbersync/tibbersync/internal/web"
 )
 
@@ -87,12 +89,24 @@ func (d *Daemon) Run(ctx context.Context) error {
 	close(d.ready)
 
 	runCtx, cancel := context.WithCancel(ctx)
+	// A database file replaced or deleted under the daemon (Service only)
+	// ends Run with an error, so that systemd restarts it on the file that
+	// is there now instead of the daemon writing into a ghost.
+	stop, stopCancel := context.WithCancelCause(runCtx)
+	defer stopCancel(nil)
+	d.maintMu.Lock()
+	d.fileGone = stopCancel
+	d.maintMu.Unlock()
 	wg := d.startLoops(runCtx, sd, url)
 	// data.db's quick_check runs in the background: a large file on a Pi
 	// must not delay readiness. Damage makes the store refuse writes and
 	// shows on /readyz and the status page.
 	wg.Go(func() { _ = d.health.RunQuickCheck(runCtx, 0) })
-	<-ctx.Done()
+	<-stop.Done()
+	exitErr := context.Cause(stop)
+	if ctx.Err() != nil || errors.Is(exitErr, context.Canceled) {
+		exitErr = nil
+	}
 	_ = sd.Stopping()
 	d.log.Info("stopping: letting running jobs finish")
 	cancel()
@@ -104,7 +118,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	wg.Wait()
 	d.sched.Wait()
 	d.log.Info("stopped")
-	return nil
+	return exitErr
 }
 
 // logAuthHint tells the user at start-up what to do, if anything.
@@ -177,6 +191,7 @@ func (d *Daemon) maintainLoop(ctx context.Context, sd *sdnotify.Notifier, url st
 func (d *Daemon) Maintain(ctx context.Context) {
 	if st := d.CheckStorage(); !st.OK() {
 		d.warnStorage(st)
+		d.exitIfFileGone()
 	}
 	if err := d.source.KeepAlive(ctx); err != nil && !IsAuthStop(err) && ctx.Err() == nil {
 		d.log.Warn("keep-alive refresh", "err", err)
@@ -200,6 +215,27 @@ func (d *Daemon) Maintain(ctx context.Context) {
 			d.metrics.SetBytesWritten(n)
 		}
 	}
+}
+
+// exitIfFileGone ends Run (the service only) when data.db or tokens.db
+// was replaced or deleted under the daemon: a restart opens the file that
+// is there now, which the store cannot do under a running connection.
+func (d *Daemon) exitIfFileGone() {
+	d.maintMu.Lock()
+	gone := d.fileGone
+	d.maintMu.Unlock()
+	if !d.opts.Service || gone == nil {
+		return
+	}
+	err := d.data.Fault()
+	if err == nil || !errors.Is(err, store.ErrFileReplaced) {
+		err = d.secrets.CheckFiles()
+	}
+	if err == nil || !(errors.Is(err, store.ErrFileReplaced) || errors.Is(err, tokenstore.ErrFileReplaced)) {
+		return
+	}
+	d.log.Error("a database file was replaced or deleted under the running daemon; exiting so that systemd restarts it on the file now there", "err", err)
+	gone(fmt.Errorf("restart needed: %w", err))
 }
 
 // warnStorage logs the storage problems when they change.
