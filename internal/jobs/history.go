@@ -83,7 +83,7 @@ func (s *Syncer) stopAfter(out streamOutcome, storm *int) error {
 	case out.failed && overloaded(last):
 		*storm++
 		if *storm >= stormLimit {
-			return fmt.Errorf("the API failed %d streams in a row after all retries; no further requests in this run: %w", *storm, last)
+			return fmt.Errorf("%w: %d streams in a row failed: %w", ErrStorm, *storm, last)
 		}
 	default:
 		*storm = 0

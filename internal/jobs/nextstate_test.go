@@ -140,6 +140,14 @@ func TestNextState(t *testing.T) {
 			at:   at,
 			want: model.JobState{Job: "devices", LastRunAt: start, LastSuccessAt: end, NextRunAt: slot},
 		},
+		"storm-ended partial run is not a success": {
+			st:     model.JobState{Job: "devices", LastSuccessAt: t0.Add(-time.Hour)},
+			run:    model.Run{Status: StatusPartial, Error: "device x: 503"},
+			err:    fmt.Errorf("devices: %w", ErrStorm),
+			at:     at,
+			want:   model.JobState{Job: "devices", LastRunAt: start, LastSuccessAt: t0.Add(-time.Hour), ConsecutiveFailures: 1, NextRunAt: slot, LastError: "device x: 503"},
+			opened: false,
+		},
 		"rate-limited partial run is not a success": {
 			st:     model.JobState{Job: "devices", ConsecutiveFailures: 1, LastSuccessAt: t0.Add(-time.Hour)},
 			run:    model.Run{Status: StatusPartial, Error: "device x: 429"},

@@ -136,3 +136,32 @@ func TestDeviceDetailsStopAtA429(t *testing.T) {
 		t.Fatalf("run %+v err %v, want a rate-limited error", run, err)
 	}
 }
+
+// A storm in the middle of the device details ends the fetches; the run
+// stores what it has (partial) but says a storm ended it, so the scheduler
+// does not count it as a success.
+func TestDeviceDetailsStormEndsThePartialRun(t *testing.T) {
+	var listed []model.Device
+	for _, id := range []string{"d1", "d2", "d3", "d4", "d5", "d6"} {
+		listed = append(listed, model.Device{ID: id})
+	}
+	api := &fakeAPI{
+		HomesFn:   func(context.Context) ([]model.Home, error) { return []model.Home{{ID: "h1"}}, nil },
+		DevicesFn: func(context.Context, string) ([]model.Device, error) { return listed, nil },
+		DeviceFn: func(_ context.Context, _, id string) (model.Device, error) {
+			if id == "d1" {
+				return model.Device{ID: id}, nil
+			}
+			return model.Device{}, &tibber.APIError{Status: http.StatusServiceUnavailable, Attempts: 5}
+		},
+	}
+	st := newFakeStore(api)
+	s := &jobs.Syncer{API: api, Store: st, Clock: clock.NewFake(base), Concurrency: 1}
+	run, err := s.RunDevices(context.Background())
+	if n := len(api.Calls()); n != 5 {
+		t.Fatalf("calls %v, want homes, devices, d1 and the two failures that make a storm", api.Calls())
+	}
+	if run.Status != jobs.StatusPartial || !errors.Is(err, jobs.ErrStorm) {
+		t.Fatalf("run %+v err %v, want partial and ErrStorm", run, err)
+	}
+}

@@ -546,9 +546,9 @@ func nextState(st model.JobState, run model.Run, err error, at runTimes) (model.
 	st.NextRunAt = at.next
 	opened := false
 	status := run.Status
-	if status == StatusPartial && RateLimited(err) {
-		// It stored something but met a 429 (or the closed rate gate):
-		// not a success that resets the backoff (issue 17).
+	if status == StatusPartial && (RateLimited(err) || errors.Is(err, ErrStorm)) {
+		// It stored something but met a 429 (or the closed rate gate) or a
+		// storm ended it: not a success that resets the backoff (issue 17).
 		status = StatusFailed
 	}
 	switch status {
