@@ -33,6 +33,8 @@ type statusReport struct {
 	Healthy  bool                `json:"healthy"`
 	ExitCode int                 `json:"exit_code"`
 	Problems []string            `json:"problems,omitempty"`
+	// MQTT is the MQTT bridge's state; broker problems never change the exit code.
+	MQTT *mqttReport `json:"mqtt,omitempty"`
 }
 
 // statusQuickCheck bounds status's own quick_check of data.db: a large
@@ -90,6 +92,7 @@ func cmdStatus(ctx context.Context, g globalFlags, args []string, env *environme
 	}
 	rep := judge(s, daemon.JobIntervals(cfg), time.Now())
 	storageVerdict(&rep, checkStorage(ctx, cfg.Storage.Dir, path))
+	rep.MQTT = readMQTTReport(cfg)
 	if *asJSON {
 		enc := json.NewEncoder(env.stdout)
 		enc.SetIndent("", "  ")
@@ -225,6 +228,7 @@ func printStatus(w io.Writer, rep statusReport) {
 		}
 		fmt.Fprintf(w, "storage: %s, %s free in %s\n", verdict, humanBytes(int64(min(rep.Storage.FreeBytes, 1<<62))), rep.Storage.Dir)
 	}
+	printMQTT(w, rep.MQTT)
 }
 
 func orDash(s string) string {

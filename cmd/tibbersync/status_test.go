@@ -88,13 +88,7 @@ func syncedAppSim(t *testing.T) (*daemon.Daemon, *clock.Fake, string, *simulator
 	dir := t.TempDir()
 	cfg := config.Default()
 	cfg.Storage.Dir = filepath.Join(dir, "state")
-	cfg.Tibber.ClientID = simulator.DefaultClientID
-	cfg.ClientSecret = logging.NewSecret(simulator.DefaultClientSecret)
-	cfg.Tibber.RedirectURL = redirect
-	cfg.Tibber.AuthURL = srv.URL + "/connect/authorize"
-	cfg.Tibber.TokenURL = srv.URL + "/connect/token"
-	cfg.Tibber.UserinfoURL = srv.URL + "/connect/userinfo"
-	cfg.Tibber.APIURL = srv.URL
+	simulator.Configure(&cfg, srv.URL, redirect)
 	cfg.Tibber.RequestsPerSecond = 1000
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -330,5 +324,47 @@ func TestSchemaDocExampleQueries(t *testing.T) {
 	}
 	if ran < 7 {
 		t.Fatalf("ran %d example statements, want at least 7", ran)
+	}
+}
+
+// TestStatusExitCodesMatchREADME: `status` with a config file that does not
+// load exits 78 like every command (its 6 is the stored auth state
+// config_error), and README.md's list of status exit codes says exactly
+// what the code does.
+func TestStatusExitCodesMatchREADME(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(cfg, []byte("[schedule]\ndevices = \"not cron\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx := testCtx(t, 10*time.Second)
+	for _, args := range [][]string{{"-c", cfg, "status"}, {"-c", cfg, "status", "--json"}} {
+		code, out, errOut := runCmd(t, ctx, nil, "", args...)
+		if code != exitConfig || !strings.Contains(errOut, "schedule.devices") || out != "" {
+			t.Errorf("%v with a bad config: exit %d, stdout %q, stderr %q; want 78 naming schedule.devices", args, code, out, errOut)
+		}
+	}
+
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)`tibbersync status \\[--json\\]` reads data.db.*?Exit codes: (.*?)\n\n").FindSubmatch(readme)
+	if m == nil {
+		t.Fatal("README.md has no exit-code list for tibbersync status")
+	}
+	doc := strings.Join(strings.Fields(string(m[1])), " ")
+	for code, want := range map[int]string{
+		statusHealthy:        "`0` healthy",
+		statusError:          "`1` data.db missing",
+		statusStale:          "`3` stale",
+		statusSetupRequired:  "`4` setup required",
+		statusReauthRequired: "`5` re-authorization required",
+		statusConfigError:    "`6` Tibber rejected the client configuration (auth state `config_error`)",
+		exitConfig:           "does not load exits `78`",
+	} {
+		if !strings.Contains(doc, want) {
+			t.Errorf("README.md's status exit codes lack %q for %d:\n%s", want, code, doc)
+		}
 	}
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/tibbersync/tibbersync/internal/jobs"
 	"github.com/tibbersync/tibbersync/internal/metrics"
 	"github.com/tibbersync/tibbersync/internal/model"
+	"github.com/tibbersync/tibbersync/internal/mqtt"
 	"github.com/tibbersync/tibbersync/internal/notify"
 	"github.com/tibbersync/tibbersync/internal/store"
 	"github.com/tibbersync/tibbersync/internal/tibber"
@@ -139,6 +140,7 @@ type Daemon struct {
 	// health is the storage health (issue 17): checked every Maintain and
 	// before each job, shown on /readyz and the status page.
 	health *store.Health
+	mqtt   *mqtt.Publisher // nil unless [mqtt].url is set
 	// clientConfigured is true when both the client id and the secret are known.
 	clientConfigured bool
 
@@ -224,6 +226,10 @@ func Open(ctx context.Context, cfg config.Config, o Options) (_ *Daemon, err err
 		}
 	}
 	if err := d.openStores(ctx); err != nil {
+		return nil, configErr(err)
+	}
+	// Before the components: the bridge registers itself as an observer.
+	if err := d.buildMQTT(); err != nil {
 		return nil, configErr(err)
 	}
 	if err := d.buildComponents(); err != nil {

@@ -56,6 +56,10 @@ func (d *Daemon) buildWeb() error {
 	if d.flow != nil {
 		wopts.Flow = d.flow
 	}
+	if d.mqtt != nil {
+		wopts.MQTT = d.mqtt.Status
+		d.metrics.ObserveMQTT(d.mqtt.Status)
+	}
 	srv, err := web.New(wopts)
 	if err != nil {
 		return err
@@ -139,7 +143,7 @@ func (d *Daemon) logAuthHint(st model.AuthStatus, err error, url string) {
 	}
 }
 
-// startLoops starts the scheduler, the notifier and the maintenance loop
+// startLoops starts the scheduler, the notifier, the MQTT bridge and the maintenance loop
 // (the scheduler and maintenance only without ManualSchedule).
 func (d *Daemon) startLoops(ctx context.Context, sd *sdnotify.Notifier, url string) *sync.WaitGroup {
 	var wg sync.WaitGroup
@@ -153,6 +157,10 @@ func (d *Daemon) startLoops(ctx context.Context, sd *sdnotify.Notifier, url stri
 	}
 	if d.notifier != nil {
 		wg.Go(func() { d.notifier.Run(ctx) })
+	}
+	if d.mqtt != nil {
+		// Publishes "offline" and disconnects when ctx ends.
+		wg.Go(func() { _ = d.mqtt.Run(ctx) })
 	}
 	return &wg
 }

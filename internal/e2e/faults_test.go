@@ -427,7 +427,7 @@ func TestPersistent503(t *testing.T) {
 	// all their retries, no new detail is requested; the ones already in
 	// flight (concurrency) finish their five attempts.
 	n := countEndpoint(res.reqs, "device")
-	if bound := (2 + e.app.cfg.Sync.Concurrency - 1) * tibber.DefaultMaxAttempts; n > bound || n >= len(devs)*tibber.DefaultMaxAttempts || n%tibber.DefaultMaxAttempts != 0 {
+	if bound := (2 + e.app.Config().Sync.Concurrency - 1) * tibber.DefaultMaxAttempts; n > bound || n >= len(devs)*tibber.DefaultMaxAttempts || n%tibber.DefaultMaxAttempts != 0 {
 		t.Errorf("details requested %d times, want at most %d (the storm stops the run), 5 per device tried", n, bound)
 	}
 	if n := e.count(`SELECT count(*) FROM device_snapshots`) + e.count(`SELECT count(*) FROM capability_values`); n != 0 {

@@ -103,6 +103,9 @@ type Options struct {
 	// listens beyond loopback. A random one is generated when empty.
 	PairingCode logging.Secret
 
+	// MQTT, when set, reports the MQTT bridge's state for the status page.
+	MQTT func() model.MQTTStatus
+
 	// Charts are the status page charts (default DefaultCharts()).
 	Charts []ChartSpec
 	// Location is the time zone of times on the pages (default time.Local).

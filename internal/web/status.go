@@ -36,6 +36,33 @@ type statusView struct {
 	Devices     []deviceView
 	Charts      []chartView
 	ChartHours  int
+	MQTT        *mqttView
+}
+
+// mqttView is the MQTT bridge section of the status page.
+type mqttView struct {
+	Broker      string
+	State       string
+	StateClass  string
+	Since       string
+	Published   int64
+	Errors      int64
+	LastError   string
+	LastErrorAt string
+}
+
+// mqttView describes the MQTT bridge, or nil when MQTT is off.
+func (s *Server) mqttView(now time.Time) *mqttView {
+	if s.opts.MQTT == nil {
+		return nil
+	}
+	st := s.opts.MQTT()
+	v := &mqttView{Broker: st.Broker, State: "not connected", StateClass: "bad", Since: s.fmtWhen(st.Since, now),
+		Published: st.MessagesPublished, Errors: st.Errors, LastError: st.LastError, LastErrorAt: s.fmtWhen(st.LastErrorAt, now)}
+	if st.Connected {
+		v.State, v.StateClass = "connected", "ok"
+	}
+	return v
 }
 
 type bannerView struct {
@@ -256,6 +283,7 @@ func (s *Server) statusView(sum model.Summary, now time.Time) statusView {
 		}
 		v.Devices = append(v.Devices, dv)
 	}
+	v.MQTT = s.mqttView(now)
 	return v
 }
 

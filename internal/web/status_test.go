@@ -479,6 +479,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	m.ObserveRun("devices", "ok", 12, t0)
 	m.SetBytesWritten(4096)
 	m.ObserveSummaryError()
+	m.ObserveMQTT(func() model.MQTTStatus { return model.MQTTStatus{Connected: true, LastErrorAt: t0} })
 
 	fams := scrapeMetrics(t, s.URL()+"/metrics")
 	for _, name := range documentedMetrics(t) {
