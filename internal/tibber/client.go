@@ -279,6 +279,13 @@ func (c *Client) get(ctx context.Context, u *url.URL) ([]byte, error) {
 	)
 	for {
 		if err := c.waitGate(ctx, endpoint); err != nil {
+			// Nothing is sent to the Data API, but the token source keeps
+			// its own schedule (a refresh due, or the one retry of a
+			// refresh whose answer was lost, which must come soon): the
+			// gate binds the Data API only.
+			if !haveTok {
+				_, _ = c.tokens.AccessToken(ctx)
+			}
 			return nil, err
 		}
 		if err := c.limiter.Wait(ctx); err != nil {
