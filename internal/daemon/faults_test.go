@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"context"
+	"database/sql"
 	"io"
 	"log/slog"
 	"net"
@@ -283,7 +284,7 @@ func TestStormKeepsRequestsWithinBudget(t *testing.T) {
 // get serves one request through the daemon's web handler (no socket).
 func get(d *daemon.Daemon, path string) (int, string) {
 	rec := httptest.NewRecorder()
-	req := httptest.NewRequest(http.MethodGet, "http://127.0.0.1:8765"+path, nil)
+	req := httptest.NewRequest(http.MethodGet, d.URL()+path, nil)
 	d.Web().Handler().ServeHTTP(rec, req)
 	return rec.Code, rec.Body.String()
 }
@@ -412,5 +413,72 @@ func TestServiceExitsWhenDataDBIsReplaced(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("the service kept running on a replaced data.db")
+	}
+}
+
+// 8 KiB overwritten in the middle of data.db: the daemon used to start and
+// keep writing. Now the background quick_check after start finds it,
+// writes are refused, and /readyz and the page say so and name the
+// recovery (issue 17, item 4).
+func TestDamagedDataDBFoundInTheBackground(t *testing.T) {
+	r := newRig(t)
+	d := r.open()
+	r.authorize(d)
+	if _, err := d.RunJob(context.Background(), jobs.JobDevices); err != nil {
+		t.Fatal(err)
+	}
+	_ = d.Close()
+	path := filepath.Join(r.dir, "data.db")
+	raw, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.Exec(`CREATE TABLE filler (id INTEGER PRIMARY KEY, v TEXT)`); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 400 {
+		if _, err := raw.Exec(`INSERT INTO filler (v) VALUES (?)`, strings.Repeat("z", 1000)+string(rune('a'+i%26))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = raw.Close()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mid := len(b) / 2 &^ 4095
+	for i := mid; i < mid+8192; i++ {
+		b[i] = 0x5A
+	}
+	if err := os.WriteFile(path, b, 0o640); err != nil {
+		t.Fatal(err)
+	}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d = r.openWith(daemon.Options{Listener: ln})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	deadline := time.After(60 * time.Second)
+	for !strings.Contains(strings.Join(d.Health().Last().Problems, " "), "damaged") {
+		select {
+		case <-deadline:
+			t.Fatalf("the background quick_check did not report the damage: %+v", d.Health().Last())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	code, body := get(d, "/readyz")
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "damaged") || !strings.Contains(body, "backup") {
+		t.Fatalf("readyz with a damaged data.db: %d\n%.2000s", code, body)
+	}
+	if err := d.Store().SaveJobState(context.Background(), model.JobState{Job: "devices", NextRunAt: r.clk.Now()}); err == nil {
+		t.Fatal("a write into the damaged data.db was accepted")
 	}
 }

@@ -387,7 +387,11 @@ func (s *Server) readiness(ctx context.Context) []check {
 	}
 	sum, err := s.opts.Status.Summary(ctx)
 	if err != nil {
-		return []check{{Name: "status", Detail: "cannot read data.db: " + err.Error()}}
+		checks := []check{{Name: "status", Detail: "cannot read data.db: " + err.Error()}}
+		if c, ok := s.storageCheck(); ok {
+			checks = append(checks, c)
+		}
+		return checks
 	}
 	now := s.clock.Now()
 	var checks []check
@@ -399,17 +403,7 @@ func (s *Server) readiness(ctx context.Context) []check {
 		auth.Detail += " (" + sum.Auth.Reason + ")"
 	}
 	checks = append(checks, auth)
-	if s.opts.StorageHealth != nil {
-		h := s.opts.StorageHealth()
-		c := check{Name: "storage", OK: h.OK(), Detail: "ok"}
-		switch {
-		case !h.OK():
-			c.Detail = strings.Join(h.Problems, "; ")
-		case h.Checked.IsZero():
-			c.Detail = "not checked yet"
-		default:
-			c.Detail = fmt.Sprintf("ok, %s free", humanBytes(int64(min(h.FreeBytes, 1<<62))))
-		}
+	if c, ok := s.storageCheck(); ok {
 		checks = append(checks, c)
 	}
 
@@ -504,4 +498,23 @@ func (s *Server) storageProblems() []string {
 		return nil
 	}
 	return s.opts.StorageHealth().Problems
+}
+
+// storageCheck is /readyz's storage line (ok is false without a
+// StorageHealth source).
+func (s *Server) storageCheck() (check, bool) {
+	if s.opts.StorageHealth == nil {
+		return check{}, false
+	}
+	h := s.opts.StorageHealth()
+	c := check{Name: "storage", OK: h.OK(), Detail: "ok"}
+	switch {
+	case !h.OK():
+		c.Detail = strings.Join(h.Problems, "; ")
+	case h.Checked.IsZero():
+		c.Detail = "not checked yet"
+	default:
+		c.Detail = fmt.Sprintf("ok, %s free", humanBytes(int64(min(h.FreeBytes, 1<<62))))
+	}
+	return c, true
 }
