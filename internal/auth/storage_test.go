@@ -254,3 +254,33 @@ func TestFullDiskAtRefreshThenRestartLosesNothing(t *testing.T) {
 		t.Fatal("stored refresh token is not the simulator's current one")
 	}
 }
+
+// The save of a token whose commit failed is retried in the background
+// every few seconds, without any further token call (issue 17, item 1).
+func TestUnsavedTokenIsRetriedInTheBackground(t *testing.T) {
+	e := newEnv(t)
+	e.setup()
+	spy := &spyStore{Store: e.store}
+	e.opts.Store = spy
+	src := e.source()
+	t.Cleanup(func() { _ = src.Close(bg) })
+	spy.fail.Store(true)
+	e.clk.Advance(time.Hour)
+	tok, err := src.AccessToken(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spy.fail.Store(false)
+	// The first retry comes after persistRetryMin (2 s of real time); the
+	// bound only stops a broken test.
+	deadline := time.Now().Add(time.Minute)
+	for !e.grant().Token.AccessToken.Equal(tok) {
+		if time.Now().After(deadline) {
+			t.Fatal("the unsaved token was not stored by the background retry")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(e.logs.String(), "refreshed token stored after earlier failure") {
+		t.Fatalf("recovery not logged:\n%s", e.logs.String())
+	}
+}
