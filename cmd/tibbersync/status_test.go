@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"database/sql"
 	"encoding/xml"
 	"io"
@@ -130,11 +129,15 @@ func syncedAppSim(t *testing.T) (*daemon.Daemon, *clock.Fake, string, *simulator
 	return a, clk, cfg.Storage.Dir, sim
 }
 
-// TestStatusPageChartsSimulatorData renders / from real data: the page is
-// well-formed, and the state-of-charge chart has a polyline per battery and
-// vehicle with a point for each stored change.
+// TestStatusPageChartsSimulatorData renders / from real data after a
+// 30-day backfill: every chart is drawn from stored history (data-source
+// "history"), is well-formed, and the battery's hourly state of charge has a
+// point for (nearly) every hour of the last 7 days, not one dot.
 func TestStatusPageChartsSimulatorData(t *testing.T) {
-	a, clk, _ := syncedApp(t)
+	a, _, _ := syncedApp(t)
+	if r, err := a.RunJob(testCtx(t, 60*time.Second), "history"); err != nil || r.Status != "ok" {
+		t.Fatalf("history: %+v %v", r, err)
+	}
 	// The daemon's own web server on its listener.
 	if err := a.Web().Open(); err != nil {
 		t.Fatal(err)
@@ -149,40 +152,41 @@ func TestStatusPageChartsSimulatorData(t *testing.T) {
 		t.Fatalf("GET /: %s\n%s", resp.Status, body)
 	}
 	page := string(body)
-	svgs := regexp.MustCompile(`(?s)<svg class="plot".*?</svg>`).FindAllString(page, -1)
+	svgs := regexp.MustCompile(`(?s)<figure class="chart" id="([^"]+)">.*?(<svg class="plot".*?</svg>)`).FindAllStringSubmatch(page, -1)
 	if len(svgs) == 0 {
 		t.Fatalf("no chart on the status page:\n%s", page)
 	}
-	var soc string
-	for _, s := range svgs {
+	var socHour, energyDay string
+	for _, m := range svgs {
+		s := m[2]
 		if err := xml.Unmarshal([]byte(s), new(struct{})); err != nil {
 			t.Fatalf("chart SVG is not well-formed XML: %v\n%s", err, s)
 		}
-		if strings.Contains(s, "stateOfCharge") || strings.Contains(s, "state of charge") || strings.Contains(strings.ToLower(s), "charge") {
-			soc = s
+		if !strings.Contains(s, `data-source="history"`) {
+			t.Fatalf("chart %s is not drawn from history", m[1])
+		}
+		switch {
+		case strings.HasSuffix(m[1], "-soc-hour") && socHour == "":
+			socHour = s
+		case strings.HasSuffix(m[1], "-energy-day") && energyDay == "":
+			energyDay = s
 		}
 	}
-	if soc == "" {
-		t.Fatalf("no state-of-charge chart among %d charts", len(svgs))
+	if socHour == "" || energyDay == "" {
+		t.Fatalf("no hourly state-of-charge or daily energy chart among %d charts", len(svgs))
 	}
-	lines := regexp.MustCompile(`points="([^"]+)"`).FindAllStringSubmatch(soc, -1)
-	if len(lines) < 2 {
-		t.Fatalf("state-of-charge chart has %d polylines, want one per battery and vehicle (>= 2):\n%s", len(lines), soc)
+	points := func(svg string) int {
+		most := 0
+		for _, d := range regexp.MustCompile(` d="([^"]+)"`).FindAllStringSubmatch(svg, -1) {
+			most = max(most, strings.Count(d[1], ",")) // one comma per point
+		}
+		return most
 	}
-	series, err := a.Store().CapabilitySeries(context.Background(), "storage.stateOfCharge", clk.Now().Add(-24*time.Hour))
-	if err != nil {
-		t.Fatal(err)
+	if n := points(socHour); n < 150 {
+		t.Fatalf("hourly state of charge has %d points, want about 168 (7 days)", n)
 	}
-	maxPoints := 0
-	for _, s := range series {
-		maxPoints = max(maxPoints, len(s.Points))
-	}
-	most := 0
-	for _, l := range lines {
-		most = max(most, len(strings.Fields(l[1])))
-	}
-	if maxPoints < 3 || most < 3 {
-		t.Fatalf("simulator data gave %d points at most and the chart %d; want a real curve", maxPoints, most)
+	if n := points(energyDay); n < 25 {
+		t.Fatalf("daily energy has %d points, want about 30", n)
 	}
 }
 
@@ -307,9 +311,39 @@ func TestSchemaDocExampleQueries(t *testing.T) {
 				t.Errorf("example query fails: %v\n%s", err, q)
 				continue
 			}
+			cols, err := rows.Columns()
+			if err != nil {
+				t.Fatal(err)
+			}
+			named := false
+			for _, c := range cols {
+				if c == "device_id" {
+					t.Errorf("example prints 80-character device ids instead of names:\n%s", q)
+				}
+				named = named || c == "device_name" || c == "name"
+			}
+			if strings.Contains(q, "device") && strings.Contains(q, "history") && !named {
+				t.Errorf("history example prints no device name:\n%s", q)
+			}
 			n := 0
 			for rows.Next() {
 				n++
+				vals := make([]any, len(cols))
+				ptrs := make([]any, len(cols))
+				for i := range vals {
+					ptrs[i] = &vals[i]
+				}
+				if err := rows.Scan(ptrs...); err != nil {
+					t.Fatal(err)
+				}
+				for i, c := range cols {
+					if c != "device_name" && c != "name" {
+						continue
+					}
+					if v, ok := vals[i].(string); !ok || v == "" {
+						t.Errorf("example prints an empty %s (%#v):\n%s", c, vals[i], q)
+					}
+				}
 			}
 			if err := rows.Err(); err != nil {
 				t.Errorf("example query: %v\n%s", err, q)

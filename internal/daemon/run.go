@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tibbersync/tibbersync/internal/auth"
+	"github.com/tibbersync/tibbersync/internal/health"
 	"github.com/tibbersync/tibbersync/internal/metrics"
 	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/sdnotify"
@@ -52,6 +53,7 @@ func (d *Daemon) buildWeb() error {
 		ParseRedirect:    auth.ParseRedirect,
 		OnAuthorized:     d.authorized,
 		StorageHealth:    d.health.Last,
+		ExtraChecks:      d.storageChecks,
 	}
 	if d.flow != nil {
 		wopts.Flow = d.flow
@@ -76,6 +78,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	for _, w := range auth.CheckRedirectURL(d.cfg.Tibber.RedirectURL, d.cfg.Web.Listen) {
 		d.log.Warn("redirect uri check: " + w)
 	}
+	// The control socket first: the web page's /callback may tell it.
+	d.openControl()
+	if d.ctl != nil {
+		defer d.ctl.Close()
+	}
 	if err := d.srv.Open(); err != nil {
 		return err
 	}
@@ -92,6 +99,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	close(d.ready)
 
+	// History runs again right after the first devices run only when it
+	// has no devices to work on yet; with devices stored, its own first run
+	// covers them, and a second run back to back would repeat the work.
+	if n, err := d.activeDevices(ctx); err == nil && n > 0 {
+		d.historyAfterDevices.Store(false)
+	}
 	runCtx, cancel := context.WithCancel(ctx)
 	// A database file replaced or deleted under the daemon (Service only)
 	// ends Run with an error, so that systemd restarts it on the file that
@@ -102,6 +115,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.fileGone = stopCancel
 	d.maintMu.Unlock()
 	wg := d.startLoops(runCtx, sd, url)
+	d.serveControl(runCtx, wg)
 	// data.db's quick_check runs in the background: a large file on a Pi
 	// must not delay readiness. Damage makes the store refuse writes and
 	// shows on /readyz and the status page.
@@ -123,6 +137,21 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.sched.Wait()
 	d.log.Info("stopped")
 	return exitErr
+}
+
+// activeDevices counts the devices stored and not removed.
+func (d *Daemon) activeDevices(ctx context.Context) (int, error) {
+	homes, err := d.data.ActiveHomeDevices(ctx)
+	if err != nil {
+		return 0, err
+	}
+	seen := map[string]bool{}
+	for _, devs := range homes {
+		for _, dev := range devs {
+			seen[dev.ID] = true
+		}
+	}
+	return len(seen), nil
 }
 
 // logAuthHint tells the user at start-up what to do, if anything.
@@ -244,6 +273,12 @@ func (d *Daemon) exitIfFileGone() {
 	}
 	d.log.Error("a database file was replaced or deleted under the running daemon; exiting so that systemd restarts it on the file now there", "err", err)
 	gone(fmt.Errorf("restart needed: %w", err))
+}
+
+// storageChecks is the storage line of /readyz and the page's verdict: the
+// last storage check (every minute and before each job).
+func (d *Daemon) storageChecks(context.Context) []health.Check {
+	return []health.Check{health.StorageCheck(d.health.Last())}
 }
 
 // warnStorage logs the storage problems when they change.

@@ -131,7 +131,7 @@ func fullSummary() model.Summary {
 		},
 		Jobs: []model.JobSummary{
 			{Job: "devices", LastSuccessAt: t0.Add(-5 * time.Minute), ConsecutiveFailures: 0},
-			{Job: "history", LastSuccessAt: t0.Add(-2 * time.Hour), ConsecutiveFailures: 4},
+			{Job: "history", LastSuccessAt: t0.Add(-2 * time.Hour), ConsecutiveFailures: 4, Running: true, Progress: &model.RunProgress{StreamsDone: 1, StreamsTotal: 4, Fraction: 0.25}},
 		},
 		Tables:      map[string]int64{"devices": 3, "device_history": 12345},
 		DataDBBytes: 4096 * 10,
