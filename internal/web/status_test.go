@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -120,26 +119,6 @@ func hourlySoC(now time.Time) []model.HistorySeries {
 		pts = append(pts, model.HistoryPoint{Start: start, Offset: time.Duration(off) * time.Second, Value: float64(h % 100)})
 	}
 	return []model.HistorySeries{{DeviceID: "d1", DeviceName: "Home battery", Resolution: "hour", Metric: "storage.stateOfCharge", Points: pts}}
-}
-
-type pt struct{ x, y float64 }
-
-func parsePoints(t *testing.T, s string) []pt {
-	t.Helper()
-	var out []pt
-	for _, f := range strings.Fields(s) {
-		xs, ys, ok := strings.Cut(f, ",")
-		if !ok {
-			t.Fatalf("bad point %q", f)
-		}
-		x, err1 := strconv.ParseFloat(xs, 64)
-		y, err2 := strconv.ParseFloat(ys, 64)
-		if err1 != nil || err2 != nil {
-			t.Fatalf("bad point %q", f)
-		}
-		out = append(out, pt{x, y})
-	}
-	return out
 }
 
 func TestStatusPageRendersEverything(t *testing.T) {
