@@ -80,13 +80,25 @@ func rootOwned(t *testing.T, dir string) []string {
 	return bad
 }
 
-func setKey(t *testing.T, conf, key, value string) string {
+// setKey sets key in [section] of the packaged config, as an admin edits it.
+func setKey(t *testing.T, conf, section, key, value string) string {
 	t.Helper()
-	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(key) + ` = .*$`)
-	if n := len(re.FindAllString(conf, -1)); n != 1 {
-		t.Fatalf("packaged config has %d %q lines, want 1", n, key)
+	start := strings.Index(conf, "\n["+section+"]\n")
+	if start < 0 {
+		t.Fatalf("packaged config has no [%s]", section)
 	}
-	return re.ReplaceAllLiteralString(conf, key+" = "+value)
+	end := strings.Index(conf[start+1:], "\n[")
+	if end < 0 {
+		end = len(conf)
+	} else {
+		end += start + 1
+	}
+	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(key) + ` = .*$`)
+	body := conf[start:end]
+	if n := len(re.FindAllString(body, -1)); n != 1 {
+		t.Fatalf("packaged config has %d %q lines in [%s], want 1", n, key, section)
+	}
+	return conf[:start] + re.ReplaceAllLiteralString(body, key+" = "+value) + conf[end:]
 }
 
 // TestPackagedDaemonHeadlessSetup is the issue's end-to-end test: the
@@ -165,16 +177,17 @@ func TestPackagedDaemonHeadlessSetup(t *testing.T) {
 	}
 	conf := string(b)
 	for k, v := range map[string]string{
-		"client_id":    fmt.Sprintf("%q", simulator.DefaultClientID),
-		"redirect_url": fmt.Sprintf("%q", redirect),
-		"auth_url":     fmt.Sprintf("%q", simSrv.URL+"/connect/authorize"),
-		"token_url":    fmt.Sprintf("%q", simSrv.URL+"/connect/token"),
-		"userinfo_url": fmt.Sprintf("%q", simSrv.URL+"/connect/userinfo"),
-		"api_url":      fmt.Sprintf("%q", simSrv.URL),
-		"dir":          fmt.Sprintf("%q", state),
-		"listen":       fmt.Sprintf("%q", webAddr),
+		"tibber.client_id":    fmt.Sprintf("%q", simulator.DefaultClientID),
+		"tibber.redirect_url": fmt.Sprintf("%q", redirect),
+		"tibber.auth_url":     fmt.Sprintf("%q", simSrv.URL+"/connect/authorize"),
+		"tibber.token_url":    fmt.Sprintf("%q", simSrv.URL+"/connect/token"),
+		"tibber.userinfo_url": fmt.Sprintf("%q", simSrv.URL+"/connect/userinfo"),
+		"tibber.api_url":      fmt.Sprintf("%q", simSrv.URL),
+		"storage.dir":         fmt.Sprintf("%q", state),
+		"web.listen":          fmt.Sprintf("%q", webAddr),
 	} {
-		conf = setKey(t, conf, k, v)
+		section, key, _ := strings.Cut(k, ".")
+		conf = setKey(t, conf, section, key, v)
 	}
 	if !strings.Contains(conf, `client_secret_file = ""`) {
 		t.Fatal("the packaged config names a client_secret_file")

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"syscall"
@@ -69,8 +70,19 @@ func (c *Client) dial(ctx context.Context) (net.Conn, error) {
 	if to == 0 {
 		to = 2 * time.Second
 	}
+	addr, done, err := sockAddr(c.Path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, ErrNoDaemon
+		}
+		if errors.Is(err, fs.ErrPermission) {
+			return nil, fmt.Errorf("%w %s (uid %d): run the command as root (sudo), or join the daemon's group: sudo usermod -aG tibbersync $USER, then log in again", ErrPermission, c.Path, os.Geteuid())
+		}
+		return nil, fmt.Errorf("control socket %s: %w", c.Path, err)
+	}
 	d := net.Dialer{Timeout: to}
-	conn, err := d.DialContext(ctx, "unix", c.Path)
+	conn, err := d.DialContext(ctx, "unix", addr)
+	done()
 	if err == nil {
 		return conn, nil
 	}

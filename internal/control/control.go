@@ -23,7 +23,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/url"
+	"os"
 	"path/filepath"
 
 	"github.com/tibbersync/tibbersync/internal/model"
@@ -103,6 +105,23 @@ var ErrNoDaemon = errors.New("no daemon is running on this state directory")
 
 // ErrPermission means the socket exists but this user may not connect.
 var ErrPermission = errors.New("permission denied on the daemon's control socket")
+
+// maxSunPath is what fits in sockaddr_un.sun_path with its NUL.
+const maxSunPath = 107
+
+// sockAddr returns a name for the socket at path that fits sun_path: a long
+// path (a deep test directory) is reached through /proc/self/fd of its
+// opened directory. done releases that directory after bind or connect.
+func sockAddr(path string) (addr string, done func(), err error) {
+	if len(path) <= maxSunPath {
+		return path, func() {}, nil
+	}
+	dir, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return "", nil, err
+	}
+	return fmt.Sprintf("/proc/self/fd/%d/%s", dir.Fd(), filepath.Base(path)), func() { dir.Close() }, nil
+}
 
 func encode(v any) ([]byte, error) {
 	b, err := json.Marshal(v)

@@ -287,3 +287,35 @@ func TestPeerPolicy(t *testing.T) {
 		t.Fatalf("peerOf = %+v, %v", p, err)
 	}
 }
+
+// A state directory deeper than sun_path allows still gets its socket.
+func TestLongPath(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), strings.Repeat("d", 60), strings.Repeat("e", 60))
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if len(SocketPath(dir)) <= maxSunPath {
+		t.Fatalf("path %d bytes is not long", len(SocketPath(dir)))
+	}
+	srv, err := Listen(Options{Dir: dir, Status: func(context.Context) (model.AuthStatus, error) {
+		return model.AuthStatus{State: model.AuthOK}, nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { srv.Serve(ctx); close(done) }()
+	if fi, err := os.Stat(SocketPath(dir)); err != nil || fi.Mode().Type() != os.ModeSocket || fi.Mode().Perm() != 0o660 {
+		t.Fatalf("socket at its real path: %v %v", fi, err)
+	}
+	st, err := NewClient(dir).Probe(ctx)
+	if err != nil || st.Status.State != model.AuthOK {
+		t.Fatalf("probe over a long path: %+v %v", st, err)
+	}
+	cancel()
+	<-done
+	if _, err := os.Stat(SocketPath(dir)); !os.IsNotExist(err) {
+		t.Fatalf("socket left after Close: %v", err)
+	}
+}

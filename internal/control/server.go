@@ -81,7 +81,7 @@ func Listen(o Options) (*Server, error) {
 		if fi.Mode().Type() != os.ModeSocket {
 			return nil, fmt.Errorf("control socket %q exists and is not a socket; remove it", path)
 		}
-		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		if c, err := (&Client{Path: path, DialTimeout: time.Second}).dial(context.Background()); err == nil {
 			c.Close()
 			return nil, fmt.Errorf("control socket %q: another daemon answers on it", path)
 		}
@@ -89,11 +89,17 @@ func Listen(o Options) (*Server, error) {
 			return nil, fmt.Errorf("remove stale control socket: %w", err)
 		}
 	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	addr, done, err := sockAddr(path)
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
-	ln.SetUnlinkOnClose(true)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: addr, Net: "unix"})
+	done()
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	// Close removes the socket by its real path (addr may be a /proc name).
+	ln.SetUnlinkOnClose(false)
 	if err := os.Chmod(path, 0o660); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("control socket: %w", err)
@@ -156,6 +162,7 @@ func (s *Server) Close() {
 	s.closed = true
 	s.mu.Unlock()
 	s.ln.Close()
+	_ = os.Remove(s.path)
 }
 
 // Authorized tells waiting clients (the browser flow) that the daemon is

@@ -547,3 +547,26 @@ func TestMetricsNilIs404(t *testing.T) {
 		t.Fatalf("/metrics without Metrics: %d, want 404", r.status)
 	}
 }
+
+// TestNoConnectButtonWithoutClient: without a configured client the page
+// offers the setup steps, never a Connect button that can only fail.
+func TestNoConnectButtonWithoutClient(t *testing.T) {
+	opts := baseOptions(&syncBuffer{})
+	opts.ClientConfigured = false
+	opts.Flow = nil
+	opts.ConfigHint = "set [tibber].client_id"
+	opts.Status = &fakeStatus{SummaryFn: func(context.Context) (model.Summary, error) {
+		return model.Summary{Auth: model.AuthSummary{State: model.AuthSetupRequired}}, nil
+	}}
+	_, ts := handlerServer(t, opts)
+	r := get(t, noRedirect(), ts.URL+"/")
+	if r.status != http.StatusOK {
+		t.Fatalf("status %d", r.status)
+	}
+	mustContain(t, r.body, "Tibber client not configured", "set [tibber].client_id", `href="/setup">Setup steps</a>`, `id="auth-action"`)
+	for _, bad := range []string{"Connect to Tibber</a>", `href="/setup/start"`, "renewed", "days left"} {
+		if strings.Contains(r.body, bad) {
+			t.Errorf("page without a client offers %q", bad)
+		}
+	}
+}
