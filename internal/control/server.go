@@ -63,7 +63,7 @@ type Server struct {
 	// closeOnce makes Close idempotent and makes a second caller wait
 	// until the socket file is removed.
 	closeOnce sync.Once
-	wg     sync.WaitGroup
+	wg        sync.WaitGroup
 }
 
 // Listen creates the socket (mode 0660, group of the state directory). A
