@@ -110,6 +110,11 @@ func cmdStatus(ctx context.Context, g globalFlags, args []string, env *environme
 // judge is health.Evaluate, the verdict /readyz and the page use too.
 func judge(s model.Summary, intervals map[string]time.Duration, now time.Time, extra ...health.Check) statusReport {
 	v := health.Evaluate(s, intervals, now, extra...)
+	if s.Auth.State != model.AuthOK {
+		// No usable token: no expiry to renew and no refresh-token
+		// lifetime to promise; the auth check's action says what to do.
+		s.Auth.AccessExpiresAt, s.Auth.RefreshExpiresEst = time.Time{}, time.Time{}
+	}
 	rep := statusReport{Summary: s, Healthy: v.Healthy, ExitCode: v.ExitCode, Checks: v.Checks}
 	for _, c := range v.Checks {
 		if c.OK {
