@@ -12,11 +12,15 @@ import (
 	"net/url"
 	"os"
 	"os/user"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/tibbersync/tibbersync/internal/model"
 )
@@ -187,8 +191,12 @@ func (s *Server) generation() (int, chan struct{}) {
 	return s.gen, s.genCh
 }
 
-// Peer is a connecting process as SO_PEERCRED reports it.
-type Peer struct{ PID, UID, GID int }
+// Peer is a connecting process as SO_PEERCRED (and SO_PEERGROUPS, its
+// supplementary groups) reports it.
+type Peer struct {
+	PID, UID, GID int
+	Groups        []int
+}
 
 func peerOf(c *net.UnixConn) (Peer, error) {
 	raw, err := c.SyscallConn()
@@ -196,16 +204,35 @@ func peerOf(c *net.UnixConn) (Peer, error) {
 		return Peer{}, err
 	}
 	var cred *syscall.Ucred
+	var groups []int
 	var serr error
 	if err := raw.Control(func(fd uintptr) {
 		cred, serr = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
+		groups = peerGroups(fd)
 	}); err != nil {
 		return Peer{}, err
 	}
 	if serr != nil {
 		return Peer{}, serr
 	}
-	return Peer{PID: int(cred.Pid), UID: int(cred.Uid), GID: int(cred.Gid)}, nil
+	return Peer{PID: int(cred.Pid), UID: int(cred.Uid), GID: int(cred.Gid), Groups: groups}, nil
+}
+
+// peerGroups reads SO_PEERGROUPS (Linux 4.13+): the peer's supplementary
+// groups as an array of gid_t. nil when the kernel cannot tell.
+func peerGroups(fd uintptr) []int {
+	buf := make([]uint32, 256)
+	n := uint32(len(buf) * 4)
+	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.SOL_SOCKET, unix.SO_PEERGROUPS,
+		uintptr(unsafe.Pointer(&buf[0])), uintptr(unsafe.Pointer(&n)), 0)
+	if e != 0 {
+		return nil
+	}
+	var out []int
+	for _, g := range buf[:min(int(n)/4, len(buf))] {
+		out = append(out, int(g))
+	}
+	return out
 }
 
 // overflowUID is the uid an unmapped user appears as inside a user
@@ -230,7 +257,7 @@ func (s *Server) allowed(p Peer) error {
 		return nil
 	}
 	if s.sockGID >= 0 {
-		if p.GID == s.sockGID {
+		if p.GID == s.sockGID || slices.Contains(p.Groups, s.sockGID) {
 			return nil
 		}
 		groupsOf := s.o.GroupsOf
