@@ -40,10 +40,9 @@ func (c *dataCheck) fail(format string, args ...any) {
 //	D1 PRAGMA integrity_check is "ok" and foreign_key_check finds nothing.
 //	D2 No half-written inventory batch: every time stamp a homes/devices
 //	   batch writes (snapshot and value observed_at, first_seen_at of homes,
-//	   devices and links) lies within [started_at, finished_at] of a
-//	   finished homes or devices sync_runs row, which the same transaction
-//	   finishes (the finish time includes the save, so it is at or after
-//	   the batch's observation time).
+//	   devices and links) lies within a finished homes or devices
+//	   sync_runs row (started_at..finished_at), which the same transaction
+//	   finishes (its finished_at includes the save).
 //	D3 No checkpoint ahead of its rows: a history checkpoint's last_period
 //	   is never newer than the newest stored period of its stream.
 //	D4 No duplicates: values and snapshots are stored on change only, so no
@@ -99,10 +98,10 @@ WITH stamps(t) AS (
     UNION SELECT first_seen_at FROM devices
     UNION SELECT first_seen_at FROM home_devices
 ), orphan(t) AS (
-    SELECT t FROM stamps
+    SELECT t FROM stamps AS s
     WHERE NOT EXISTS (SELECT 1 FROM sync_runs AS r
-                      WHERE r.job IN ('homes', 'devices') AND r.finished_at IS NOT NULL
-                        AND t BETWEEN r.started_at AND r.finished_at)
+                      WHERE r.job IN ('homes', 'devices') AND r.status <> 'running'
+                        AND s.t BETWEEN r.started_at AND r.finished_at)
 )
 SELECT count(*), min(t) FROM orphan`).Scan(&orphans, &example)
 	if err != nil {

@@ -609,3 +609,34 @@ func TestNewRejectsBadOptions(t *testing.T) {
 	}
 	_ = errors.New
 }
+
+// TestSameClientIDDoesNotFlap: two bridges with one client id kick each
+// other off the broker; each backs off (no tight reconnect-and-republish
+// loop) and the error names the likely cause.
+func TestSameClientIDDoesNotFlap(t *testing.T) {
+	b := startBroker(t)
+	o := mqtt.Options{URL: "mqtt://" + b.Plain, ClientID: "tibbersync-twin", QoS: 1}
+	r1 := startPublisher(t, newSource(), o)
+	r2 := startPublisher(t, newSource(), o)
+	waitUntil(t, "both bridges to have been kicked", func() bool {
+		return r1.pub.Status().Errors >= 2 && r2.pub.Status().Errors >= 2
+	})
+	for _, r := range []*rig{r1, r2} {
+		if e := r.pub.Status().LastError; !strings.Contains(e, `mqtt.client_id "tibbersync-twin"`) {
+			t.Errorf("error %q does not point at the shared client id", e)
+		}
+	}
+	// With a 20 ms minimum and a 300 ms maximum backoff, a loop that reset
+	// the backoff on every short connection would reconnect ~50 times a
+	// second; backing off, the two together stay far below that.
+	start := r1.pub.Status().Errors + r2.pub.Status().Errors
+	startPasses := r1.pub.Passes() + r2.pub.Passes()
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond) // observation window; the assertion below is an upper bound
+	}
+	if n := r1.pub.Status().Errors + r2.pub.Status().Errors - start; n > 40 {
+		t.Errorf("%d reconnects in 3 s: the bridges flap", n)
+	}
+	t.Logf("%d drops and %d full publishes in 3 s", r1.pub.Status().Errors+r2.pub.Status().Errors-start, r1.pub.Passes()+r2.pub.Passes()-startPasses)
+}
