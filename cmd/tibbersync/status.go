@@ -203,6 +203,9 @@ func printStatus(w io.Writer, rep statusReport, now time.Time) {
 	if len(s.Auth.GrantedScopes) > 0 {
 		fmt.Fprintf(w, "  granted: %s\n", strings.Join(s.Auth.GrantedScopes, " "))
 	}
+	if len(s.Auth.MissingScopes) > 0 {
+		fmt.Fprintf(w, "  missing scopes: %s (their devices stay invisible)\n", strings.Join(s.Auth.MissingScopes, " "))
+	}
 	if len(s.Categories) > 0 {
 		var cats []string
 		for c, v := range s.Categories {

@@ -44,6 +44,11 @@ func hasStatus(err error, code int) bool {
 // resolution the device does not support, or a stale cursor).
 func isBadRequest(err error) bool { return hasStatus(err, http.StatusBadRequest) }
 
+// isForbidden reports whether the API answered 403 (insufficient
+// permission: for a device's detail or history, its category's scope). It
+// is never retried and never refreshes the token.
+func isForbidden(err error) bool { return hasStatus(err, http.StatusForbidden) }
+
 // isNotFound reports whether the API answered 404.
 func isNotFound(err error) bool { return hasStatus(err, http.StatusNotFound) }
 

@@ -62,6 +62,9 @@ type streamOutcome struct {
 	fatal error
 	// errs are the API errors met, for Retry-After.
 	errs []error
+	// forbidden: the API answered 403 (the device's category scope is not
+	// granted).
+	forbidden bool
 }
 
 // stormLimit is how many streams in a row may fail with retryable server
@@ -133,6 +136,8 @@ func (s *Syncer) RunHistory(ctx context.Context) (model.Run, error) {
 		hardFailed, rejected int
 		attempted            int
 		stormStreams         int
+		// access is what this run's answers showed about category scopes.
+		access = map[model.Category]bool{}
 	)
 	budgetEnd := s.historyBudgetEnd(run.StartedAt)
 	for i, st := range streams {
@@ -152,6 +157,7 @@ func (s *Syncer) RunHistory(ctx context.Context) (model.Run, error) {
 		rows += out.inserted + out.updated
 		problems = append(problems, out.problems...)
 		errs = append(errs, out.errs...)
+		noteCategoryAccess(access, st.dev.Category, out)
 		if out.failed {
 			hardFailed++
 		}
@@ -168,6 +174,7 @@ func (s *Syncer) RunHistory(ctx context.Context) (model.Run, error) {
 		}
 	}
 
+	s.recordCategoryAccess(ctx, access, log)
 	run.RowsWritten = rows
 	run.Status = StatusOK
 	if len(problems) > 0 {
@@ -198,6 +205,42 @@ func (s *Syncer) RunHistory(ctx context.Context) (model.Run, error) {
 	run.Error = summarize(problems, 0, 0)
 	log.Debug("history run done", "streams", len(streams), "pages", pages, "rows", rows, "status", run.Status)
 	return s.record(ctx, run, m, retErr)
+}
+
+// noteCategoryAccess notes what a stream showed about its device category's
+// scope: a page proves it granted, a 403 says it is not (unless another
+// stream of the category got a page).
+func noteCategoryAccess(access map[model.Category]bool, c model.Category, out streamOutcome) {
+	if model.CategoryScopes[c] == "" {
+		return
+	}
+	switch {
+	case out.pages > 0:
+		access[c] = true
+	case out.forbidden && !access[c]:
+		access[c] = false
+	}
+}
+
+// recordCategoryAccess stores what the run learnt about category scopes,
+// so the missing-scope report stays true when the token response named no
+// scopes. It never touches tokens; a failure is only logged.
+func (s *Syncer) recordCategoryAccess(ctx context.Context, access map[model.Category]bool, log *slog.Logger) {
+	r, ok := s.Store.(CategoryAccessRecorder)
+	if !ok || len(access) == 0 {
+		return
+	}
+	for c, g := range access {
+		if !g {
+			log.Warn("Tibber refuses a device category: its scope is not granted; run 'tibbersync setup' and grant it to see these devices",
+				"category", string(c), "scope", model.CategoryScopes[c])
+		}
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
+	if err := r.RecordCategoryAccess(rctx, access); err != nil {
+		log.Warn("record category access", "err", err)
+	}
 }
 
 // historyStreams lists the streams to sync, in a stable order. A device
@@ -475,6 +518,10 @@ func (s *Syncer) pageFailed(ctx context.Context, sr *streamRun, err error) {
 		out.rejected = true
 		sr.cp.NextURL = ""
 		problem = fmt.Sprintf("stored next link refused, restarting from the last period next run: %v", err)
+	case isForbidden(err):
+		out.failed, out.forbidden = true, true
+		problem = fmt.Sprintf("page %d: Tibber refuses this device (the %s scope is not granted): %v",
+			out.pages+1, cmp.Or(model.CategoryScopes[sr.st.dev.Category], "category"), err)
 	default:
 		out.failed = true
 		problem = fmt.Sprintf("page %d: %v", out.pages+1, err)

@@ -39,3 +39,12 @@ type Store interface {
 	// SaveHistoryPage upserts the page's items and saves cp in one transaction.
 	SaveHistoryPage(ctx context.Context, deviceID, resolution string, page model.HistoryPage, cp model.HistoryCheckpoint) (model.HistoryResult, error)
 }
+
+// CategoryAccessRecorder is implemented by a Store that records what API
+// answers showed about category scopes (*store.DB): false after a 403 to a
+// request that needs the category's scope, true after a success. The
+// history job reports through it; the devices job through
+// InventoryBatch.ScopeRefused.
+type CategoryAccessRecorder interface {
+	RecordCategoryAccess(ctx context.Context, access map[model.Category]bool) error
+}

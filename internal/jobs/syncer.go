@@ -380,6 +380,11 @@ func (s *Syncer) runInventory(ctx context.Context, job string, withDetails bool)
 			r.err = checkDetail(t.listed, &r.dev)
 		}
 		if r.err != nil {
+			if isForbidden(r.err) {
+				// Tibber refuses this device: its category's scope is
+				// not granted (the store knows the category).
+				batch.ScopeRefused = append(batch.ScopeRefused, t.listed.ID)
+			}
 			detailFailed++
 			errs = append(errs, r.err)
 			problems = append(problems, fmt.Sprintf("device %s: %v", deviceLabel(t.listed), r.err))

@@ -41,6 +41,11 @@ type InventoryBatch struct {
 	// GrantedScopes are the scopes of the token used, so the store can record
 	// which categories are not granted.
 	GrantedScopes []string
+	// ScopeRefused are ids of listed devices whose detail the API answered
+	// with 403 (insufficient permission): the store marks the category each
+	// was last stored with as not granted, unless a detail of the same
+	// category in this batch proves the scope granted.
+	ScopeRefused []string
 }
 
 // JobState is the persisted scheduling state of one job.

@@ -43,8 +43,16 @@ func (s *Simulator) handleAPI(w *bufWriter, rc *reqCtx) {
 		return
 	}
 	d := s.acct.device(rc.segs[3])
-	if d == nil || !d.listedUnder(h.id) || !c.has(d.spec.scope) {
+	if d == nil || !d.listedUnder(h.id) {
 		s.problem(w, 404, "Device not found")
+		return
+	}
+	if !c.has(d.spec.scope) {
+		if s.opts.MissingScope403 {
+			s.problem(w, 403, "The token lacks the scope of this device's category.")
+		} else {
+			s.problem(w, 404, "Device not found")
+		}
 		return
 	}
 	if rc.endpoint == "device" {

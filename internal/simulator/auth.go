@@ -595,9 +595,13 @@ func (s *Simulator) tokenResponseLocked(rc *reqCtx, g *grant, refresh, nonce str
 		expiresIn = fmt.Sprint(secs)
 	}
 	s.stats.TokensIssued++
+	scope := strings.Join(g.scopes, " ")
+	if s.opts.OmitScope {
+		scope = ""
+	}
 	return TokenResponse{
 		AccessToken: at, RefreshToken: refresh, ExpiresIn: expiresIn, TokenType: "Bearer",
-		Scope: strings.Join(g.scopes, " "), IDToken: idTok,
+		Scope: scope, IDToken: idTok,
 	}
 }
 

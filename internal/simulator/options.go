@@ -155,6 +155,14 @@ type Options struct {
 	MissingHomesScope403 bool
 	// ForeignHome403 answers 403 for a home that is not the user's (default 404).
 	ForeignHome403 bool
+	// MissingScope403 answers the detail and history of a device whose
+	// category scope the token lacks with 403 (insufficient permission)
+	// instead of 404; such a device stays out of lists either way.
+	MissingScope403 bool
+	// OmitScope leaves scope out of every token response, as Tibber's own
+	// documented example does (RFC 6749 §5.1 allows it when the grant is
+	// what was requested). The grant itself is unchanged.
+	OmitScope bool
 	// BoundaryGap is how long energyFlow.<period>.* capabilities are null or
 	// missing after a period boundary (default 1m; set NoBoundaryGap for 0).
 	BoundaryGap time.Duration

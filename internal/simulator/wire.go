@@ -135,7 +135,7 @@ type TokenResponse struct {
 	RefreshToken string `json:"refresh_token,omitempty"`
 	ExpiresIn    any    `json:"expires_in"`
 	TokenType    string `json:"token_type"`
-	Scope        string `json:"scope"`
+	Scope        string `json:"scope,omitempty"` // empty only with Options.OmitScope
 	IDToken      string `json:"id_token,omitempty"`
 }
 

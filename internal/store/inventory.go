@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -59,6 +61,9 @@ func (db *DB) SaveInventory(ctx context.Context, run model.Run, b model.Inventor
 		if err := saveSeenCategories(ctx, tx, b.Details); err != nil {
 			return run, fmt.Errorf("save inventory: category access: %w", err)
 		}
+	}
+	if err := saveRefusedCategories(ctx, tx, b.ScopeRefused, b.Details); err != nil {
+		return run, fmt.Errorf("save inventory: category access: %w", err)
 	}
 	after, err := totalChanges(ctx, tx)
 	if err != nil {
@@ -299,6 +304,84 @@ ON CONFLICT (category) DO UPDATE SET scope = excluded.scope, granted = 1, update
 WHERE category_access.granted IS NOT 1`, string(d.Category), scope, tx.now.UnixMilli()); err != nil {
 			return fmt.Errorf("upsert %s: %w", d.Category, err)
 		}
+	}
+	return nil
+}
+
+// saveRefusedCategories marks as not granted the stored category of each
+// device the API refused with 403, unless one of details (fetched in the
+// same batch) is of that category: a success proves the scope granted.
+func saveRefusedCategories(ctx context.Context, tx *tx, refused []string, details []model.Device) error {
+	if len(refused) == 0 {
+		return nil
+	}
+	proven := map[model.Category]bool{}
+	for _, d := range details {
+		proven[d.Category] = true
+	}
+	access := map[model.Category]bool{}
+	for _, id := range refused {
+		var c string
+		err := tx.QueryRowContext(ctx, `SELECT category FROM devices WHERE id = ?1`, id).Scan(&c)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue // never stored: its category is not known
+		}
+		if err != nil {
+			return fmt.Errorf("category of device %q: %w", id, err)
+		}
+		if cat := model.Category(c); !proven[cat] {
+			access[cat] = false
+		}
+	}
+	return setCategoryAccess(ctx, tx, access)
+}
+
+// setCategoryAccess records, per category with a scope, whether the API
+// showed it granted; categories without a scope (unknown) are ignored, and
+// an unchanged row is not rewritten.
+func setCategoryAccess(ctx context.Context, tx *tx, access map[model.Category]bool) error {
+	for _, c := range model.AllCategories {
+		g, ok := access[c]
+		scope := model.CategoryScopes[c]
+		if !ok || scope == "" {
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO category_access (category, scope, granted, updated_at)
+VALUES (?1, ?2, ?3, ?4)
+ON CONFLICT (category) DO UPDATE SET scope = excluded.scope, granted = excluded.granted, updated_at = excluded.updated_at
+WHERE category_access.granted IS NOT excluded.granted OR category_access.scope IS NOT excluded.scope`,
+			string(c), scope, boolInt(g), tx.now.UnixMilli()); err != nil {
+			return fmt.Errorf("upsert %s: %w", c, err)
+		}
+	}
+	return nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// RecordCategoryAccess records what API answers showed about category
+// scopes outside an inventory batch (the history job): false for a 403 to
+// a request that needs the category's scope, true for a success. It never
+// touches the auth state or tokens; an unchanged category writes nothing.
+func (db *DB) RecordCategoryAccess(ctx context.Context, access map[model.Category]bool) error {
+	if len(access) == 0 {
+		return nil
+	}
+	tx, err := db.begin(ctx)
+	if err != nil {
+		return fmt.Errorf("record category access: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	if err := setCategoryAccess(ctx, tx, access); err != nil {
+		return fmt.Errorf("record category access: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("record category access: commit: %w", err)
 	}
 	return nil
 }

@@ -90,8 +90,9 @@ func fileSize(path string) (int64, error) {
 
 // summaryCategories says which categories the token can see: from
 // category_access (written by the devices job), else from the granted
-// scopes recorded with the auth state. Missing scopes are listed only when
-// the granted ones are known.
+// scopes recorded with the auth state. Missing scopes are those the granted
+// scopes lack (when known) and those of categories category_access says are
+// not granted (a 403 proved it, even when the granted scopes are unknown).
 func summaryCategories(ctx context.Context, tx *sql.Tx, s *model.Summary) error {
 	rows, err := tx.QueryContext(ctx, `SELECT category, granted FROM category_access ORDER BY category`)
 	if err != nil {
@@ -110,17 +111,27 @@ func summaryCategories(ctx context.Context, tx *sql.Tx, s *model.Summary) error 
 		return fmt.Errorf("category access: %w", err)
 	}
 	granted := s.Auth.GrantedScopes
-	if len(granted) == 0 {
-		return nil
-	}
 	missing := map[model.Category]bool{}
-	for _, c := range model.MissingCategories(granted) {
-		missing[c] = true
-		s.Auth.MissingScopes = append(s.Auth.MissingScopes, model.CategoryScopes[c])
+	if len(granted) > 0 {
+		for _, c := range model.MissingCategories(granted) {
+			missing[c] = true
+		}
+		if len(s.Categories) == 0 {
+			for _, c := range model.AllCategories {
+				s.Categories[c] = grantedWord(!missing[c])
+			}
+		}
 	}
-	if len(s.Categories) == 0 {
-		for _, c := range model.AllCategories {
-			s.Categories[c] = grantedWord(!missing[c])
+	// A category the API refused (403) is missing too, whether the granted
+	// scopes are unknown or claim it.
+	for c, v := range s.Categories {
+		if v != grantedWord(true) {
+			missing[c] = true
+		}
+	}
+	for _, c := range model.AllCategories {
+		if missing[c] {
+			s.Auth.MissingScopes = append(s.Auth.MissingScopes, model.CategoryScopes[c])
 		}
 	}
 	return nil

@@ -275,7 +275,9 @@ func (s *Server) statusView(sum model.Summary, now time.Time) statusView {
 			v.Auth.Action = "Connect to Tibber on the setup page or run 'tibbersync setup'."
 		}
 	}
-	if len(a.GrantedScopes) > 0 {
+	// With unknown granted scopes, category_access holds only what the API
+	// proved (devices seen, 403s), so its "not granted" rows are true too.
+	if len(a.GrantedScopes) > 0 || len(sum.Categories) > 0 {
 		var invisible []model.Category
 		if len(sum.Categories) > 0 {
 			for _, c := range model.AllCategories {
