@@ -70,6 +70,9 @@ type envConfig struct {
 	// logFormat, when set, builds the daemon's logger with logging.New in
 	// this format (tint, logfmt, json) instead of a plain text handler.
 	logFormat string
+	// scopes, when set, replaces tibber.scopes (what the authorization
+	// asks for, so what the user consents to).
+	scopes []string
 }
 
 // env is a simulator on 127.0.0.1 and the daemon's components wired to it
@@ -180,6 +183,9 @@ func (e *env) config() config.Config {
 	}
 	if e.cfg.lookback > 0 {
 		cfg.History.Lookback = e.cfg.lookback
+	}
+	if e.cfg.scopes != nil {
+		cfg.Tibber.Scopes = slices.Clone(e.cfg.scopes)
 	}
 	return cfg
 }
