@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -15,17 +16,13 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/tibbersync/tibbersync/internal/auth"
-	"github.com/tibbersync/tibbersync/internal/clock"
+	"github.com/tibbersync/tibbersync/internal/config"
+	"github.com/tibbersync/tibbersync/internal/daemon"
 	"github.com/tibbersync/tibbersync/internal/jobs"
 	"github.com/tibbersync/tibbersync/internal/logging"
 	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/simulator"
-	"github.com/tibbersync/tibbersync/internal/store"
-	"github.com/tibbersync/tibbersync/internal/tibber"
-	"github.com/tibbersync/tibbersync/internal/tokenstore"
 	"github.com/tibbersync/tibbersync/internal/version"
-	"github.com/tibbersync/tibbersync/internal/web"
 )
 
 // docsShots are the README's screenshots of the status page; the test
@@ -195,42 +192,25 @@ func newSyncedStatusServer(t *testing.T) string {
 	t.Cleanup(simSrv.Close)
 	sim.SetBaseURL(simSrv.URL)
 
-	dir := t.TempDir()
-	data, err := store.Open(ctx, filepath.Join(dir, "data.db"), store.Options{})
+	// The daemon as the product wires it, on a listener bound here.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { data.Close() })
-	secrets, err := tokenstore.Open(ctx, dir, clock.Real{})
+	cfg := config.Default()
+	cfg.Storage.Dir = t.TempDir()
+	cfg.Web.Listen = ln.Addr().String()
+	simulator.Configure(&cfg, simSrv.URL, redirect)
+	cfg.History.Resolutions = []string{model.ResolutionHour, model.ResolutionDay}
+	cfg.History.BackfillDays = 30
+	d, err := daemon.Open(ctx, cfg, daemon.Options{Logger: logging.Discard(), Listener: ln, RateLimit: daemon.Unlimited, ManualSchedule: true})
 	if err != nil {
+		ln.Close()
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { secrets.Close() })
-	aopts := auth.Options{
-		ClientID:     simulator.DefaultClientID,
-		ClientSecret: logging.NewSecret(simulator.DefaultClientSecret),
-		AuthURL:      simSrv.URL + "/connect/authorize",
-		TokenURL:     simSrv.URL + "/connect/token",
-		UserinfoURL:  simSrv.URL + "/connect/userinfo",
-		RedirectURL:  redirect,
-		UserAgent:    version.UserAgent(),
-		Store:        secrets,
-		Status:       data,
-		Logger:       logging.Discard(),
-	}
-	flow, err := auth.NewFlow(aopts)
+	authURL, err := d.Flow().Start(ctx)
 	if err != nil {
-		t.Fatal(err)
-	}
-	source, err := auth.NewSource(aopts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := source.Init(ctx); err != nil {
-		t.Fatal(err)
-	}
-	authURL, err := flow.Start(ctx)
-	if err != nil {
+		d.Close()
 		t.Fatal(err)
 	}
 	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
@@ -238,46 +218,25 @@ func newSyncedStatusServer(t *testing.T) string {
 	req.Header.Set("User-Agent", version.UserAgent())
 	resp, err := noFollow.Do(req)
 	if err != nil {
+		d.Close()
 		t.Fatal(err)
 	}
 	resp.Body.Close()
 	loc, err := resp.Location()
 	if err != nil {
+		d.Close()
 		t.Fatalf("authorize did not redirect: %s", resp.Status)
 	}
-	if _, err := flow.Complete(ctx, loc); err != nil {
+	if _, err := d.Flow().Complete(ctx, loc); err != nil {
+		d.Close()
 		t.Fatal(err)
 	}
-	api, err := tibber.New(tibber.Options{BaseURL: simSrv.URL, Tokens: source, UserAgent: version.UserAgent(), RateLimit: 1000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	syncer := &jobs.Syncer{API: api, Store: data, HistoryResolutions: []string{model.ResolutionHour, model.ResolutionDay}, BackfillDays: 30}
-	for _, job := range []string{jobs.JobHomes, jobs.JobDevices, jobs.JobHistory} {
-		if r, err := syncer.Run(ctx, job); err != nil || r.Status != jobs.StatusOK {
+	for _, job := range daemon.JobNames {
+		if r, err := d.RunJob(ctx, job); err != nil || r.Status != jobs.StatusOK {
+			d.Close()
 			t.Fatalf("%s: %+v %v", job, r, err)
 		}
 	}
-	srv, err := web.New(web.Options{
-		Listen:           "127.0.0.1:0",
-		RedirectURL:      redirect,
-		ClientID:         simulator.DefaultClientID,
-		ClientConfigured: true,
-		Flow:             flow,
-		Status:           data,
-		JobIntervals:     map[string]time.Duration{"homes": time.Hour, "devices": 5 * time.Minute, "history": time.Hour},
-		Logger:           logging.Discard(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Open(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Close(cctx)
-	})
-	return srv.URL() + "/"
+	runDaemon(t, d)
+	return d.URL() + "/"
 }
