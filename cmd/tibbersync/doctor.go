@@ -12,6 +12,7 @@ import (
 	"github.com/tibbersync/tibbersync/internal/daemon"
 	"github.com/tibbersync/tibbersync/internal/doctor"
 	"github.com/tibbersync/tibbersync/internal/model"
+	"github.com/tibbersync/tibbersync/internal/mqtt"
 	"github.com/tibbersync/tibbersync/internal/store"
 )
 
@@ -61,6 +62,14 @@ func cmdDoctor(ctx context.Context, g globalFlags, args []string, env *environme
 			defer db.Close()
 			return db.AuthStatus(ctx)
 		},
+	}
+	if cfg.MQTT.Enabled() {
+		m := cfg.MQTT
+		o.MQTTProbe = func(ctx context.Context) error {
+			return mqtt.Probe(ctx, mqtt.Options{URL: m.URL, CAFile: m.CAFile, Username: m.Username,
+				Password: cfg.MQTTPassword, ClientID: m.ClientID, TopicPrefix: m.TopicPrefix,
+				QoS: byte(m.QoS), ConnectTimeout: 8 * time.Second})
+		}
 	}
 	if *offline {
 		o.Resolver = offlineResolver{}

@@ -178,39 +178,58 @@ func TestStatusPageInChromium(t *testing.T) {
 	}
 }
 
-// newSyncedStatusServer authorizes against the simulator, runs homes,
-// devices and a 30-day history backfill into a fresh data.db, and serves
-// the status page on loopback. It returns the page's URL.
+// newSyncedStatusServer builds the daemon (internal/daemon, the product's
+// wiring) against the simulator, authorizes, runs homes, devices and a
+// 30-day history backfill into a fresh data.db through the daemon's own job
+// runner, and serves the status page on loopback. It returns the page's URL.
 func newSyncedStatusServer(t *testing.T) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	redirect := "http://localhost:8765/callback"
+	// The web port must be known before the simulator registers the
+	// redirect URI: the socket is bound now and handed to the daemon.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	redirect := "http://localhost:" + port + "/callback"
 	sim := simulator.New(simulator.Options{Seed: 3, AutoConsent: true, RedirectURIs: []string{redirect}, Homes: 1})
 	t.Cleanup(sim.Close)
 	simSrv := httptest.NewServer(sim)
 	t.Cleanup(simSrv.Close)
 	sim.SetBaseURL(simSrv.URL)
 
-	// The daemon as the product wires it, on a listener bound here.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := config.Default()
 	cfg.Storage.Dir = t.TempDir()
 	cfg.Web.Listen = ln.Addr().String()
-	simulator.Configure(&cfg, simSrv.URL, redirect)
-	cfg.History.Resolutions = []string{model.ResolutionHour, model.ResolutionDay}
 	cfg.History.BackfillDays = 30
-	d, err := daemon.Open(ctx, cfg, daemon.Options{Logger: logging.Discard(), Listener: ln, RateLimit: daemon.Unlimited, ManualSchedule: true})
+	simulator.Configure(&cfg, simSrv.URL, redirect)
+	d, err := daemon.Open(ctx, cfg, daemon.Options{Logger: logging.Discard(), Listener: ln, ManualSchedule: true, RateLimit: 1000})
 	if err != nil {
 		ln.Close()
 		t.Fatal(err)
 	}
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(runCtx) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("daemon run: %v", err)
+		}
+		if err := d.Close(); err != nil {
+			t.Errorf("close daemon: %v", err)
+		}
+	})
+	select {
+	case <-d.Ready():
+	case err := <-done:
+		t.Fatalf("daemon run: %v", err)
+	}
+
 	authURL, err := d.Flow().Start(ctx)
 	if err != nil {
-		d.Close()
 		t.Fatal(err)
 	}
 	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
@@ -218,25 +237,30 @@ func newSyncedStatusServer(t *testing.T) string {
 	req.Header.Set("User-Agent", version.UserAgent())
 	resp, err := noFollow.Do(req)
 	if err != nil {
-		d.Close()
 		t.Fatal(err)
 	}
 	resp.Body.Close()
 	loc, err := resp.Location()
 	if err != nil {
-		d.Close()
 		t.Fatalf("authorize did not redirect: %s", resp.Status)
 	}
-	if _, err := d.Flow().Complete(ctx, loc); err != nil {
-		d.Close()
+	// The browser's way back: the daemon's own /callback completes the flow.
+	cb, err := http.NewRequestWithContext(ctx, http.MethodGet, d.URL()+"/callback?"+loc.RawQuery, nil)
+	if err != nil {
 		t.Fatal(err)
 	}
-	for _, job := range daemon.JobNames {
+	cbResp, err := noFollow.Do(cb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cbResp.Body.Close()
+	if st, err := d.Auth().Status(ctx); err != nil || st.State != model.AuthOK {
+		t.Fatalf("after the callback (%s): auth %+v %v", cbResp.Status, st, err)
+	}
+	for _, job := range []string{jobs.JobHomes, jobs.JobDevices, jobs.JobHistory} {
 		if r, err := d.RunJob(ctx, job); err != nil || r.Status != jobs.StatusOK {
-			d.Close()
 			t.Fatalf("%s: %+v %v", job, r, err)
 		}
 	}
-	runDaemon(t, d)
 	return d.URL() + "/"
 }

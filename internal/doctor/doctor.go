@@ -76,6 +76,9 @@ type Options struct {
 	Daemon func(ctx context.Context) (control.Response, error)
 	// StoredAuth reads the auth state from data.db when no daemon answers.
 	StoredAuth func(ctx context.Context) (model.AuthStatus, error)
+	// MQTTProbe connects to the [mqtt] broker once (mqtt.Probe); nil or
+	// MQTT off skips the check.
+	MQTTProbe func(ctx context.Context) error
 	// Timeout bounds each network check (10s when zero).
 	Timeout time.Duration
 }
@@ -99,6 +102,9 @@ func Run(ctx context.Context, o Options) []Check {
 	out = append(out, checkStateDir(o)...)
 	out = append(out, checkClock(o))
 	out = append(out, checkNetwork(ctx, o)...)
+	if c, ok := checkMQTT(ctx, o); ok {
+		out = append(out, c)
+	}
 	daemonCheck, resp := checkDaemon(ctx, o)
 	out = append(out, daemonCheck)
 	out = append(out, checkAuth(ctx, o, resp))
@@ -430,4 +436,18 @@ func DialTLS(ctx context.Context, hostport string) error {
 		return err
 	}
 	return c.Close()
+}
+
+// checkMQTT connects to the MQTT broker once when [mqtt].url is set.
+func checkMQTT(ctx context.Context, o Options) (Check, bool) {
+	if !o.Config.MQTT.Enabled() || o.MQTTProbe == nil {
+		return Check{}, false
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	if err := o.MQTTProbe(ctx); err != nil {
+		return Check{Name: "mqtt", Result: Fail, Detail: o.Config.MQTT.URL + ": " + err.Error(),
+			Fix: "fix [mqtt] or the broker (docs/mqtt.md); syncing works without it"}, true
+	}
+	return Check{Name: "mqtt", Result: OK, Detail: o.Config.MQTT.URL + " accepts the connection"}, true
 }

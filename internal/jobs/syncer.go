@@ -55,6 +55,15 @@ const recordTimeout = 5 * time.Second
 // maxProblemsListed bounds how many problems a run's error text names.
 const maxProblemsListed = 10
 
+// ErrStorm is wrapped by the error of a run that a storm ended early: the
+// API kept failing after all retries, so the run stopped making requests.
+// Such a run is not a success that resets the backoff, even when it stored
+// something (partial).
+var ErrStorm = errors.New("the API kept failing after all retries; the run stopped early")
+
+// errNotFetched marks a device detail not fetched because the run stopped.
+var errNotFetched = errors.New("not fetched: run stopped")
+
 // Syncer runs the homes, devices and history jobs once. It is safe to run
 // different jobs concurrently; the scheduler never runs one job twice at once.
 type Syncer struct {
@@ -408,6 +417,14 @@ func (s *Syncer) runInventory(ctx context.Context, job string, withDetails bool)
 	if run.Status == StatusFailed {
 		return run, fmt.Errorf("%s: %w", job, errors.Join(errs...))
 	}
+	if err := errors.Join(errs...); RateLimited(err) {
+		// Stored what it had, but met a 429: the scheduler must not count
+		// it as a success that resets the backoff.
+		return run, fmt.Errorf("%s: rate limited: %w", job, err)
+	} else if errors.Is(err, errNotFetched) {
+		// Stored what it had, but a storm ended the detail fetches.
+		return run, fmt.Errorf("%s: %w: %w", job, ErrStorm, err)
+	}
 	return run, nil
 }
 
@@ -427,6 +444,7 @@ func (s *Syncer) fetchDetails(ctx context.Context, m *meter, targets []detailTar
 		mu      sync.Mutex
 		stopErr error
 		stopped atomic.Bool
+		storm   atomic.Int32 // retryable failures in a row
 	)
 	work := make(chan int)
 	var wg sync.WaitGroup
@@ -442,6 +460,15 @@ func (s *Syncer) fetchDetails(ctx context.Context, m *meter, targets []detailTar
 				dev, err := s.API.Device(dctx, t.homeID, t.listed.ID)
 				m.done(err)
 				results[i] = detailResult{attempted: true, dev: dev, err: err}
+				switch {
+				case err == nil:
+					storm.Store(0)
+				case RateLimited(err):
+					// Tibber asked to slow down: no new requests in this run.
+					stopped.Store(true)
+				case overloaded(err) && storm.Add(1) >= stormLimit:
+					stopped.Store(true)
+				}
 				if isTokenError(err) {
 					mu.Lock()
 					if stopErr == nil {
@@ -464,7 +491,7 @@ func (s *Syncer) fetchDetails(ctx context.Context, m *meter, targets []detailTar
 	wg.Wait()
 	for i := range results {
 		if !results[i].attempted && results[i].err == nil {
-			results[i].err = errors.New("not fetched: run stopped")
+			results[i].err = errNotFetched
 		}
 	}
 	return results, stopErr

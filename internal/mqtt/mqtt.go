@@ -617,3 +617,36 @@ func ReadStatusFile(path string) (model.MQTTStatus, error) {
 	}
 	return st, nil
 }
+
+// Probe connects to the broker once, as the bridge would (TLS, user,
+// password), and disconnects, publishing nothing; `tibbersync doctor` uses
+// it. It connects as <client id>-doctor so that it never kicks a running
+// bridge off the broker. The error says what to fix.
+func Probe(ctx context.Context, o Options) error {
+	if o.Source == nil {
+		o.Source = noSource{}
+	}
+	if o.TopicPrefix == "" {
+		o.TopicPrefix = "tibbersync"
+	}
+	o.ClientID = cmp.Or(o.ClientID, "tibbersync") + "-doctor"
+	p, err := New(o)
+	if err != nil {
+		return err
+	}
+	client, _, err := p.connect(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("no answer from %s in time (%w)", p.st.Broker, ctx.Err())
+		}
+		return errors.New(p.describe(err))
+	}
+	client.Disconnect(250)
+	return nil
+}
+
+// noSource is the Source of a Probe, which reads nothing.
+type noSource struct{}
+
+func (noSource) DeviceStates(context.Context) ([]model.DeviceState, error) { return nil, nil }
+func (noSource) AuthStatus(context.Context) (model.AuthStatus, error)      { return model.AuthStatus{}, nil }

@@ -640,3 +640,28 @@ func TestSameClientIDDoesNotFlap(t *testing.T) {
 	}
 	t.Logf("%d drops and %d full publishes in 3 s", r1.pub.Status().Errors+r2.pub.Status().Errors-start, r1.pub.Passes()+r2.pub.Passes()-startPasses)
 }
+
+func TestProbe(t *testing.T) {
+	b := startBroker(t)
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := mqtt.Probe(ctx, mqtt.Options{URL: "mqtt://" + b.Auth, Username: brokerUser, Password: secret.New(brokerPassword)}); err != nil {
+		t.Errorf("probe with the right password: %v", err)
+	}
+	err := mqtt.Probe(ctx, mqtt.Options{URL: "mqtt://" + b.Auth, Username: brokerUser, Password: secret.New("CANARY-wrong-7e")})
+	if err == nil || !strings.Contains(err.Error(), `refused user "tibbersync"`) || strings.Contains(err.Error(), "CANARY") {
+		t.Errorf("probe with a wrong password: %v", err)
+	}
+	if err := mqtt.Probe(ctx, mqtt.Options{URL: "mqtts://localhost:" + port(b.TLS), CAFile: b.CAFile}); err != nil {
+		t.Errorf("TLS probe with the CA: %v", err)
+	}
+	// The probe never kicks a running bridge: it uses its own client id.
+	r := startPublisher(t, newSource(), mqtt.Options{URL: "mqtt://" + b.Plain, ClientID: "tibbersync-live"})
+	waitUntil(t, "the bridge to connect", func() bool { return r.pub.Passes() >= 1 })
+	if err := mqtt.Probe(ctx, mqtt.Options{URL: "mqtt://" + b.Plain, ClientID: "tibbersync-live"}); err != nil {
+		t.Fatal(err)
+	}
+	if st := r.pub.Status(); !st.Connected || st.Errors != 0 {
+		t.Errorf("the probe disturbed the bridge: %+v", st)
+	}
+}
