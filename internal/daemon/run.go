@@ -300,9 +300,16 @@ const checkpointEvery = 10 * time.Minute
 // daemon runs per state directory.
 func lockDir(dir string) (func(), error) {
 	path := filepath.Join(dir, "daemon.lock")
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o640)
+	// 0600: anyone who can open the file can flock it and keep the daemon
+	// from starting (a read-only analyst in the group included). An older
+	// lock file created 0640 is tightened.
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open daemon lock %q: %w", path, err)
+	}
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("daemon lock %q: %w", path, err)
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		f.Close()
@@ -351,6 +358,9 @@ func (o metricsObserver) ObserveRequest(endpoint string, status int) {
 	}
 }
 func (o metricsObserver) ObserveRetry(endpoint string) { o.m.ObserveRetry(endpoint) }
+
+// ObserveSchemaDrift implements tibber.DriftObserver.
+func (o metricsObserver) ObserveSchemaDrift(endpoint string) { o.m.ObserveSchemaDrift(endpoint) }
 
 // observingTransport counts token-endpoint and userinfo requests for
 // /metrics. It only observes: it never retries or changes a request (R3).
