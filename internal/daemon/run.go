@@ -93,6 +93,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.notifier != nil && stErr == nil {
 		d.notifier.Restore(st)
 	}
+	runCtx, cancel := context.WithCancel(ctx)
+	// A database file replaced or deleted under the daemon (Service only)
+	// ends Run with an error, so that systemd restarts it on the file that
+	// is there now instead of the daemon writing into a ghost. It is armed
+	// before Ready, so a check right after Ready can already end Run.
+	stop, stopCancel := context.WithCancelCause(runCtx)
+	defer stopCancel(nil)
+	d.maintMu.Lock()
+	d.fileGone = stopCancel
+	d.maintMu.Unlock()
 	sd := sdnotify.New(d.opts.Environ, os.Getpid())
 	if err := sd.Ready(statusLine(st.State, url)); err != nil {
 		d.log.Warn("tell systemd we are ready", "err", err)
@@ -105,15 +115,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if n, err := d.activeDevices(ctx); err == nil && n > 0 {
 		d.historyAfterDevices.Store(false)
 	}
-	runCtx, cancel := context.WithCancel(ctx)
-	// A database file replaced or deleted under the daemon (Service only)
-	// ends Run with an error, so that systemd restarts it on the file that
-	// is there now instead of the daemon writing into a ghost.
-	stop, stopCancel := context.WithCancelCause(runCtx)
-	defer stopCancel(nil)
-	d.maintMu.Lock()
-	d.fileGone = stopCancel
-	d.maintMu.Unlock()
 	wg := d.startLoops(runCtx, sd, url)
 	d.serveControl(runCtx, wg)
 	// data.db's quick_check runs in the background: a large file on a Pi
