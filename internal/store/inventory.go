@@ -71,11 +71,12 @@ func (db *DB) SaveInventory(ctx context.Context, run jobs.Run, b jobs.InventoryB
 }
 
 // totalChanges is SQLite's count of rows the connection has inserted,
-// updated or deleted so far; the difference over a transaction is exactly
-// the rows it wrote (no-op upserts do not count).
+// updated or deleted so far, less the changes the row-count triggers made
+// to counters (see counters.go); the difference over a transaction is
+// exactly the rows it wrote (no-op upserts do not count).
 func totalChanges(ctx context.Context, tx *tx) (int64, error) {
 	var n int64
-	if err := tx.QueryRowContext(ctx, `SELECT total_changes()`).Scan(&n); err != nil {
+	if err := tx.QueryRowContext(ctx, `SELECT total_changes() - (`+triggerChangesSQL+`)`).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count changes: %w", err)
 	}
 	return n, nil

@@ -49,6 +49,13 @@ type Options struct {
 	// WALWarnBytes is the -wal size above which Checkpoint warns (once per
 	// episode). Default DefaultWALWarnBytes.
 	WALWarnBytes int64
+	// ConvertProgress, when set, receives the progress of the one-off
+	// conversion of history to the compact layout that Open runs on a
+	// data.db written by an older release (TerminalProgress prints it).
+	ConvertProgress func(ConvertProgress)
+	// ConvertBatch is how many history rows one conversion transaction
+	// moves. Default DefaultConvertBatch.
+	ConvertBatch int
 }
 
 // DefaultWALWarnBytes is the -wal size that means a reader is holding a
@@ -90,6 +97,14 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 		return nil, fmt.Errorf("open data db %q: %w", path, err)
 	}
 	if err := db.migrate(ctx); err != nil {
+		_ = db.sql.Close()
+		return nil, fmt.Errorf("open data db %q: %w", path, err)
+	}
+	if err := db.ensureCounters(ctx); err != nil {
+		_ = db.sql.Close()
+		return nil, fmt.Errorf("open data db %q: %w", path, err)
+	}
+	if err := db.convertLegacyHistory(ctx, opts.ConvertBatch, opts.ConvertProgress); err != nil {
 		_ = db.sql.Close()
 		return nil, fmt.Errorf("open data db %q: %w", path, err)
 	}
