@@ -166,12 +166,13 @@ JOIN history_series AS s ON s.device_id = l.device_id AND s.resolution = l.resol
 }
 
 // TerminalProgress returns a progress function that writes one line per
-// call to w, at most one a second (the first and the last always).
+// call to w, at most one a second (the first and the last always), for a
+// terminal or a log.
 func TerminalProgress(w interface{ Write([]byte) (int, error) }, now func() time.Time) func(ConvertProgress) {
 	var last time.Time
 	return func(p ConvertProgress) {
 		t := now()
-		if !p.Finished && p.Done != 0 && p.Done < p.Total && t.Sub(last) < time.Second {
+		if !p.Finished && p.Done != 0 && t.Sub(last) < time.Second {
 			return
 		}
 		last = t
