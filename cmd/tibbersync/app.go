@@ -90,9 +90,12 @@ func openApp(ctx context.Context, cfg config.Config, log *slog.Logger, o appOpti
 		return nil, fmt.Errorf("create storage dir %q: %w", cfg.Storage.Dir, err)
 	}
 	var err error
+	storeLog := log.With("component", "store")
 	a.data, err = store.Open(ctx, filepath.Join(cfg.Storage.Dir, "data.db"), store.Options{
 		Clock:  o.clock,
-		Logger: log.With("component", "store"),
+		Logger: storeLog,
+		// A data.db of an older release is converted on first open.
+		ConvertProgress: store.LogProgress(storeLog, o.clock.Now),
 	})
 	if err != nil {
 		return nil, err

@@ -53,7 +53,8 @@ type BackfillResult struct {
 	Wall time.Duration
 	// Memory is VmRSS and VmHWM right after the backfill (before the raw loop).
 	Memory Status
-	// DBBytes is data.db plus its WAL after the backfill.
+	// DBBytes is data.db plus its WAL after the backfill, once the store
+	// is closed (the WAL checkpointed).
 	DBBytes int64
 	// RawRows and RawPages are what the raw loop inserted and committed;
 	// RawWall is the time spent inserting and committing (reading the rows
@@ -140,11 +141,12 @@ func RunBackfill(ctx context.Context, p BackfillParams, log *slog.Logger) (Backf
 	if res.Memory, err = ReadStatus(Self); err != nil {
 		return res, fmt.Errorf("backfill: %w", err)
 	}
-	db, wal := st.FileSizes()
-	res.DBBytes = db + wal
 	if err := st.Close(); err != nil {
 		return res, fmt.Errorf("backfill: %w", err)
 	}
+	// After the close, which checkpoints the WAL into data.db.
+	db, wal := st.FileSizes()
+	res.DBBytes = db + wal
 	if !p.Raw {
 		return res, nil
 	}

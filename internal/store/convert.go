@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"log/slog"
 	"time"
 )
 
@@ -185,5 +186,27 @@ func TerminalProgress(w interface{ Write([]byte) (int, error) }, now func() time
 			return
 		}
 		_, _ = fmt.Fprintf(w, "converting history to the compact layout: %d of %d values (%.0f%%)\n", p.Done, p.Total, pct)
+	}
+}
+
+// LogProgress returns a progress function that logs the conversion at
+// info level: the first and last calls, and at most one line every five
+// seconds in between (on a terminal the daemon's log is the terminal).
+func LogProgress(log *slog.Logger, now func() time.Time) func(ConvertProgress) {
+	var last time.Time
+	return func(p ConvertProgress) {
+		t := now()
+		if !p.Finished && p.Done != 0 && t.Sub(last) < 5*time.Second {
+			return
+		}
+		last = t
+		if p.Finished {
+			return // convertLegacyHistory logs the end itself
+		}
+		pct := 100.0
+		if p.Total > 0 {
+			pct = float64(p.Done) * 100 / float64(p.Total)
+		}
+		log.Info(fmt.Sprintf("converting history to the compact layout: %d of %d values (%.0f%%)", p.Done, p.Total, pct))
 	}
 }
