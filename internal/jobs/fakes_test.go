@@ -105,14 +105,16 @@ type histKey struct {
 type fakeStore struct {
 	api *fakeAPI // may be nil
 
-	SaveInventoryFn   func(ctx context.Context, run jobs.Run, b jobs.InventoryBatch) (jobs.Run, error)
-	SaveHistoryPageFn func(ctx context.Context, deviceID, resolution string, page model.HistoryPage, cp jobs.HistoryCheckpoint) (jobs.HistoryResult, error)
-	JobStateFn        func(ctx context.Context, job string) (jobs.JobState, error)
+	SaveInventoryFn     func(ctx context.Context, run jobs.Run, b jobs.InventoryBatch) (jobs.Run, error)
+	SaveHomeInventoryFn func(ctx context.Context, b jobs.InventoryBatch) (int, error)
+	SaveHistoryPageFn   func(ctx context.Context, deviceID, resolution string, page model.HistoryPage, cp jobs.HistoryCheckpoint) (jobs.HistoryResult, error)
+	JobStateFn          func(ctx context.Context, job string) (jobs.JobState, error)
 
 	mu          sync.Mutex
 	violations  []string
 	runs        []jobs.Run
 	batches     []jobs.InventoryBatch
+	parts       []jobs.InventoryBatch // SaveHomeInventory calls since the last SaveInventory
 	homeDevices map[string][]model.Device
 	states      map[string]jobs.JobState
 	checkpoints map[string]jobs.HistoryCheckpoint
@@ -162,8 +164,24 @@ func (s *fakeStore) Batches() []jobs.InventoryBatch {
 	return append([]jobs.InventoryBatch(nil), s.batches...)
 }
 
+// SaveInventory records the run with everything it saved: the batch merged
+// with the run's SaveHomeInventory parts, so that Batches shows one batch
+// per run.
 func (s *fakeStore) SaveInventory(ctx context.Context, run jobs.Run, b jobs.InventoryBatch) (jobs.Run, error) {
 	s.check("SaveInventory")
+	s.mu.Lock()
+	parts := s.parts
+	s.parts = nil
+	s.mu.Unlock()
+	for _, p := range parts {
+		if b.HomeDevices == nil {
+			b.HomeDevices = map[string][]model.Device{}
+		}
+		for h, devs := range p.HomeDevices {
+			b.HomeDevices[h] = devs
+		}
+		b.Details = append(b.Details, p.Details...)
+	}
 	if s.SaveInventoryFn != nil {
 		return s.SaveInventoryFn(ctx, run, b)
 	}
@@ -172,8 +190,29 @@ func (s *fakeStore) SaveInventory(ctx context.Context, run jobs.Run, b jobs.Inve
 	s.runs = append(s.runs, run)
 	s.batches = append(s.batches, b)
 	run.ID = int64(len(s.runs))
-	run.RowsWritten = len(b.Homes) + len(b.Details)
+	run.RowsWritten += len(b.Homes)
 	return run, nil
+}
+
+// SaveHomeInventory keeps one home's part until the run's SaveInventory.
+// It is not checked against API calls in flight: a home is saved while
+// other homes' requests run, by design; R14 forbids network I/O inside a
+// transaction, which a store call cannot do.
+func (s *fakeStore) SaveHomeInventory(ctx context.Context, b jobs.InventoryBatch) (int, error) {
+	if s.SaveHomeInventoryFn != nil {
+		return s.SaveHomeInventoryFn(ctx, b)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.parts = append(s.parts, b)
+	return len(b.Details), nil
+}
+
+// Parts returns the home parts saved since the last SaveInventory.
+func (s *fakeStore) Parts() []jobs.InventoryBatch {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]jobs.InventoryBatch(nil), s.parts...)
 }
 
 func (s *fakeStore) RecordRun(ctx context.Context, run jobs.Run) (int64, error) {

@@ -92,9 +92,16 @@ type HistoryResult struct {
 
 // Store is the data.db store as the jobs use it. *store.DB implements it.
 type Store interface {
-	// SaveInventory writes a homes/devices batch and its run in one transaction.
-	// It returns the run as stored: ID and RowsWritten filled in.
+	// SaveInventory writes a homes/devices batch and its run in one
+	// transaction. It returns the run as stored: ID filled in, and
+	// RowsWritten the rows this transaction wrote added to run.RowsWritten
+	// (the rows the run's SaveHomeInventory calls wrote).
 	SaveInventory(ctx context.Context, run Run, b InventoryBatch) (Run, error)
+	// SaveHomeInventory writes one home's part of a cycle in one
+	// transaction: b.HomeDevices (one home's complete device list) and the
+	// details fetched through it, without a run row, and returns the rows
+	// it wrote.
+	SaveHomeInventory(ctx context.Context, b InventoryBatch) (int, error)
 	// RecordRun writes a run that stored no batch (failed or skipped).
 	RecordRun(ctx context.Context, run Run) (int64, error)
 	// ActiveHomeDevices returns, per non-removed home, its non-removed devices

@@ -99,19 +99,26 @@ func (s *Syncer) Run(ctx context.Context, job string) (Run, error) {
 	return Run{Job: job}, fmt.Errorf("unknown job %q", job)
 }
 
-// RunHomes fetches the homes and each home's device list, and saves them in
-// one transaction (no device details). Homes and devices that disappeared
-// are marked removed by the store.
+// RunHomes fetches the homes and each home's device list (all lists at
+// once, within the concurrency limit), saves each home's list in its own
+// transaction as it arrives, and then the homes list with the run (no
+// device details). Homes and devices that disappeared are marked removed
+// by the store.
 func (s *Syncer) RunHomes(ctx context.Context) (Run, error) {
 	return s.runInventory(ctx, JobHomes, false)
 }
 
-// RunDevices fetches the homes, each home's device list and the detail of
-// every device (each device once, even when several homes list it), with
-// bounded concurrency, then saves everything in one transaction. A device
-// whose detail fails is left out and named in the run's error (status
-// partial); when every detail or every device list fails, or the homes
-// cannot be fetched, the run is failed.
+// RunDevices fetches the homes, then every home's device list and the
+// detail of every device (each device once, even when several homes list
+// it) as one pipeline: the lists of all homes are requested at once, each
+// device's detail as soon as its list arrived, with at most Concurrency
+// requests in flight in all. Each home is saved in its own transaction as
+// soon as its list and details are in (change-only writes), so the cycle
+// never holds the whole inventory; the homes list, the removal marks and
+// the run row follow in one last transaction. A device whose detail fails
+// is left out and named in the run's error (status partial); when every
+// detail or every device list fails, or the homes cannot be fetched, the
+// run is failed.
 func (s *Syncer) RunDevices(ctx context.Context) (Run, error) {
 	return s.runInventory(ctx, JobDevices, true)
 }
@@ -198,11 +205,152 @@ func (s *Syncer) record(ctx context.Context, run Run, m *meter, err error) (Run,
 	return run, err
 }
 
-// detailTarget is one device whose detail is to be fetched, through the
-// first home that listed it.
-type detailTarget struct {
-	homeID string
-	listed model.Device
+// homeResult is what the pipeline fetched and saved for one home.
+type homeResult struct {
+	listFailed   bool
+	targets      int // details fetched through this home
+	detailFailed int
+	problems     []string
+	errs         []error
+	saved        int // rows its transaction wrote
+}
+
+// pipeline is the shared state of one inventory run's fetches.
+type pipeline struct {
+	s           *Syncer
+	m           *meter
+	log         *slog.Logger
+	withDetails bool
+	slots       chan struct{} // one token per request in flight
+
+	mu      sync.Mutex
+	claimed map[string]bool // device ids whose detail some home fetches
+	stopErr error           // a token error: no further call may be made
+	cancel  context.CancelFunc
+}
+
+// call runs one API call in a concurrency slot. It returns false without
+// calling when the run is stopping.
+func (p *pipeline) call(ctx context.Context, f func() error) bool {
+	select {
+	case p.slots <- struct{}{}:
+	case <-ctx.Done():
+		return false
+	}
+	defer func() { <-p.slots }()
+	if ctx.Err() != nil {
+		return false
+	}
+	err := f()
+	p.m.done(err)
+	if isTokenError(err) {
+		p.mu.Lock()
+		if p.stopErr == nil {
+			p.stopErr = err
+		}
+		p.mu.Unlock()
+		p.cancel()
+	}
+	return true
+}
+
+// claim reports whether this home fetches the detail of id (the first
+// home whose list names a device does).
+func (p *pipeline) claim(id string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.claimed[id] {
+		return false
+	}
+	p.claimed[id] = true
+	return true
+}
+
+// home fetches one home's device list, then the details of the devices it
+// claims, all at once within the slots, and saves the home in one
+// transaction once everything is in. Nothing is saved when the run stops.
+func (p *pipeline) home(ctx context.Context, h model.Home) homeResult {
+	var r homeResult
+	var (
+		devs    []model.Device
+		listErr error
+	)
+	if !p.call(ctx, func() error {
+		devs, listErr = p.s.API.Devices(ctx, h.ID)
+		return listErr
+	}) || ctx.Err() != nil {
+		return r
+	}
+	if listErr != nil {
+		r.listFailed = true
+		r.errs = append(r.errs, listErr)
+		r.problems = append(r.problems, fmt.Sprintf("device list of home %s: %v", h.ID, listErr))
+		p.log.Warn("device list skipped", "home_id", h.ID, "err", listErr)
+		return r
+	}
+	devs = cleanDevices(devs, h.ID, &r.problems)
+	var targets []model.Device
+	if p.withDetails {
+		for _, d := range devs {
+			if p.claim(d.ID) {
+				targets = append(targets, d)
+			}
+		}
+	}
+	r.targets = len(targets)
+	results := make([]detailResult, len(targets))
+	var wg sync.WaitGroup
+	for i, t := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.call(ctx, func() error {
+				dev, err := p.s.API.Device(ctx, h.ID, t.ID)
+				results[i] = detailResult{attempted: true, dev: dev, err: err}
+				return err
+			})
+		}()
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return r
+	}
+	var details []model.Device
+	for i, res := range results {
+		t := targets[i]
+		if !res.attempted && res.err == nil {
+			res.err = errors.New("not fetched: run stopped")
+		}
+		if res.err == nil {
+			res.err = checkDetail(t, &res.dev)
+		}
+		if res.err != nil {
+			r.detailFailed++
+			r.errs = append(r.errs, res.err)
+			r.problems = append(r.problems, fmt.Sprintf("device %s: %v", deviceLabel(t), res.err))
+			p.log.Warn("device detail skipped", "device_id", t.ID, "home_id", h.ID, "err", res.err)
+			continue
+		}
+		details = append(details, res.dev)
+	}
+	if !p.withDetails {
+		details = nil
+	}
+	n, err := p.s.Store.SaveHomeInventory(ctx, InventoryBatch{
+		ObservedAt:  p.s.now(),
+		HomeDevices: map[string][]model.Device{h.ID: devs},
+		Details:     details,
+	})
+	if err != nil {
+		err = fmt.Errorf("save home %s: %w", h.ID, err)
+		r.errs = append(r.errs, err)
+		r.problems = append(r.problems, err.Error())
+		r.listFailed = true
+		p.log.Warn("home not saved", "home_id", h.ID, "err", err)
+		return r
+	}
+	r.saved = n
+	return r
 }
 
 // detailResult is the outcome of one detail fetch.
@@ -227,65 +375,40 @@ func (s *Syncer) runInventory(ctx context.Context, job string, withDetails bool)
 	var errs []error
 	homes := cleanHomes(rawHomes, &problems)
 
-	batch := InventoryBatch{
-		Homes:         homes,
-		HomeDevices:   make(map[string][]model.Device, len(homes)),
-		GrantedScopes: s.scopes(),
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	p := &pipeline{
+		s: s, m: m, log: log, withDetails: withDetails,
+		slots:   make(chan struct{}, s.concurrency()),
+		claimed: map[string]bool{},
+		cancel:  cancel,
 	}
-	listFailed := 0
-	for _, h := range homes {
-		if err := ctx.Err(); err != nil {
-			return s.abort(ctx, run, m, fmt.Errorf("fetch devices: %w", err))
-		}
-		devs, err := s.API.Devices(ctx, h.ID)
-		m.done(err)
-		if err != nil {
-			if isTokenError(err) || ctx.Err() != nil {
-				return s.abort(ctx, run, m, fmt.Errorf("fetch devices of home %s: %w", h.ID, err))
-			}
-			listFailed++
-			errs = append(errs, err)
-			problems = append(problems, fmt.Sprintf("device list of home %s: %v", h.ID, err))
-			log.Warn("device list skipped", "home_id", h.ID, "err", err)
-			continue
-		}
-		batch.HomeDevices[h.ID] = cleanDevices(devs, h.ID, &problems)
+	results := make([]homeResult, len(homes))
+	var wg sync.WaitGroup
+	for i, h := range homes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = p.home(pctx, h)
+		}()
 	}
-
-	var targets []detailTarget
-	if withDetails {
-		seen := map[string]bool{}
-		for _, h := range homes {
-			for _, d := range batch.HomeDevices[h.ID] {
-				if seen[d.ID] {
-					continue
-				}
-				seen[d.ID] = true
-				targets = append(targets, detailTarget{homeID: h.ID, listed: d})
-			}
-		}
-	}
-	results, stopErr := s.fetchDetails(ctx, m, targets)
-	if stopErr != nil {
-		return s.abort(ctx, run, m, fmt.Errorf("fetch device details: %w", stopErr))
+	wg.Wait()
+	if p.stopErr != nil {
+		return s.abort(ctx, run, m, fmt.Errorf("fetch devices: %w", p.stopErr))
 	}
 	if err := ctx.Err(); err != nil {
-		return s.abort(ctx, run, m, fmt.Errorf("fetch device details: %w", err))
+		return s.abort(ctx, run, m, fmt.Errorf("fetch devices: %w", err))
 	}
-	detailFailed := 0
-	for i, r := range results {
-		t := targets[i]
-		if r.err == nil {
-			r.err = checkDetail(t.listed, &r.dev)
+	listFailed, targets, detailFailed := 0, 0, 0
+	for _, r := range results {
+		if r.listFailed {
+			listFailed++
 		}
-		if r.err != nil {
-			detailFailed++
-			errs = append(errs, r.err)
-			problems = append(problems, fmt.Sprintf("device %s: %v", deviceLabel(t.listed), r.err))
-			log.Warn("device detail skipped", "device_id", t.listed.ID, "home_id", t.homeID, "err", r.err)
-			continue
-		}
-		batch.Details = append(batch.Details, r.dev)
+		targets += r.targets
+		detailFailed += r.detailFailed
+		problems = append(problems, r.problems...)
+		errs = append(errs, r.errs...)
+		run.RowsWritten += r.saved
 	}
 
 	run.Status = StatusOK
@@ -293,18 +416,22 @@ func (s *Syncer) runInventory(ctx context.Context, job string, withDetails bool)
 		run.Status = StatusPartial
 	}
 	allListsFailed := len(homes) > 0 && listFailed == len(homes)
-	allDetailsFailed := len(targets) > 0 && detailFailed == len(targets)
+	allDetailsFailed := targets > 0 && detailFailed == targets
 	if allListsFailed || allDetailsFailed {
 		run.Status = StatusFailed
 	}
-	run.Error = summarize(problems, detailFailed, len(targets))
+	run.Error = summarize(problems, detailFailed, targets)
 	run.Requests = m.requests()
-	batch.ObservedAt = s.now()
-	run.FinishedAt = batch.ObservedAt
+	run.FinishedAt = s.now()
 
-	// Everything valid is stored, even when the run counts as failed (homes
-	// still refresh when every device list failed).
-	saved, err := s.Store.SaveInventory(ctx, run, batch)
+	// The homes list (removed homes), devices no active home lists any
+	// more, category access and the run row, in the last transaction;
+	// run.RowsWritten already counts the per-home transactions.
+	saved, err := s.Store.SaveInventory(ctx, run, InventoryBatch{
+		ObservedAt:    run.FinishedAt,
+		Homes:         homes,
+		GrantedScopes: s.scopes(),
+	})
 	if err != nil {
 		saveErr := fmt.Errorf("save inventory: %w", err)
 		run.Status = StatusFailed
@@ -312,70 +439,11 @@ func (s *Syncer) runInventory(ctx context.Context, job string, withDetails bool)
 		return s.record(ctx, run, m, saveErr)
 	}
 	run.ID, run.RowsWritten = saved.ID, saved.RowsWritten
-	log.Debug("inventory saved", "homes", len(homes), "details", len(batch.Details), "problems", len(problems))
+	log.Debug("inventory saved", "homes", len(homes), "details", targets-detailFailed, "problems", len(problems))
 	if run.Status == StatusFailed {
 		return run, fmt.Errorf("%s: %w", job, errors.Join(errs...))
 	}
 	return run, nil
-}
-
-// fetchDetails fetches the targets' details with at most Concurrency calls
-// in flight. One failing device never cancels the others; only an error
-// from the token source (no call may be made) stops the remaining fetches,
-// and is returned. results[i] belongs to targets[i].
-func (s *Syncer) fetchDetails(ctx context.Context, m *meter, targets []detailTarget) ([]detailResult, error) {
-	results := make([]detailResult, len(targets))
-	if len(targets) == 0 {
-		return results, nil
-	}
-	dctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-
-	var (
-		mu      sync.Mutex
-		stopErr error
-		stopped atomic.Bool
-	)
-	work := make(chan int)
-	var wg sync.WaitGroup
-	for range min(s.concurrency(), len(targets)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range work {
-				if stopped.Load() || dctx.Err() != nil {
-					continue
-				}
-				t := targets[i]
-				dev, err := s.API.Device(dctx, t.homeID, t.listed.ID)
-				m.done(err)
-				results[i] = detailResult{attempted: true, dev: dev, err: err}
-				if isTokenError(err) {
-					mu.Lock()
-					if stopErr == nil {
-						stopErr = err
-					}
-					mu.Unlock()
-					stopped.Store(true)
-					cancel()
-				}
-			}
-		}()
-	}
-	for i := range targets {
-		if stopped.Load() || dctx.Err() != nil {
-			break
-		}
-		work <- i
-	}
-	close(work)
-	wg.Wait()
-	for i := range results {
-		if !results[i].attempted && results[i].err == nil {
-			results[i].err = errors.New("not fetched: run stopped")
-		}
-	}
-	return results, stopErr
 }
 
 // checkDetail validates a device detail against its list item, and fills

@@ -18,10 +18,11 @@ import (
 const SeenRefresh = time.Hour
 
 // SaveInventory writes a homes/devices batch and its run in one BEGIN
-// IMMEDIATE transaction (R14) and returns the run as stored: its ID and
-// RowsWritten are set to the number of data rows inserted or updated (the run
-// row itself not counted). Re-running the same batch writes only a new run
-// row.
+// IMMEDIATE transaction (R14) and returns the run as stored: its ID set, and
+// the number of data rows this transaction inserted or updated (the run row
+// itself not counted) added to run.RowsWritten, which counts what the run's
+// SaveHomeInventory transactions wrote before. Re-running the same batch
+// writes only a new run row.
 func (db *DB) SaveInventory(ctx context.Context, run jobs.Run, b jobs.InventoryBatch) (jobs.Run, error) {
 	tx, err := db.begin(ctx)
 	if err != nil {
@@ -58,7 +59,7 @@ func (db *DB) SaveInventory(ctx context.Context, run jobs.Run, b jobs.InventoryB
 	if err != nil {
 		return run, fmt.Errorf("save inventory: %w", err)
 	}
-	run.RowsWritten = int(after - before)
+	run.RowsWritten += int(after - before)
 	id, err := insertRun(ctx, tx, run)
 	if err != nil {
 		return run, fmt.Errorf("save inventory: %w", err)
@@ -68,6 +69,43 @@ func (db *DB) SaveInventory(ctx context.Context, run jobs.Run, b jobs.InventoryB
 	}
 	run.ID = id
 	return run, nil
+}
+
+// SaveHomeInventory writes one home's part of a homes or devices cycle in
+// one BEGIN IMMEDIATE transaction (R14): b.HomeDevices (normally one home's
+// complete device list: links refreshed, devices it no longer lists
+// unlinked) and b.Details (devices fetched through that home: capability
+// values, state and snapshots, change-only). It writes no run row and
+// leaves b.Homes, removed devices and category access to the run's closing
+// SaveInventory. It returns the data rows written.
+func (db *DB) SaveHomeInventory(ctx context.Context, b jobs.InventoryBatch) (int, error) {
+	tx, err := db.begin(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("save home inventory: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	before, err := totalChanges(ctx, tx)
+	if err != nil {
+		return 0, fmt.Errorf("save home inventory: %w", err)
+	}
+	obs := b.ObservedAt.UTC()
+	if b.ObservedAt.IsZero() {
+		obs = tx.now
+	}
+	if err := saveHomeDevices(ctx, tx, obs, b.HomeDevices); err != nil {
+		return 0, fmt.Errorf("save home inventory: devices: %w", err)
+	}
+	if err := saveDetails(ctx, tx, obs, b.Details); err != nil {
+		return 0, fmt.Errorf("save home inventory: details: %w", err)
+	}
+	after, err := totalChanges(ctx, tx)
+	if err != nil {
+		return 0, fmt.Errorf("save home inventory: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("save home inventory: commit: %w", err)
+	}
+	return int(after - before), nil
 }
 
 // totalChanges is SQLite's count of rows the connection has inserted,
