@@ -445,8 +445,8 @@ func TestDevicesPipelined(t *testing.T) {
 	st.SaveHomeInventoryFn = func(_ context.Context, b jobs.InventoryBatch) (int, error) {
 		mu.Lock()
 		defer mu.Unlock()
-		if len(b.HomeDevices) != 1 || len(b.Homes) != 0 {
-			t.Errorf("home part = %+v, want one home's list and no homes list", b)
+		if len(b.HomeDevices) != 1 || len(b.Homes) != 1 {
+			t.Errorf("home part = %+v, want one home and its list", b)
 		}
 		for h, devs := range b.HomeDevices {
 			saves = append(saves, h)

@@ -98,9 +98,9 @@ type Store interface {
 	// (the rows the run's SaveHomeInventory calls wrote).
 	SaveInventory(ctx context.Context, run Run, b InventoryBatch) (Run, error)
 	// SaveHomeInventory writes one home's part of a cycle in one
-	// transaction: b.HomeDevices (one home's complete device list) and the
-	// details fetched through it, without a run row, and returns the rows
-	// it wrote.
+	// transaction: b.Homes (that home), b.HomeDevices (its complete device
+	// list) and the details fetched through it, without a run row, and
+	// returns the rows it wrote.
 	SaveHomeInventory(ctx context.Context, b InventoryBatch) (int, error)
 	// RecordRun writes a run that stored no batch (failed or skipped).
 	RecordRun(ctx context.Context, run Run) (int64, error)

@@ -338,6 +338,7 @@ func (p *pipeline) home(ctx context.Context, h model.Home) homeResult {
 	}
 	n, err := p.s.Store.SaveHomeInventory(ctx, InventoryBatch{
 		ObservedAt:  p.s.now(),
+		Homes:       []model.Home{h},
 		HomeDevices: map[string][]model.Device{h.ID: devs},
 		Details:     details,
 	})

@@ -72,12 +72,13 @@ func (db *DB) SaveInventory(ctx context.Context, run jobs.Run, b jobs.InventoryB
 }
 
 // SaveHomeInventory writes one home's part of a homes or devices cycle in
-// one BEGIN IMMEDIATE transaction (R14): b.HomeDevices (normally one home's
+// one BEGIN IMMEDIATE transaction (R14): b.Homes (that home, upserted;
+// no other home is marked removed), b.HomeDevices (normally one home's
 // complete device list: links refreshed, devices it no longer lists
 // unlinked) and b.Details (devices fetched through that home: capability
 // values, state and snapshots, change-only). It writes no run row and
-// leaves b.Homes, removed devices and category access to the run's closing
-// SaveInventory. It returns the data rows written.
+// leaves the complete homes list, removed devices and category access to
+// the run's closing SaveInventory. It returns the data rows written.
 func (db *DB) SaveHomeInventory(ctx context.Context, b jobs.InventoryBatch) (int, error) {
 	tx, err := db.begin(ctx)
 	if err != nil {
@@ -91,6 +92,9 @@ func (db *DB) SaveHomeInventory(ctx context.Context, b jobs.InventoryBatch) (int
 	obs := b.ObservedAt.UTC()
 	if b.ObservedAt.IsZero() {
 		obs = tx.now
+	}
+	if _, err := upsertHomes(ctx, tx, obs, b.Homes); err != nil {
+		return 0, fmt.Errorf("save home inventory: homes: %w", err)
 	}
 	if err := saveHomeDevices(ctx, tx, obs, b.HomeDevices); err != nil {
 		return 0, fmt.Errorf("save home inventory: devices: %w", err)
@@ -124,28 +128,9 @@ func saveHomes(ctx context.Context, tx *tx, obs time.Time, homes []model.Home) e
 	if homes == nil {
 		return nil
 	}
-	stmt, err := tx.PrepareContext(ctx, `INSERT INTO homes (id, name, first_seen_at, last_seen_at)
-VALUES (?1, ?2, ?3, ?3)
-ON CONFLICT (id) DO UPDATE SET
-    name = excluded.name,
-    last_seen_at = max(homes.last_seen_at, excluded.last_seen_at),
-    removed_at = NULL
-WHERE homes.name IS NOT excluded.name
-   OR homes.removed_at IS NOT NULL
-   OR excluded.last_seen_at - homes.last_seen_at >= ?4`)
+	ids, err := upsertHomes(ctx, tx, obs, homes)
 	if err != nil {
 		return err
-	}
-	defer func() { _ = stmt.Close() }()
-	ids := make([]string, 0, len(homes))
-	for _, h := range homes {
-		if h.ID == "" {
-			continue
-		}
-		if _, err := stmt.ExecContext(ctx, h.ID, h.Name, obs.UnixMilli(), SeenRefresh.Milliseconds()); err != nil {
-			return fmt.Errorf("upsert home %q: %w", h.ID, err)
-		}
-		ids = append(ids, h.ID)
 	}
 	// The list is complete: a home missing from it is gone (kept, marked).
 	if _, err := tx.ExecContext(ctx, `UPDATE homes SET removed_at = ?1
@@ -158,6 +143,34 @@ WHERE removed_at IS NULL AND home_id IN (SELECT id FROM homes WHERE removed_at I
 		return fmt.Errorf("mark links of removed homes: %w", err)
 	}
 	return nil
+}
+
+// upsertHomes inserts or refreshes homes (change-only) and returns their ids.
+func upsertHomes(ctx context.Context, tx *tx, obs time.Time, homes []model.Home) ([]string, error) {
+	stmt, err := tx.PrepareContext(ctx, `INSERT INTO homes (id, name, first_seen_at, last_seen_at)
+VALUES (?1, ?2, ?3, ?3)
+ON CONFLICT (id) DO UPDATE SET
+    name = excluded.name,
+    last_seen_at = max(homes.last_seen_at, excluded.last_seen_at),
+    removed_at = NULL
+WHERE homes.name IS NOT excluded.name
+   OR homes.removed_at IS NOT NULL
+   OR excluded.last_seen_at - homes.last_seen_at >= ?4`)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = stmt.Close() }()
+	ids := make([]string, 0, len(homes))
+	for _, h := range homes {
+		if h.ID == "" {
+			continue
+		}
+		if _, err := stmt.ExecContext(ctx, h.ID, h.Name, obs.UnixMilli(), SeenRefresh.Milliseconds()); err != nil {
+			return nil, fmt.Errorf("upsert home %q: %w", h.ID, err)
+		}
+		ids = append(ids, h.ID)
+	}
+	return ids, nil
 }
 
 // upsertDeviceSQL inserts or refreshes a device from a home's device list,
