@@ -17,6 +17,7 @@ import (
 
 	"github.com/tibbersync/tibbersync/internal/auth"
 	"github.com/tibbersync/tibbersync/internal/jobs"
+	"github.com/tibbersync/tibbersync/internal/memtrim"
 	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/sdnotify"
 	"github.com/tibbersync/tibbersync/internal/store"
@@ -266,15 +267,18 @@ func maintain(ctx context.Context, a *app, log *slog.Logger, sd *sdnotify.Notifi
 	}
 }
 
-// releaseMemory hands what a job used back to the system: SQLite's page
-// cache, then the Go heap the job left behind (debug.FreeOSMemory runs a
-// GC and returns the freed pages at once instead of over minutes). It runs
-// after every job; at idle-heap sizes it costs a few milliseconds.
+// releaseMemory hands what a job used back to the system: SQLite's caches,
+// the Go heap the job left behind (debug.FreeOSMemory runs a GC and returns
+// the freed pages at once instead of over minutes) and the pages of the
+// binary's code that the job ran (see internal/memtrim). It runs after
+// every job; at idle-heap sizes it costs a few milliseconds.
 func releaseMemory(ctx context.Context, db *store.DB, log *slog.Logger) {
 	if err := db.ReleaseMemory(ctx); err != nil && ctx.Err() == nil {
 		log.Debug("release memory", "err", err)
 	}
-	debug.FreeOSMemory()
+	if _, err := memtrim.Release(); err != nil {
+		log.Debug("release memory", "err", err)
+	}
 }
 
 // memoryLimit is the daemon's soft memory limit (debug.SetMemoryLimit)

@@ -227,6 +227,7 @@ func wantPragmas(readOnly bool, synchronous string) []pragmaWant {
 		{"synchronous", sync},
 		{"foreign_keys", "1"},
 		{"temp_store", "2"},
+		{"cache_size", strconv.Itoa(CachePages)},
 	}
 	if !readOnly {
 		// A reader reports whatever mode the file is in (a backup copy is
