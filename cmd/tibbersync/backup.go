@@ -10,39 +10,36 @@ import (
 
 // cmdBackup writes a consistent, integrity-checked copy of data.db with
 // VACUUM INTO. It works while the daemon runs.
-func cmdBackup(ctx context.Context, args []string, env *environment) int {
-	fs, g := newFlagSet(ctx, "backup", env)
+func cmdBackup(ctx context.Context, g globalFlags, args []string, env *environment) error {
+	fs := newFlagSet("backup", &g, env)
 	force := fs.Bool("force", false, "overwrite FILE if it exists")
 	fs.Usage = func() {
 		fmt.Fprintln(env.stderr, "usage: tibbersync backup [--force] FILE")
 		fs.PrintDefaults()
 	}
-	if code, ok := parseFlags(fs, args, 1, env); !ok {
-		return code
+	if err := parseFlags(fs, args, 1); err != nil {
+		return err
 	}
 	if fs.NArg() != 1 {
 		fs.Usage()
-		return exitUsage
+		return withCode(exitUsage, nil)
 	}
 	dest, err := filepath.Abs(fs.Arg(0))
 	if err != nil {
-		fmt.Fprintf(env.stderr, "tibbersync backup: %v\n", err)
-		return exitUsage
+		return usageErrorf("tibbersync backup: %v", err)
 	}
-	cfg, code, ok := loadConfig(g, env)
-	if !ok {
-		return code
+	cfg, err := loadConfig(g, env)
+	if err != nil {
+		return err
 	}
 	db, err := store.OpenReadOnly(ctx, filepath.Join(cfg.Storage.Dir, "data.db"))
 	if err != nil {
-		fmt.Fprintf(env.stderr, "tibbersync backup: %v\n", err)
-		return exitError
+		return fmt.Errorf("tibbersync backup: %w", err)
 	}
 	defer db.Close()
 	if err := db.Backup(ctx, dest, *force); err != nil {
-		fmt.Fprintf(env.stderr, "tibbersync backup: %v\n", err)
-		return exitError
+		return fmt.Errorf("tibbersync backup: %w", err)
 	}
 	fmt.Fprintf(env.stdout, "backup written and checked: %s\n", dest)
-	return exitOK
+	return nil
 }

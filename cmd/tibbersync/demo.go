@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,11 +20,12 @@ import (
 
 	"github.com/tibbersync/tibbersync/internal/clock"
 	"github.com/tibbersync/tibbersync/internal/config"
+	"github.com/tibbersync/tibbersync/internal/daemon"
+	"github.com/tibbersync/tibbersync/internal/jobs"
 	"github.com/tibbersync/tibbersync/internal/logging"
 	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/simulator"
 	"github.com/tibbersync/tibbersync/internal/version"
-	"github.com/tibbersync/tibbersync/internal/web"
 )
 
 // demoClock is the real clock shifted by an offset that the demo advances,
@@ -54,8 +56,8 @@ func (c *demoClock) Advance(d time.Duration) {
 // cmdDemo wires the simulator and the daemon together: the authorization
 // runs over real HTTP with automatic consent, then a few sync cycles run
 // while simulated time moves on, and a summary is read back from data.db.
-func cmdDemo(ctx context.Context, args []string, env *environment) int {
-	fs, _ := newFlagSet(ctx, "demo", env)
+func cmdDemo(ctx context.Context, g globalFlags, args []string, env *environment) error {
+	fs := newFlagSet("demo", &g, env)
 	cycles := fs.Int("cycles", 4, "devices cycles to run (simulated time moves 15 minutes per cycle)")
 	dir := fs.String("dir", "", "state directory (default: a temporary directory, removed afterwards)")
 	serve := fs.Bool("serve", false, "after the cycles keep the daemon running with its status page until Ctrl-C")
@@ -63,26 +65,23 @@ func cmdDemo(ctx context.Context, args []string, env *environment) int {
 	seed := fs.Int64("seed", 1, "simulator seed")
 	backfill := fs.Int("backfill-days", 14, "history backfill in days")
 	verbose := fs.Bool("v", false, "show the daemon's log")
-	if code, ok := parseFlags(fs, args, 0, env); !ok {
-		return code
+	if err := parseFlags(fs, args, 0); err != nil {
+		return err
 	}
 	if *cycles < 0 || *cycles > 1000 {
-		fmt.Fprintf(env.stderr, "tibbersync demo: --cycles %d: want 0..1000\n", *cycles)
-		return exitUsage
+		return usageErrorf("tibbersync demo: --cycles %d: want 0..1000", *cycles)
 	}
 	if *serve && *listen == "127.0.0.1:0" {
 		*listen = "127.0.0.1:8765"
 	}
 	if h, _, err := net.SplitHostPort(*listen); err != nil || !loopbackHost(h) {
-		fmt.Fprintf(env.stderr, "tibbersync demo: --listen %q: want a loopback host:port\n", *listen)
-		return exitUsage
+		return usageErrorf("tibbersync demo: --listen %q: want a loopback host:port", *listen)
 	}
 	stateDir := *dir
 	if stateDir == "" {
 		tmp, err := os.MkdirTemp("", "tibbersync-demo-")
 		if err != nil {
-			fmt.Fprintf(env.stderr, "tibbersync demo: %v\n", err)
-			return exitError
+			return fmt.Errorf("tibbersync demo: %w", err)
 		}
 		defer os.RemoveAll(tmp)
 		stateDir = tmp
@@ -102,15 +101,30 @@ type demo struct {
 	keep     bool // the state directory was given and is kept
 }
 
-func (d *demo) run(ctx context.Context, listen string, serve bool) int {
-	out := d.env.stdout
-	// The web port must be known before the simulator registers the redirect URI.
-	webAddr, err := reserveAddr(listen)
-	if err != nil {
-		fmt.Fprintf(d.env.stderr, "tibbersync demo: %v\n", err)
-		return exitError
+// loopbackHost reports whether host (of --listen) is loopback.
+func loopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
 	}
-	_, port, _ := net.SplitHostPort(webAddr)
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func (d *demo) run(ctx context.Context, listen string, serve bool) error {
+	out := d.env.stdout
+	// The web port must be known before the simulator registers the
+	// redirect URI: bind it now and hand the socket to the daemon.
+	webLn, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fmt.Errorf("tibbersync demo: %w", err)
+	}
+	handedOver := false
+	defer func() {
+		if !handedOver {
+			webLn.Close()
+		}
+	}()
+	_, port, _ := net.SplitHostPort(webLn.Addr().String())
 	redirect := "http://localhost:" + port + "/callback"
 
 	sim := simulator.New(simulator.Options{
@@ -123,8 +137,7 @@ func (d *demo) run(ctx context.Context, listen string, serve bool) int {
 	defer sim.Close()
 	simLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		fmt.Fprintf(d.env.stderr, "tibbersync demo: simulator: %v\n", err)
-		return exitError
+		return fmt.Errorf("tibbersync demo: simulator: %w", err)
 	}
 	simURL := "http://" + simLn.Addr().String()
 	sim.SetBaseURL(simURL)
@@ -134,7 +147,7 @@ func (d *demo) run(ctx context.Context, listen string, serve bool) int {
 
 	cfg := config.Default()
 	cfg.Storage.Dir = d.stateDir
-	cfg.Web.Listen = webAddr
+	cfg.Web.Listen = webLn.Addr().String()
 	cfg.Tibber.ClientID = simulator.DefaultClientID
 	cfg.ClientSecret = logging.NewSecret(simulator.DefaultClientSecret)
 	cfg.ClientSecretSource = "demo"
@@ -160,56 +173,53 @@ func (d *demo) run(ctx context.Context, listen string, serve bool) int {
 	fmt.Fprintf(out, "  simulator: %s (fixture account: 2 homes, every device category)\n", simURL)
 	fmt.Fprintf(out, "  state dir: %s\n\n", d.stateDir)
 
+	handedOver = true
 	if serve {
-		return d.serve(ctx, cfg, log)
+		return d.serve(ctx, cfg, log, webLn)
 	}
 
-	a, err := openApp(ctx, cfg, log, appOptions{clock: d.clk})
+	// The daemon's web server serves the authorization; the demo runs the
+	// jobs itself, one after the other, while simulated time moves on.
+	dm, err := daemon.Open(ctx, cfg, daemon.Options{Clock: d.clk, Logger: log, Listener: webLn, ManualSchedule: true})
 	if err != nil {
-		fmt.Fprintf(d.env.stderr, "tibbersync demo: %v\n", err)
-		return exitError
+		return fmt.Errorf("tibbersync demo: %w", err)
 	}
-	defer a.close()
-	if err := a.source.Init(ctx); err != nil {
-		fmt.Fprintf(d.env.stderr, "tibbersync demo: %v\n", err)
-		return exitError
-	}
-	srv, err := web.New(web.Options{
-		Listen: webAddr, RedirectURL: redirect, ClientID: cfg.Tibber.ClientID, Scopes: cfg.Tibber.Scopes,
-		ClientConfigured: true, Flow: a.flow, Status: a.data, Clock: d.clk, Logger: log.With("component", "web"),
-	})
-	if err != nil {
-		fmt.Fprintf(d.env.stderr, "tibbersync demo: web: %v\n", err)
-		return exitError
-	}
-	if err := srv.Open(); err != nil {
-		fmt.Fprintf(d.env.stderr, "tibbersync demo: web: %v\n", err)
-		return exitError
-	}
+	defer dm.Close()
+	runCtx, stop := context.WithCancel(ctx)
+	runErr := make(chan error, 1)
+	go func() { runErr <- dm.Run(runCtx) }()
 	defer func() {
-		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Close(cctx)
+		stop()
+		<-runErr
 	}()
-
-	fmt.Fprintln(out, "1. authorize: /setup/start → simulator consent (automatic) → /callback")
-	if err := autoAuthorize(ctx, srv.URL()); err != nil {
-		fmt.Fprintf(d.env.stderr, "tibbersync demo: authorization: %v\n", err)
-		return exitError
+	select {
+	case <-dm.Ready():
+	case err := <-runErr:
+		return fmt.Errorf("tibbersync demo: web: %w", err)
 	}
-	st, err := a.source.Status(ctx)
+	return d.cycle(ctx, dm)
+}
+
+// cycle authorizes, runs the first sync and the devices cycles, and prints
+// the summary.
+func (d *demo) cycle(ctx context.Context, dm *daemon.Daemon) error {
+	out := d.env.stdout
+	fmt.Fprintln(out, "1. authorize: /setup/start → simulator consent (automatic) → /callback")
+	if err := autoAuthorize(ctx, dm.URL()); err != nil {
+		return fmt.Errorf("tibbersync demo: authorization: %w", err)
+	}
+	st, err := dm.Auth().Status(ctx)
 	if err != nil || st.State != model.AuthOK {
-		fmt.Fprintf(d.env.stderr, "tibbersync demo: authorization did not complete: state %s %v\n", st.State, err)
-		return exitError
+		return fmt.Errorf("tibbersync demo: authorization did not complete: state %s %v", st.State, err)
 	}
 	fmt.Fprintf(out, "   authorized as %s, %d scopes granted\n\n", st.Email, len(st.GrantedScopes))
 
 	fmt.Fprintln(out, "2. first sync (homes, devices, history backfill)")
 	failed := false
-	for _, job := range jobNames {
-		r, err := a.runJob(ctx, job)
+	for _, job := range daemon.JobNames {
+		r, err := dm.RunJob(ctx, job)
 		fmt.Fprintf(out, "   %-8s %-7s requests=%-4d rows=%d\n", job, r.Status, r.Requests, r.RowsWritten)
-		if err != nil || r.Status == "failed" || r.Status == "skipped" {
+		if err != nil || r.Status == jobs.StatusFailed || r.Status == jobs.StatusSkipped {
 			failed = true
 			fmt.Fprintf(d.env.stderr, "   %s: %s %v\n", job, r.Error, err)
 		}
@@ -217,21 +227,20 @@ func (d *demo) run(ctx context.Context, listen string, serve bool) int {
 	fmt.Fprintf(out, "\n3. %d devices cycles, simulated time +15 min each\n", d.cycles)
 	for i := 1; i <= d.cycles && ctx.Err() == nil; i++ {
 		d.clk.Advance(15 * time.Minute)
-		r, err := a.runJob(ctx, "devices")
+		r, err := dm.RunJob(ctx, jobs.JobDevices)
 		fmt.Fprintf(out, "   cycle %d at %s: %-7s requests=%-3d rows=%d\n", i, d.clk.Now().Format("15:04"), r.Status, r.Requests, r.RowsWritten)
-		if err != nil || r.Status == "failed" {
+		if err != nil || r.Status == jobs.StatusFailed {
 			failed = true
 		}
 	}
-	r, err := a.runJob(ctx, "history")
+	r, err := dm.RunJob(ctx, jobs.JobHistory)
 	fmt.Fprintf(out, "   history  %-7s requests=%-3d rows=%d (incremental, with lookback)\n\n", r.Status, r.Requests, r.RowsWritten)
-	if err != nil || r.Status == "failed" {
+	if err != nil || r.Status == jobs.StatusFailed {
 		failed = true
 	}
 	dbPath := filepath.Join(d.stateDir, "data.db")
 	if err := printDemoSummary(ctx, out, dbPath); err != nil {
-		fmt.Fprintf(d.env.stderr, "tibbersync demo: summary: %v\n", err)
-		return exitError
+		return fmt.Errorf("tibbersync demo: summary: %w", err)
 	}
 	if d.keep {
 		fmt.Fprintf(out, "\nTry: sqlite3 'file:%s?mode=ro' 'SELECT * FROM device_overview'\n", dbPath)
@@ -239,26 +248,21 @@ func (d *demo) run(ctx context.Context, listen string, serve bool) int {
 		fmt.Fprintln(out, "\nThe state directory is removed now; run with --dir DIR to keep data.db and explore it (make run shows the status page).")
 	}
 	if failed {
-		fmt.Fprintln(d.env.stderr, "tibbersync demo: some runs failed (see above)")
-		return exitError
+		return errors.New("tibbersync demo: some runs failed (see above)")
 	}
-	return exitOK
+	return nil
 }
 
 // serve runs the real daemon against the simulator until Ctrl-C, with the
 // authorization done automatically once the web server listens.
-func (d *demo) serve(ctx context.Context, cfg config.Config, log *slog.Logger) int {
-	dm := &daemon{env: d.env, log: log}
-	dm.ready = func(url string, a *app) {
-		go func() {
-			if err := autoAuthorize(ctx, url); err != nil {
-				log.Error("demo authorization", "err", err)
-				return
-			}
-			fmt.Fprintf(d.env.stdout, "authorized; status page: %s/  (Ctrl-C to stop)\n", url)
-		}()
-	}
-	return dm.run(ctx, cfg, appOptions{clock: d.clk, withMetrics: true})
+func (d *demo) serve(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listener) error {
+	return serve(ctx, cfg, log, d.env, daemon.Options{Clock: d.clk, Listener: ln}, func(dm *daemon.Daemon) {
+		if err := autoAuthorize(ctx, dm.URL()); err != nil {
+			log.Error("demo authorization", "err", err)
+			return
+		}
+		fmt.Fprintf(d.env.stdout, "authorized; status page: %s/  (Ctrl-C to stop)\n", dm.URL())
+	})
 }
 
 // autoAuthorize walks /setup/start → authorize → /callback with a cookie-jar
@@ -292,24 +296,6 @@ func firstLine(s string) string {
 		s = s[:200]
 	}
 	return s
-}
-
-// reserveAddr resolves a :0 port to a concrete free one.
-func reserveAddr(listen string) (string, error) {
-	host, port, err := net.SplitHostPort(listen)
-	if err != nil {
-		return "", err
-	}
-	if port != "0" {
-		return listen, nil
-	}
-	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		return "", err
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr, nil
 }
 
 // printDemoSummary reads data.db the way an analyst would: read-only.

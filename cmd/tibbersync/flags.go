@@ -1,10 +1,8 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
-	"fmt"
 	"io"
 	"strings"
 )
@@ -13,17 +11,6 @@ import (
 type globalFlags struct {
 	ConfigPath string
 	LogLevel   string
-}
-
-type globalKey struct{}
-
-func withGlobal(ctx context.Context, g globalFlags) context.Context {
-	return context.WithValue(ctx, globalKey{}, g)
-}
-
-func globalFrom(ctx context.Context) globalFlags {
-	g, _ := ctx.Value(globalKey{}).(globalFlags)
-	return g
 }
 
 // parseGlobal reads -c/--config and --log-level up to the first non-flag
@@ -42,29 +29,32 @@ func parseGlobal(args []string) (globalFlags, []string, error) {
 }
 
 // newFlagSet makes a subcommand's flag set that also accepts the global
-// flags after the subcommand name (tibbersync run -c x.toml).
-func newFlagSet(ctx context.Context, name string, env *environment) (*flag.FlagSet, *globalFlags) {
-	g := globalFrom(ctx)
+// flags after the subcommand name (tibbersync run -c x.toml); they update
+// *g.
+func newFlagSet(name string, g *globalFlags, env *environment) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(env.stderr)
 	fs.StringVar(&g.ConfigPath, "c", g.ConfigPath, "config file (default /etc/tibbersync/config.toml if it exists, else ./config.toml)")
 	fs.StringVar(&g.ConfigPath, "config", g.ConfigPath, "config file")
 	fs.StringVar(&g.LogLevel, "log-level", g.LogLevel, "log level: debug, info, warn, error (overrides [log].level)")
-	return fs, &g
+	return fs
 }
 
-// parseFlags parses a subcommand's flags. It returns ok=false with the exit
-// code to use when parsing failed or -h was asked for.
-func parseFlags(fs *flag.FlagSet, args []string, maxArgs int, env *environment) (int, bool) {
+// errHelp stops a command after -h printed its flags: exit 0.
+var errHelp = withCode(exitOK, nil)
+
+// parseFlags parses a subcommand's flags and allows at most maxArgs
+// positional arguments (-1: any). The flag package has already printed
+// what was wrong, so a parse error exits 2 silently; -h exits 0.
+func parseFlags(fs *flag.FlagSet, args []string, maxArgs int) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return exitOK, false
+			return errHelp
 		}
-		return exitUsage, false
+		return withCode(exitUsage, nil)
 	}
 	if maxArgs >= 0 && fs.NArg() > maxArgs {
-		fmt.Fprintf(env.stderr, "tibbersync %s: unexpected arguments: %s\n", fs.Name(), strings.Join(fs.Args()[maxArgs:], " "))
-		return exitUsage, false
+		return usageErrorf("tibbersync %s: unexpected arguments: %s", fs.Name(), strings.Join(fs.Args()[maxArgs:], " "))
 	}
-	return 0, true
+	return nil
 }

@@ -10,7 +10,11 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
+
+	"github.com/tibbersync/tibbersync/internal/auth"
+	"github.com/tibbersync/tibbersync/internal/daemon"
 )
 
 func main() {
@@ -25,7 +29,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "tibbersync: second signal, exiting now")
 		os.Exit(exitError)
 	}()
-	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	env := &environment{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, environ: os.Environ()}
+	code := runMain(ctx, os.Args[1:], env)
 	signal.Stop(sigs)
 	cancel()
 	os.Exit(code)
@@ -39,8 +44,65 @@ const (
 	exitConfig = 78 // EX_CONFIG: bad config, config_error or reauth_required; systemd's RestartPreventExitStatus covers it
 )
 
-// command is one subcommand: it gets the arguments after its name.
-type command func(ctx context.Context, args []string, env *environment) int
+// codeError is a command's failure with the exit code it calls for. Its
+// message, when there is one, is printed as it is; a nil err exits
+// silently (the command already said what was wrong, or the exit code is
+// the answer, as for `status`).
+type codeError struct {
+	code int
+	err  error
+}
+
+func (e *codeError) Error() string {
+	if e.err == nil {
+		return ""
+	}
+	return e.err.Error()
+}
+
+func (e *codeError) Unwrap() error { return e.err }
+
+// withCode makes err exit with code.
+func withCode(code int, err error) error { return &codeError{code: code, err: err} }
+
+// usageErrorf is a usage error (exit 2) with a message.
+func usageErrorf(format string, args ...any) error {
+	return withCode(exitUsage, fmt.Errorf(format, args...))
+}
+
+// exitCode maps a command's error to the process exit code: the one place
+// that decides. A daemon.ConfigError (bad configuration, nothing a restart
+// fixes) and a client configuration Tibber rejected are 78, any other
+// unclassified error 1.
+func exitCode(err error) int {
+	var ce *codeError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &ce):
+		return ce.code
+	case daemon.IsConfigError(err), errors.Is(err, auth.ErrConfig), errors.Is(err, auth.ErrNoClientSecret):
+		return exitConfig
+	default:
+		return exitError
+	}
+}
+
+// runMain runs the command line and turns its error into an exit code,
+// printing the error's message once on stderr.
+func runMain(ctx context.Context, args []string, env *environment) int {
+	err := runWith(ctx, args, env)
+	if err != nil {
+		if msg := err.Error(); msg != "" {
+			fmt.Fprintln(env.stderr, msg)
+		}
+	}
+	return exitCode(err)
+}
+
+// command is one subcommand: it gets the global flags and the arguments
+// after its name.
+type command func(ctx context.Context, g globalFlags, args []string, env *environment) error
 
 // environment is what every subcommand gets from main: streams and the
 // process environment, injected so that tests can run commands in-process.
@@ -70,51 +132,43 @@ Commands:
 Run 'tibbersync <command> -h' for the flags of a command.
 `
 
-func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	env := &environment{stdin: stdin, stdout: stdout, stderr: stderr, environ: os.Environ()}
-	return runWith(ctx, args, env)
+// usageOnError is the usage text as the end of an error message (the
+// message gets its line end when printed).
+func usageOnError() string { return strings.TrimSuffix(usage, "\n") }
+
+var commands = map[string]command{
+	"run":         cmdRun,
+	"setup":       cmdSetup,
+	"sync":        cmdSync,
+	"status":      cmdStatus,
+	"simulate":    cmdSimulate,
+	"demo":        cmdDemo,
+	"backup":      cmdBackup,
+	"healthcheck": cmdHealthcheck,
+	"version":     cmdVersion,
 }
 
-func runWith(ctx context.Context, args []string, env *environment) int {
+func runWith(ctx context.Context, args []string, env *environment) error {
 	global, rest, err := parseGlobal(args)
 	if errors.Is(err, flag.ErrHelp) {
 		fmt.Fprint(env.stdout, usage)
-		return exitOK
+		return nil
 	}
 	if err != nil {
-		fmt.Fprintf(env.stderr, "tibbersync: %v\n\n%s", err, usage)
-		return exitUsage
+		return usageErrorf("tibbersync: %v\n\n%s", err, usageOnError())
 	}
 	if len(rest) == 0 {
-		fmt.Fprint(env.stderr, usage)
-		return exitUsage
-	}
-	commands := map[string]command{
-		"run":         cmdRun,
-		"setup":       cmdSetup,
-		"sync":        cmdSync,
-		"status":      cmdStatus,
-		"simulate":    cmdSimulateEnv,
-		"demo":        cmdDemo,
-		"backup":      cmdBackup,
-		"healthcheck": cmdHealthcheck,
-		"version":     cmdVersion,
+		return usageErrorf("%s", usageOnError())
 	}
 	name := rest[0]
 	switch name {
 	case "help", "-h", "--help":
 		fmt.Fprint(env.stdout, usage)
-		return exitOK
+		return nil
 	}
 	cmd, ok := commands[name]
 	if !ok {
-		fmt.Fprintf(env.stderr, "tibbersync: unknown command %q\n\n%s", name, usage)
-		return exitUsage
+		return usageErrorf("tibbersync: unknown command %q\n\n%s", name, usageOnError())
 	}
-	return cmd(withGlobal(ctx, global), rest[1:], env)
-}
-
-// cmdSimulateEnv adapts cmdSimulate (simulate.go) to the command signature.
-func cmdSimulateEnv(ctx context.Context, args []string, env *environment) int {
-	return cmdSimulate(ctx, args, env.stdout, env.stderr)
+	return cmd(ctx, global, rest[1:], env)
 }

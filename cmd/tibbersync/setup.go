@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"time"
 
 	"github.com/tibbersync/tibbersync/internal/auth"
+	"github.com/tibbersync/tibbersync/internal/daemon"
 	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/web"
 )
@@ -21,40 +23,37 @@ const setupTimeout = 10 * time.Minute
 // cmdSetup runs the one-time authorization from a terminal. Without --paste
 // it serves /callback on [web].listen for the duration of the attempt only
 // (R2); with --paste it reads the redirected URL from stdin (headless).
-func cmdSetup(ctx context.Context, args []string, env *environment) int {
-	fs, g := newFlagSet(ctx, "setup", env)
+func cmdSetup(ctx context.Context, g globalFlags, args []string, env *environment) error {
+	fs := newFlagSet("setup", &g, env)
 	paste := fs.Bool("paste", false, "headless: print the authorize URL and read the redirected URL from stdin")
-	if code, ok := parseFlags(fs, args, 0, env); !ok {
-		return code
+	if err := parseFlags(fs, args, 0); err != nil {
+		return err
 	}
-	cfg, log, code, ok := loadConfigAndLogger(g, env)
-	if !ok {
-		return code
+	cfg, log, err := loadConfigAndLogger(g, env)
+	if err != nil {
+		return err
 	}
 	for _, w := range auth.CheckRedirectURL(cfg.Tibber.RedirectURL, cfg.Web.Listen) {
 		fmt.Fprintf(env.stderr, "warning: %s\n", w)
 	}
-	a, err := openApp(ctx, cfg, log, appOptions{})
+	d, err := daemon.Open(ctx, cfg, daemon.Options{Logger: log})
 	if err != nil {
-		fmt.Fprintf(env.stderr, "tibbersync: %v\n", err)
-		return exitConfig
+		return fmt.Errorf("tibbersync: %w", err)
 	}
-	defer a.close()
-	if !a.clientConfigured || a.flow == nil {
-		fmt.Fprintf(env.stderr, "tibbersync setup: the Tibber client is not configured: %s\n", configHint(cfg))
-		return exitConfig
+	defer d.Close()
+	if !d.ClientConfigured() || d.Flow() == nil {
+		return withCode(exitConfig, fmt.Errorf("tibbersync setup: the Tibber client is not configured: %s", daemon.ConfigHint(cfg)))
 	}
 	if *paste {
-		return setupPaste(ctx, a, env)
+		return setupPaste(ctx, d, env)
 	}
-	return setupBrowser(ctx, a, env)
+	return setupBrowser(ctx, d, log, env)
 }
 
-func setupPaste(ctx context.Context, a *app, env *environment) int {
-	authURL, err := a.flow.Start(ctx)
+func setupPaste(ctx context.Context, d *daemon.Daemon, env *environment) error {
+	authURL, err := d.Flow().Start(ctx)
 	if err != nil {
-		fmt.Fprintf(env.stderr, "tibbersync setup: %v\n", err)
-		return exitError
+		return fmt.Errorf("tibbersync setup: %w", err)
 	}
 	fmt.Fprintf(env.stdout, `1. Open this URL in a browser on any machine and log in to Tibber:
 
@@ -65,26 +64,23 @@ func setupPaste(ctx context.Context, a *app, env *environment) int {
 3. Copy the whole URL from the browser's address bar and paste it here, then press Enter.
    The attempt is valid for 10 minutes.
 
-URL: `, authURL, a.cfg.Tibber.RedirectURL)
+URL: `, authURL, d.Config().Tibber.RedirectURL)
 	line, err := readLine(ctx, env.stdin)
 	if err != nil {
-		fmt.Fprintf(env.stderr, "\ntibbersync setup: %v\n", err)
-		return exitError
+		return fmt.Errorf("\ntibbersync setup: %w", err)
 	}
 	u, err := auth.ParseRedirect(line)
 	if err != nil {
-		fmt.Fprintf(env.stderr, "tibbersync setup: %v\n", err)
-		return exitError
+		return fmt.Errorf("tibbersync setup: %w", err)
 	}
 	cctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	st, err := a.flow.Complete(cctx, u)
+	st, err := d.Flow().Complete(cctx, u)
 	if err != nil {
-		fmt.Fprintf(env.stderr, "tibbersync setup: %v\n", err)
-		return exitCodeForAuthError(err)
+		return fmt.Errorf("tibbersync setup: %w", err)
 	}
 	printAuthorized(env.stdout, st)
-	return exitOK
+	return nil
 }
 
 // readLine reads one line from r, giving up when ctx is done.
@@ -112,8 +108,10 @@ func readLine(ctx context.Context, r io.Reader) (string, error) {
 	}
 }
 
-func setupBrowser(ctx context.Context, a *app, env *environment) int {
-	cfg := a.cfg
+// setupBrowser serves /callback on [web].listen for the attempt only.
+// It is not the daemon's web server: no status page, no jobs.
+func setupBrowser(ctx context.Context, d *daemon.Daemon, log *slog.Logger, env *environment) error {
+	cfg := d.Config()
 	done := make(chan model.AuthStatus, 1)
 	srv, err := web.New(web.Options{
 		Listen:           cfg.Web.Listen,
@@ -122,8 +120,8 @@ func setupBrowser(ctx context.Context, a *app, env *environment) int {
 		ClientID:         cfg.Tibber.ClientID,
 		Scopes:           cfg.Tibber.Scopes,
 		ClientConfigured: true,
-		Flow:             a.flow,
-		Logger:           a.log.With("component", "web"),
+		Flow:             d.Flow(),
+		Logger:           log.With("component", "web"),
 		ParseRedirect:    auth.ParseRedirect,
 		OnAuthorized: func(st model.AuthStatus) {
 			select {
@@ -133,12 +131,10 @@ func setupBrowser(ctx context.Context, a *app, env *environment) int {
 		},
 	})
 	if err != nil {
-		fmt.Fprintf(env.stderr, "tibbersync setup: %v\n", err)
-		return exitConfig
+		return withCode(exitConfig, fmt.Errorf("tibbersync setup: %w", err))
 	}
 	if err := srv.Open(); err != nil {
-		fmt.Fprintf(env.stderr, "tibbersync setup: %v\n(is the daemon running? then open its /setup page, or use 'tibbersync setup --paste')\n", err)
-		return exitError
+		return fmt.Errorf("tibbersync setup: %w\n(is the daemon running? then open its /setup page, or use 'tibbersync setup --paste')", err)
 	}
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -150,13 +146,11 @@ func setupBrowser(ctx context.Context, a *app, env *environment) int {
 	select {
 	case st := <-done:
 		printAuthorized(env.stdout, st)
-		return exitOK
+		return nil
 	case <-time.After(setupTimeout):
-		fmt.Fprintln(env.stderr, "tibbersync setup: timed out waiting for the browser; nothing was stored")
-		return exitError
+		return errors.New("tibbersync setup: timed out waiting for the browser; nothing was stored")
 	case <-ctx.Done():
-		fmt.Fprintln(env.stderr, "tibbersync setup: interrupted; nothing was stored")
-		return exitError
+		return errors.New("tibbersync setup: interrupted; nothing was stored")
 	}
 }
 
@@ -180,13 +174,4 @@ func printAuthorized(w io.Writer, st model.AuthStatus) {
 		}
 		fmt.Fprintf(w, "  not granted (these devices stay invisible): %s\n", strings.Join(names, ", "))
 	}
-}
-
-// exitCodeForAuthError maps a failed Complete to an exit code: a rejected
-// client configuration is 78, everything else 1.
-func exitCodeForAuthError(err error) int {
-	if errors.Is(err, auth.ErrConfig) || errors.Is(err, auth.ErrNoClientSecret) {
-		return exitConfig
-	}
-	return exitError
 }

@@ -129,14 +129,14 @@ func checkLoopback(addr string) error {
 // cmdSimulate runs `tibbersync simulate`: it serves the simulator until ctx
 // is done. Exit codes: 0 after a clean shutdown, 1 on a runtime error, 2 on
 // bad flags.
-func cmdSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func cmdSimulate(ctx context.Context, g globalFlags, args []string, env *environment) error {
+	stdout, stderr := env.stdout, env.stderr
 	f, err := parseSimulateFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
-		return 0
+		return nil
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "tibbersync simulate: %v\n", err)
-		return 2
+		return usageErrorf("tibbersync simulate: %v", err)
 	}
 	secretFile := f.secretFile
 	if secretFile == "" {
@@ -144,32 +144,28 @@ func cmdSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		// lines below work as printed.
 		dir, err := os.MkdirTemp("", "tibbersync-sim-")
 		if err != nil {
-			fmt.Fprintf(stderr, "tibbersync simulate: %v\n", err)
-			return 1
+			return fmt.Errorf("tibbersync simulate: %w", err)
 		}
 		defer os.RemoveAll(dir)
 		secretFile = filepath.Join(dir, "client_secret")
 		if err := os.WriteFile(secretFile, []byte(simulator.DefaultClientSecret+"\n"), 0o600); err != nil {
-			fmt.Fprintf(stderr, "tibbersync simulate: write secret file: %v\n", err)
-			return 1
+			return fmt.Errorf("tibbersync simulate: write secret file: %w", err)
 		}
 	}
 	if !f.quiet {
 		level := "info"
-		if g := globalFrom(ctx); g.LogLevel != "" {
+		if g.LogLevel != "" {
 			level = g.LogLevel
 		}
 		log, err := logging.New(stderr, level, "auto")
 		if err != nil {
-			fmt.Fprintf(stderr, "tibbersync simulate: %v\n", err)
-			return 2
+			return usageErrorf("tibbersync simulate: %v", err)
 		}
 		f.opts.Logger = log.With("component", "simulator")
 	}
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
-		fmt.Fprintf(stderr, "tibbersync simulate: listen: %v\n", err)
-		return 1
+		return fmt.Errorf("tibbersync simulate: listen: %w", err)
 	}
 	sim := simulator.New(f.opts)
 	if f.latency > 0 {
@@ -188,8 +184,7 @@ func cmdSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	select {
 	case err := <-serveErr:
 		sim.Close()
-		fmt.Fprintf(stderr, "tibbersync simulate: serve: %v\n", err)
-		return 1
+		return fmt.Errorf("tibbersync simulate: serve: %w", err)
 	case <-ctx.Done():
 	}
 	// Release stalled and trickling requests, then shut down gracefully.
@@ -201,7 +196,7 @@ func cmdSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	}
 	<-serveErr
 	fmt.Fprintln(stdout, "simulator stopped")
-	return 0
+	return nil
 }
 
 func printSimulateBanner(w io.Writer, sim *simulator.Simulator, base, secretFile string, f *simulateFlags) {

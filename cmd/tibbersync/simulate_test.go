@@ -29,7 +29,7 @@ func TestSimulateBadFlags(t *testing.T) {
 	for name, args := range cases {
 		t.Run(name, func(t *testing.T) {
 			var out, errOut bytes.Buffer
-			if code := cmdSimulate(context.Background(), args, &out, &errOut); code != 2 {
+			if code := runMain(context.Background(), append([]string{"simulate"}, args...), &environment{stdout: &out, stderr: &errOut}); code != 2 {
 				t.Fatalf("exit %d, want 2; stderr %s", code, errOut.String())
 			}
 			if errOut.Len() == 0 {
@@ -52,11 +52,11 @@ func TestSimulateServesAndPrintsConfig(t *testing.T) {
 	var out, errOut syncBuffer
 	done := make(chan int, 1)
 	go func() {
-		done <- cmdSimulate(ctx, []string{
+		done <- runMain(ctx, []string{"simulate",
 			"--listen", "127.0.0.1:0", "--client-id", "my-client", "--client-secret-file", secretFile,
 			"--redirect-uri", "http://localhost:8515/callback", "--fault", "homes:503:count=1",
 			"--latency", "1ms", "--auto-consent", "--quiet",
-		}, &out, &errOut)
+		}, &environment{stdout: &out, stderr: &errOut})
 	}()
 	apiRE := regexp.MustCompile(`(?m)^api_url = "(http://127\.0\.0\.1:\d+)"$`)
 	var base string
@@ -116,7 +116,9 @@ func TestSimulateDefaultSecretFile(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var out, errOut syncBuffer
 	done := make(chan int, 1)
-	go func() { done <- cmdSimulate(ctx, []string{"--listen", "127.0.0.1:0", "--quiet"}, &out, &errOut) }()
+	go func() {
+		done <- runMain(ctx, []string{"simulate", "--listen", "127.0.0.1:0", "--quiet"}, &environment{stdout: &out, stderr: &errOut})
+	}()
 	re := regexp.MustCompile(`(?m)^client_secret_file = "([^"]+)"$`)
 	var path string
 	deadline := time.After(5 * time.Second)

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tibbersync/tibbersync/internal/daemon"
 	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/store"
 )
@@ -34,39 +35,40 @@ type statusReport struct {
 
 // cmdStatus reads data.db read-only; it works while the daemon runs and
 // never opens tokens.db.
-func cmdStatus(ctx context.Context, args []string, env *environment) int {
-	fs, g := newFlagSet(ctx, "status", env)
+func cmdStatus(ctx context.Context, g globalFlags, args []string, env *environment) error {
+	fs := newFlagSet("status", &g, env)
 	asJSON := fs.Bool("json", false, "print JSON")
-	if code, ok := parseFlags(fs, args, 0, env); !ok {
-		return code
+	if err := parseFlags(fs, args, 0); err != nil {
+		return err
 	}
-	cfg, code, ok := loadConfig(g, env)
-	if !ok {
-		return code
+	// A config file that does not load is 78, as for every command: the
+	// status codes describe the stored state, and 6 is the auth state
+	// config_error (Tibber rejected the client), not a bad file.
+	cfg, err := loadConfig(g, env)
+	if err != nil {
+		return err
 	}
 	path := filepath.Join(cfg.Storage.Dir, "data.db")
 	db, err := store.OpenReadOnly(ctx, path)
 	if err != nil {
-		fmt.Fprintf(env.stderr, "tibbersync status: %v\n", err)
-		return statusError
+		return withCode(statusError, fmt.Errorf("tibbersync status: %w", err))
 	}
 	defer db.Close()
 	s, err := db.Summary(ctx)
 	if err != nil {
-		fmt.Fprintf(env.stderr, "tibbersync status: %v\n", err)
-		return statusError
+		return withCode(statusError, fmt.Errorf("tibbersync status: %w", err))
 	}
-	rep := judge(s, jobIntervals(cfg), time.Now())
+	rep := judge(s, daemon.JobIntervals(cfg), time.Now())
 	if *asJSON {
 		enc := json.NewEncoder(env.stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(rep); err != nil {
-			return statusError
+			return withCode(statusError, nil)
 		}
-		return rep.ExitCode
+	} else {
+		printStatus(env.stdout, rep)
 	}
-	printStatus(env.stdout, rep)
-	return rep.ExitCode
+	return withCode(rep.ExitCode, nil)
 }
 
 // judge decides the exit code: auth state first, then staleness.

@@ -5,22 +5,22 @@ import (
 	"database/sql"
 	"encoding/xml"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tibbersync/tibbersync/internal/clock"
 	"github.com/tibbersync/tibbersync/internal/config"
+	"github.com/tibbersync/tibbersync/internal/daemon"
 	"github.com/tibbersync/tibbersync/internal/logging"
 	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/simulator"
-	"github.com/tibbersync/tibbersync/internal/web"
 )
 
 func TestJudgeExitCodes(t *testing.T) {
@@ -59,17 +59,16 @@ func TestJudgeExitCodes(t *testing.T) {
 // syncedApp wires the real components against the simulator on a shared
 // fake clock, authorizes, and runs homes plus a devices cycle every 15
 // minutes of simulated time for six hours.
-func syncedApp(t *testing.T) (*app, *clock.Fake, string) {
+func syncedApp(t *testing.T) (*daemon.Daemon, *clock.Fake, string) {
 	a, clk, dir, _ := syncedAppSim(t)
 	return a, clk, dir
 }
 
-func syncedAppSim(t *testing.T) (*app, *clock.Fake, string, *simulator.Simulator) {
+func syncedAppSim(t *testing.T) (*daemon.Daemon, *clock.Fake, string, *simulator.Simulator) {
 	t.Helper()
 	ctx := testCtx(t, 60*time.Second)
 	clk := clock.NewFake(time.Date(2026, 11, 28, 6, 0, 0, 0, time.UTC))
-	port := freePort(t)
-	redirect := "http://localhost:" + strconv.Itoa(port) + "/callback"
+	redirect := simulator.DefaultRedirectURI
 	sim := simulator.New(simulator.Options{Now: clk.Now, Seed: 3, AutoConsent: true, RedirectURIs: []string{redirect}})
 	srv := httptest.NewServer(sim)
 	t.Cleanup(srv.Close)
@@ -87,15 +86,16 @@ func syncedAppSim(t *testing.T) (*app, *clock.Fake, string, *simulator.Simulator
 	cfg.Tibber.UserinfoURL = srv.URL + "/connect/userinfo"
 	cfg.Tibber.APIURL = srv.URL
 	cfg.Tibber.RequestsPerSecond = 1000
-	a, err := openApp(ctx, cfg, logging.Discard(), appOptions{clock: clk, withMetrics: true})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(a.close)
-	if err := a.source.Init(ctx); err != nil {
+	a, err := daemon.Open(ctx, cfg, daemon.Options{Clock: clk, Metrics: true, Logger: logging.Discard(), Listener: ln})
+	if err != nil {
 		t.Fatal(err)
 	}
-	authURL, err := a.flow.Start(ctx)
+	t.Cleanup(func() { a.Close() })
+	authURL, err := a.Flow().Start(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,14 +111,14 @@ func syncedAppSim(t *testing.T) (*app, *clock.Fake, string, *simulator.Simulator
 	if err != nil {
 		t.Fatalf("authorize did not redirect: %s", resp.Status)
 	}
-	if _, err := a.flow.Complete(ctx, loc); err != nil {
+	if _, err := a.Flow().Complete(ctx, loc); err != nil {
 		t.Fatal(err)
 	}
-	if r, err := a.runJob(ctx, "homes"); err != nil || r.Status != "ok" {
+	if r, err := a.RunJob(ctx, "homes"); err != nil || r.Status != "ok" {
 		t.Fatalf("homes: %+v %v", r, err)
 	}
 	for i := 0; i < 24; i++ {
-		if r, err := a.runJob(ctx, "devices"); err != nil || r.Status != "ok" {
+		if r, err := a.RunJob(ctx, "devices"); err != nil || r.Status != "ok" {
 			t.Fatalf("devices cycle %d: %+v %v", i, r, err)
 		}
 		clk.Advance(15 * time.Minute)
@@ -131,15 +131,11 @@ func syncedAppSim(t *testing.T) (*app, *clock.Fake, string, *simulator.Simulator
 // vehicle with a point for each stored change.
 func TestStatusPageChartsSimulatorData(t *testing.T) {
 	a, clk, _ := syncedApp(t)
-	srv, err := web.New(web.Options{Listen: "127.0.0.1:0", ClientID: "x", Status: a.data, Clock: clk, Metrics: a.metrics})
-	if err != nil {
+	// The daemon's own web server on its listener.
+	if err := a.Web().Open(); err != nil {
 		t.Fatal(err)
 	}
-	ts := httptest.NewServer(srv.Handler())
-	defer ts.Close()
-	req, _ := http.NewRequest(http.MethodGet, ts.URL+"/", nil)
-	req.Host = "127.0.0.1:" + strings.TrimPrefix(ts.URL[strings.LastIndex(ts.URL, ":"):], ":")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := http.Get(a.URL() + "/")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +165,7 @@ func TestStatusPageChartsSimulatorData(t *testing.T) {
 	if len(lines) < 2 {
 		t.Fatalf("state-of-charge chart has %d polylines, want one per battery and vehicle (>= 2):\n%s", len(lines), soc)
 	}
-	series, err := a.data.CapabilitySeries(context.Background(), "storage.stateOfCharge", clk.Now().Add(-24*time.Hour))
+	series, err := a.Store().CapabilitySeries(context.Background(), "storage.stateOfCharge", clk.Now().Add(-24*time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +208,7 @@ func TestBackupCommand(t *testing.T) {
 func TestMetricsCountTokenAndDataAPIRequests(t *testing.T) {
 	a, _, _ := syncedApp(t)
 	rec := httptest.NewRecorder()
-	a.metrics.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	a.Metrics().Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
 	body := rec.Body.String()
 	for _, want := range []string{
 		`tibbersync_http_requests_total{endpoint="token",status="200"}`,
@@ -233,16 +229,17 @@ func TestQuietSkipWhileReauthRequired(t *testing.T) {
 	a, clk, _, sim := syncedAppSim(t)
 	ctx := testCtx(t, 30*time.Second)
 	sim.RevokeGrants()
-	clk.Advance(2 * time.Hour) // the access token expired: the next call refreshes
-	r, err := a.Run(ctx, "devices")
+	clk.Advance(2 * time.Hour)     // the access token expired: the next call refreshes
+	runner := a.Scheduler().Runner // the scheduler's: quiet skips
+	r, err := runner.Run(ctx, "devices")
 	if r.Status != "skipped" || err == nil {
 		t.Fatalf("first run after revocation: %+v, %v; want skipped", r, err)
 	}
-	if st, _ := a.source.Status(ctx); st.State != model.AuthReauthRequired {
+	if st, _ := a.Auth().Status(ctx); st.State != model.AuthReauthRequired {
 		t.Fatalf("state = %s, want reauth_required", st.State)
 	}
 	countRuns := func() int64 {
-		s, err := a.data.Summary(ctx)
+		s, err := a.Store().Summary(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -252,7 +249,7 @@ func TestQuietSkipWhileReauthRequired(t *testing.T) {
 	tokenCalls := sim.Stats().TokenRequests["refresh_token"]
 	for i := 0; i < 5; i++ {
 		clk.Advance(5 * time.Minute)
-		if r, _ := a.Run(ctx, "devices"); r.Status != "skipped" {
+		if r, _ := runner.Run(ctx, "devices"); r.Status != "skipped" {
 			t.Fatalf("run %d while reauth_required: %+v", i, r)
 		}
 	}
@@ -270,7 +267,7 @@ func TestQuietSkipWhileReauthRequired(t *testing.T) {
 func TestSchemaDocExampleQueries(t *testing.T) {
 	a, _, stateDir := syncedApp(t)
 	ctx := testCtx(t, 60*time.Second)
-	if r, err := a.runJob(ctx, "history"); err != nil || r.Status != "ok" {
+	if r, err := a.RunJob(ctx, "history"); err != nil || r.Status != "ok" {
 		t.Fatalf("history: %+v %v", r, err)
 	}
 	doc, err := os.ReadFile("../../docs/schema.md")

@@ -8,20 +8,21 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/tibbersync/tibbersync/internal/daemon"
 	"github.com/tibbersync/tibbersync/internal/jobs"
 )
 
 // cmdSync runs jobs once, through the same code path as the scheduler, and
 // exits non-zero when a job did not complete.
-func cmdSync(ctx context.Context, args []string, env *environment) int {
-	fs, g := newFlagSet(ctx, "sync", env)
+func cmdSync(ctx context.Context, g globalFlags, args []string, env *environment) error {
+	fs := newFlagSet("sync", &g, env)
 	fs.Usage = func() {
 		fmt.Fprintln(env.stderr, "usage: tibbersync sync [homes|devices|history|all] [-c config.toml]")
 		fs.PrintDefaults()
 	}
 	noProgress := fs.Bool("no-progress", false, "no progress bar for history, even on a terminal")
-	if code, ok := parseFlags(fs, args, 1, env); !ok {
-		return code
+	if err := parseFlags(fs, args, 1); err != nil {
+		return err
 	}
 	which := "all"
 	if fs.NArg() == 1 {
@@ -30,39 +31,33 @@ func cmdSync(ctx context.Context, args []string, env *environment) int {
 	var names []string
 	switch which {
 	case "all":
-		names = jobNames
-	case "homes", "devices", "history":
+		names = daemon.JobNames
+	case jobs.JobHomes, jobs.JobDevices, jobs.JobHistory:
 		names = []string{which}
 	default:
-		fmt.Fprintf(env.stderr, "tibbersync sync: unknown job %q (want homes, devices, history or all)\n", which)
-		return exitUsage
+		return usageErrorf("tibbersync sync: unknown job %q (want homes, devices, history or all)", which)
 	}
-	cfg, log, code, ok := loadConfigAndLogger(g, env)
-	if !ok {
-		return code
-	}
-	o := appOptions{}
-	if !*noProgress && isTerminal(env.stderr) {
-		o.progress = jobs.NewProgressBar(env.stderr, nil)
-	}
-	a, err := openApp(ctx, cfg, log, o)
+	cfg, log, err := loadConfigAndLogger(g, env)
 	if err != nil {
-		fmt.Fprintf(env.stderr, "tibbersync: %v\n", err)
-		return exitConfig
+		return err
 	}
-	defer a.close()
-	if err := a.source.Init(ctx); err != nil {
-		fmt.Fprintf(env.stderr, "tibbersync: read token state: %v\n", err)
-		return exitError
+	o := daemon.Options{Logger: log}
+	if !*noProgress && isTerminal(env.stderr) {
+		o.Progress = jobs.NewProgressBar(env.stderr, nil)
 	}
-	return runOnce(ctx, a, names, env)
+	d, err := daemon.Open(ctx, cfg, o)
+	if err != nil {
+		return fmt.Errorf("tibbersync: %w", err)
+	}
+	defer d.Close()
+	return runOnce(ctx, d, names, env)
 }
 
 // runOnce runs the named jobs in order and prints one line per run.
-func runOnce(ctx context.Context, a *app, names []string, env *environment) int {
-	code := exitOK
+func runOnce(ctx context.Context, d *daemon.Daemon, names []string, env *environment) error {
+	var failed error
 	for _, name := range names {
-		r, err := a.runJob(ctx, name)
+		r, err := d.RunJob(ctx, name)
 		line := fmt.Sprintf("%-8s %-8s requests=%d rows=%d", name, r.Status, r.Requests, r.RowsWritten)
 		if r.Error != "" {
 			line += " error=" + strings.ReplaceAll(r.Error, "\n", "; ")
@@ -71,20 +66,17 @@ func runOnce(ctx context.Context, a *app, names []string, env *environment) int 
 		}
 		fmt.Fprintln(env.stdout, line)
 		switch {
-		case isAuthStop(err) || r.Status == "skipped":
-			st, _ := a.source.Status(ctx)
-			fmt.Fprintf(env.stderr, "tibbersync: not authorized (%s%s): run 'tibbersync setup' or open the setup page\n", st.State, reasonSuffix(st.Reason))
-			return exitConfig
-		case r.Status == "failed" || (err != nil && r.Status == ""):
-			code = exitError
-		case r.Status == "partial" && code == exitOK:
-			code = exitError
+		case daemon.IsAuthStop(err) || r.Status == jobs.StatusSkipped:
+			st, _ := d.Auth().Status(ctx)
+			return withCode(exitConfig, fmt.Errorf("tibbersync: not authorized (%s%s): run 'tibbersync setup' or open the setup page", st.State, reasonSuffix(st.Reason)))
+		case r.Status == jobs.StatusFailed || r.Status == jobs.StatusPartial || (err != nil && r.Status == ""):
+			failed = withCode(exitError, nil)
 		}
 		if ctx.Err() != nil {
-			return exitError
+			return withCode(exitError, nil)
 		}
 	}
-	return code
+	return failed
 }
 
 func reasonSuffix(r string) string {

@@ -7,11 +7,11 @@ import (
 	"github.com/tibbersync/tibbersync/internal/version"
 )
 
-func cmdVersion(ctx context.Context, args []string, env *environment) int {
-	fs, _ := newFlagSet(ctx, "version", env)
-	if code, ok := parseFlags(fs, args, 0, env); !ok {
-		return code
+func cmdVersion(ctx context.Context, g globalFlags, args []string, env *environment) error {
+	fs := newFlagSet("version", &g, env)
+	if err := parseFlags(fs, args, 0); err != nil {
+		return err
 	}
 	fmt.Fprintln(env.stdout, version.String())
-	return exitOK
+	return nil
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/tibbersync/tibbersync/internal/clock"
 	"github.com/tibbersync/tibbersync/internal/jobs"
+	"github.com/tibbersync/tibbersync/internal/model"
 )
 
 // CycleParams configures RunCycles: devices cycles against a simulator.
@@ -74,7 +75,7 @@ func RunCycles(ctx context.Context, p CycleParams, log *slog.Logger) (CycleResul
 		return res, fmt.Errorf("cycles: %w", err)
 	}
 	var (
-		last    jobs.Run
+		last    model.Run
 		lastErr error
 	)
 	sched := &jobs.Scheduler{
@@ -84,15 +85,15 @@ func RunCycles(ctx context.Context, p CycleParams, log *slog.Logger) (CycleResul
 		Clock:  clock.Real{},
 		Logger: log,
 		// Called in the job's goroutine before Wait returns.
-		OnRun: func(r jobs.Run, err error) { last, lastErr = r, err },
+		OnRun: func(r model.Run, err error) { last, lastErr = r, err },
 	}
 	if err := sched.Validate(); err != nil {
 		return res, fmt.Errorf("cycles: %w", err)
 	}
-	cycle := func() (jobs.Run, error) {
+	cycle := func() (model.Run, error) {
 		sched.Trigger(jobs.JobDevices)
 		if started := sched.RunDue(ctx); !slices.Contains(started, jobs.JobDevices) {
-			return jobs.Run{}, fmt.Errorf("scheduler did not start the devices job (started %v)", started)
+			return model.Run{}, fmt.Errorf("scheduler did not start the devices job (started %v)", started)
 		}
 		sched.Wait()
 		return last, lastErr
@@ -128,7 +129,7 @@ func RunCycles(ctx context.Context, p CycleParams, log *slog.Logger) (CycleResul
 }
 
 // measureCycle runs one devices cycle and measures it.
-func measureCycle(ctx context.Context, st *Stack, cycle func() (jobs.Run, error)) (CycleStat, error) {
+func measureCycle(ctx context.Context, st *Stack, cycle func() (model.Run, error)) (CycleStat, error) {
 	io0, err := ReadIO(Self)
 	if err != nil {
 		return CycleStat{}, err

@@ -254,7 +254,7 @@ type killStore struct {
 	onSave func(begin bool)
 }
 
-func (k *killStore) SaveHistoryPage(ctx context.Context, deviceID, resolution string, page model.HistoryPage, cp jobs.HistoryCheckpoint) (jobs.HistoryResult, error) {
+func (k *killStore) SaveHistoryPage(ctx context.Context, deviceID, resolution string, page model.HistoryPage, cp model.HistoryCheckpoint) (model.HistoryResult, error) {
 	k.onSave(true)
 	defer k.onSave(false)
 	return k.Store.SaveHistoryPage(ctx, deviceID, resolution, page, cp)

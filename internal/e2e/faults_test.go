@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tibbersync/tibbersync/internal/jobs"
+	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/simulator"
 	"github.com/tibbersync/tibbersync/internal/tibber"
 )
@@ -270,7 +271,7 @@ func checkAllSeries(e *env, w *windows) {
 // checkSkippedHome checks a devices run whose first device list failed:
 // that home got no links, every device of the other home is stored as
 // served, and the error names the home.
-func checkSkippedHome(e *env, api []reqRecord, run jobs.Run, at time.Time) {
+func checkSkippedHome(e *env, api []reqRecord, run model.Run, at time.Time) {
 	e.t.Helper()
 	failedHome := ""
 	for _, r := range api {
@@ -316,7 +317,7 @@ func checkSkippedHome(e *env, api []reqRecord, run jobs.Run, at time.Time) {
 // checkSkippedDevice checks a devices run in which one detail failed:
 // exactly that device has no snapshot and no values, it is named in the
 // error, and every other device is stored as served.
-func checkSkippedDevice(e *env, run jobs.Run, at time.Time) {
+func checkSkippedDevice(e *env, run model.Run, at time.Time) {
 	e.t.Helper()
 	devs := uniqueDevices(e.sim.Account())
 	var skipped []string
@@ -353,7 +354,7 @@ func checkSkippedDevice(e *env, run jobs.Run, at time.Time) {
 // checkSkippedStream checks a history run whose first stream failed on its
 // first page: that stream stored nothing and its checkpoint records the
 // problem; every other stream equals the simulator's series.
-func checkSkippedStream(e *env, w *windows, run jobs.Run) {
+func checkSkippedStream(e *env, w *windows, run model.Run) {
 	e.t.Helper()
 	devs := historyDevices(e.sim.Account(), "hour")
 	first := devs[0]

@@ -358,7 +358,7 @@ func (e *env) authorize() {
 
 // runResult is one job run with the requests the simulator saw for it.
 type runResult struct {
-	run  jobs.Run
+	run  model.Run
 	err  error
 	reqs []reqRecord
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tibbersync/tibbersync/internal/clock"
 	"github.com/tibbersync/tibbersync/internal/jobs"
+	"github.com/tibbersync/tibbersync/internal/model"
 )
 
 // request is one request the simulator received, stamped with the fake clock.
@@ -85,7 +86,7 @@ type jobKey struct{}
 type jobRunner struct{ syncer *jobs.Syncer }
 
 // Run implements jobs.Runner.
-func (j jobRunner) Run(ctx context.Context, job string) (jobs.Run, error) {
+func (j jobRunner) Run(ctx context.Context, job string) (model.Run, error) {
 	return j.syncer.Run(context.WithValue(ctx, jobKey{}, job), job)
 }
 

@@ -276,7 +276,7 @@ type reportingStore struct {
 }
 
 // SaveInventory implements jobs.Store.
-func (s reportingStore) SaveInventory(ctx context.Context, run jobs.Run, b jobs.InventoryBatch) (jobs.Run, error) {
+func (s reportingStore) SaveInventory(ctx context.Context, run model.Run, b model.InventoryBatch) (model.Run, error) {
 	saved, err := s.DB.SaveInventory(ctx, run, b)
 	if err == nil {
 		c := commitReport{Kind: commitRun, RunID: saved.ID, Job: saved.Job, Status: saved.Status, FinishedMS: saved.FinishedAt.UnixMilli()}
@@ -289,7 +289,7 @@ func (s reportingStore) SaveInventory(ctx context.Context, run jobs.Run, b jobs.
 }
 
 // RecordRun implements jobs.Store.
-func (s reportingStore) RecordRun(ctx context.Context, run jobs.Run) (int64, error) {
+func (s reportingStore) RecordRun(ctx context.Context, run model.Run) (int64, error) {
 	id, err := s.DB.RecordRun(ctx, run)
 	if err == nil {
 		s.rep.report(commitReport{Kind: commitRun, RunID: id, Job: run.Job, Status: run.Status, FinishedMS: run.FinishedAt.UnixMilli()})
@@ -298,7 +298,7 @@ func (s reportingStore) RecordRun(ctx context.Context, run jobs.Run) (int64, err
 }
 
 // SaveHistoryPage implements jobs.Store.
-func (s reportingStore) SaveHistoryPage(ctx context.Context, deviceID, resolution string, page model.HistoryPage, cp jobs.HistoryCheckpoint) (jobs.HistoryResult, error) {
+func (s reportingStore) SaveHistoryPage(ctx context.Context, deviceID, resolution string, page model.HistoryPage, cp model.HistoryCheckpoint) (model.HistoryResult, error) {
 	res, err := s.DB.SaveHistoryPage(ctx, deviceID, resolution, page, cp)
 	if err == nil {
 		c := commitReport{Kind: commitPage, Device: deviceID, Resolution: resolution}

@@ -141,7 +141,7 @@ func TestFaultSoak(t *testing.T) {
 			defer rngMu.Unlock()
 			return rng.Float64()
 		},
-		OnRun: func(run jobs.Run, _ error) {
+		OnRun: func(run model.Run, _ error) {
 			runsMu.Lock()
 			runs[run.Job]++
 			statuses[run.Status]++

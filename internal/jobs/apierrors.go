@@ -2,28 +2,17 @@ package jobs
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"sync/atomic"
 	"time"
 
-	"github.com/tibbersync/tibbersync/internal/tibber"
+	"github.com/tibbersync/tibbersync/internal/model"
 )
 
-// This file is the only place that knows the tibber client's error and
-// request-counting helpers.
-
-// withRequestCounter makes the tibber client count every HTTP attempt made
-// with ctx into n.
-func withRequestCounter(ctx context.Context, n *atomic.Int64) context.Context {
-	return tibber.WithRequestCounter(ctx, n)
-}
-
-// isBadRequest reports whether the API answered 400 (for history: a
-// resolution the device does not support, or a stale cursor).
-func isBadRequest(err error) bool { return tibber.IsStatus(err, http.StatusBadRequest) }
-
-// isNotFound reports whether the API answered 404.
-func isNotFound(err error) bool { return tibber.IsNotFound(err) }
+// This file is the only place that classifies API errors. The jobs see them
+// through the small interfaces below, never through the client's concrete
+// types, so that jobs does not depend on the API client package.
 
 // RetryAfterHinter is implemented by errors that carry a server's
 // Retry-After. The scheduler keeps a job's breaker open at least that long.
@@ -31,8 +20,35 @@ type RetryAfterHinter interface {
 	RetryAfterHint() time.Duration
 }
 
-// RetryAfter returns the longest Retry-After carried anywhere in err's tree:
-// by a *tibber.APIError or by an error implementing RetryAfterHinter. It is
+// APIError is what the jobs need to know about an error answer of the Data
+// API: its HTTP status and Retry-After. *tibber.APIError implements it.
+type APIError interface {
+	error
+	HTTPStatus() int
+	RetryAfterHinter
+}
+
+// withRequestCounter makes the API client count every HTTP attempt made
+// with ctx into n.
+func withRequestCounter(ctx context.Context, n *atomic.Int64) context.Context {
+	return model.WithRequestCounter(ctx, n)
+}
+
+// hasStatus reports whether err is, or wraps, an APIError with status code.
+func hasStatus(err error, code int) bool {
+	var e APIError
+	return errors.As(err, &e) && e.HTTPStatus() == code
+}
+
+// isBadRequest reports whether the API answered 400 (for history: a
+// resolution the device does not support, or a stale cursor).
+func isBadRequest(err error) bool { return hasStatus(err, http.StatusBadRequest) }
+
+// isNotFound reports whether the API answered 404.
+func isNotFound(err error) bool { return hasStatus(err, http.StatusNotFound) }
+
+// RetryAfter returns the longest Retry-After carried anywhere in err's tree
+// by an error implementing RetryAfterHinter (an APIError among them). It is
 // zero when none is present.
 func RetryAfter(err error) time.Duration {
 	var longest time.Duration
@@ -41,10 +57,7 @@ func RetryAfter(err error) time.Duration {
 		if e == nil || depth > 32 {
 			return
 		}
-		switch v := e.(type) {
-		case *tibber.APIError:
-			longest = max(longest, v.RetryAfter)
-		case RetryAfterHinter:
+		if v, ok := e.(RetryAfterHinter); ok {
 			longest = max(longest, v.RetryAfterHint())
 		}
 		switch u := e.(type) {

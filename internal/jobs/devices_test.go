@@ -203,9 +203,9 @@ func TestDevicesHomesFailingRecordsFailedRun(t *testing.T) {
 		},
 	}
 	st := newFakeStore(api)
-	st.SaveInventoryFn = func(context.Context, jobs.Run, jobs.InventoryBatch) (jobs.Run, error) {
+	st.SaveInventoryFn = func(context.Context, model.Run, model.InventoryBatch) (model.Run, error) {
 		t.Error("SaveInventory called after homes failed")
-		return jobs.Run{}, nil
+		return model.Run{}, nil
 	}
 	run, err := newSyncer(api, st).RunDevices(context.Background())
 	if err == nil || run.Status != jobs.StatusFailed {
@@ -322,7 +322,7 @@ func TestDevicesConcurrencyBound(t *testing.T) {
 	s.Concurrency = bound
 
 	done := make(chan struct{})
-	var run jobs.Run
+	var run model.Run
 	var err error
 	go func() {
 		defer close(done)
@@ -442,7 +442,7 @@ func TestDevicesPipelined(t *testing.T) {
 	st := newFakeStore(api)
 	var saves []string
 	var mu sync.Mutex
-	st.SaveHomeInventoryFn = func(_ context.Context, b jobs.InventoryBatch) (int, error) {
+	st.SaveHomeInventoryFn = func(_ context.Context, b model.InventoryBatch) (int, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		if len(b.HomeDevices) != 1 || len(b.Homes) != 1 {

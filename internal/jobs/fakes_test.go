@@ -105,19 +105,19 @@ type histKey struct {
 type fakeStore struct {
 	api *fakeAPI // may be nil
 
-	SaveInventoryFn     func(ctx context.Context, run jobs.Run, b jobs.InventoryBatch) (jobs.Run, error)
-	SaveHomeInventoryFn func(ctx context.Context, b jobs.InventoryBatch) (int, error)
-	SaveHistoryPageFn   func(ctx context.Context, deviceID, resolution string, page model.HistoryPage, cp jobs.HistoryCheckpoint) (jobs.HistoryResult, error)
-	JobStateFn          func(ctx context.Context, job string) (jobs.JobState, error)
+	SaveInventoryFn     func(ctx context.Context, run model.Run, b model.InventoryBatch) (model.Run, error)
+	SaveHomeInventoryFn func(ctx context.Context, b model.InventoryBatch) (int, error)
+	SaveHistoryPageFn   func(ctx context.Context, deviceID, resolution string, page model.HistoryPage, cp model.HistoryCheckpoint) (model.HistoryResult, error)
+	JobStateFn          func(ctx context.Context, job string) (model.JobState, error)
 
 	mu          sync.Mutex
 	violations  []string
-	runs        []jobs.Run
-	batches     []jobs.InventoryBatch
-	parts       []jobs.InventoryBatch // SaveHomeInventory calls since the last SaveInventory
+	runs        []model.Run
+	batches     []model.InventoryBatch
+	parts       []model.InventoryBatch // SaveHomeInventory calls since the last SaveInventory
 	homeDevices map[string][]model.Device
-	states      map[string]jobs.JobState
-	checkpoints map[string]jobs.HistoryCheckpoint
+	states      map[string]model.JobState
+	checkpoints map[string]model.HistoryCheckpoint
 	history     map[histKey]float64
 	saves       map[histKey]int // how often each row was written
 	pages       int
@@ -126,8 +126,8 @@ type fakeStore struct {
 func newFakeStore(api *fakeAPI) *fakeStore {
 	return &fakeStore{
 		api:         api,
-		states:      map[string]jobs.JobState{},
-		checkpoints: map[string]jobs.HistoryCheckpoint{},
+		states:      map[string]model.JobState{},
+		checkpoints: map[string]model.HistoryCheckpoint{},
 		history:     map[histKey]float64{},
 		saves:       map[histKey]int{},
 	}
@@ -152,22 +152,22 @@ func (s *fakeStore) assertNoOverlap(t *testing.T) {
 	}
 }
 
-func (s *fakeStore) Runs() []jobs.Run {
+func (s *fakeStore) Runs() []model.Run {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]jobs.Run(nil), s.runs...)
+	return append([]model.Run(nil), s.runs...)
 }
 
-func (s *fakeStore) Batches() []jobs.InventoryBatch {
+func (s *fakeStore) Batches() []model.InventoryBatch {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]jobs.InventoryBatch(nil), s.batches...)
+	return append([]model.InventoryBatch(nil), s.batches...)
 }
 
 // SaveInventory records the run with everything it saved: the batch merged
 // with the run's SaveHomeInventory parts, so that Batches shows one batch
 // per run.
-func (s *fakeStore) SaveInventory(ctx context.Context, run jobs.Run, b jobs.InventoryBatch) (jobs.Run, error) {
+func (s *fakeStore) SaveInventory(ctx context.Context, run model.Run, b model.InventoryBatch) (model.Run, error) {
 	s.check("SaveInventory")
 	s.mu.Lock()
 	parts := s.parts
@@ -198,7 +198,7 @@ func (s *fakeStore) SaveInventory(ctx context.Context, run jobs.Run, b jobs.Inve
 // It is not checked against API calls in flight: a home is saved while
 // other homes' requests run, by design; R14 forbids network I/O inside a
 // transaction, which a store call cannot do.
-func (s *fakeStore) SaveHomeInventory(ctx context.Context, b jobs.InventoryBatch) (int, error) {
+func (s *fakeStore) SaveHomeInventory(ctx context.Context, b model.InventoryBatch) (int, error) {
 	if s.SaveHomeInventoryFn != nil {
 		return s.SaveHomeInventoryFn(ctx, b)
 	}
@@ -208,14 +208,7 @@ func (s *fakeStore) SaveHomeInventory(ctx context.Context, b jobs.InventoryBatch
 	return len(b.Details), nil
 }
 
-// Parts returns the home parts saved since the last SaveInventory.
-func (s *fakeStore) Parts() []jobs.InventoryBatch {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]jobs.InventoryBatch(nil), s.parts...)
-}
-
-func (s *fakeStore) RecordRun(ctx context.Context, run jobs.Run) (int64, error) {
+func (s *fakeStore) RecordRun(ctx context.Context, run model.Run) (int64, error) {
 	s.check("RecordRun")
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -230,7 +223,7 @@ func (s *fakeStore) ActiveHomeDevices(ctx context.Context) (map[string][]model.D
 	return s.homeDevices, nil
 }
 
-func (s *fakeStore) JobState(ctx context.Context, job string) (jobs.JobState, error) {
+func (s *fakeStore) JobState(ctx context.Context, job string) (model.JobState, error) {
 	s.check("JobState")
 	if s.JobStateFn != nil {
 		return s.JobStateFn(ctx, job)
@@ -239,12 +232,12 @@ func (s *fakeStore) JobState(ctx context.Context, job string) (jobs.JobState, er
 	defer s.mu.Unlock()
 	st, ok := s.states[job]
 	if !ok {
-		return jobs.JobState{Job: job}, nil
+		return model.JobState{Job: job}, nil
 	}
 	return st, nil
 }
 
-func (s *fakeStore) SaveJobState(ctx context.Context, st jobs.JobState) error {
+func (s *fakeStore) SaveJobState(ctx context.Context, st model.JobState) error {
 	s.check("SaveJobState")
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -252,13 +245,13 @@ func (s *fakeStore) SaveJobState(ctx context.Context, st jobs.JobState) error {
 	return nil
 }
 
-func (s *fakeStore) State(job string) jobs.JobState {
+func (s *fakeStore) State(job string) model.JobState {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.states[job]
 }
 
-func (s *fakeStore) HistoryCheckpoint(ctx context.Context, deviceID, resolution string) (jobs.HistoryCheckpoint, bool, error) {
+func (s *fakeStore) HistoryCheckpoint(ctx context.Context, deviceID, resolution string) (model.HistoryCheckpoint, bool, error) {
 	s.check("HistoryCheckpoint")
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -266,23 +259,23 @@ func (s *fakeStore) HistoryCheckpoint(ctx context.Context, deviceID, resolution 
 	return cp, ok, nil
 }
 
-func (s *fakeStore) Checkpoint(deviceID, resolution string) jobs.HistoryCheckpoint {
+func (s *fakeStore) Checkpoint(deviceID, resolution string) model.HistoryCheckpoint {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.checkpoints[deviceID+"/"+resolution]
 }
 
-func (s *fakeStore) SaveHistoryPage(ctx context.Context, deviceID, resolution string, page model.HistoryPage, cp jobs.HistoryCheckpoint) (jobs.HistoryResult, error) {
+func (s *fakeStore) SaveHistoryPage(ctx context.Context, deviceID, resolution string, page model.HistoryPage, cp model.HistoryCheckpoint) (model.HistoryResult, error) {
 	s.check("SaveHistoryPage")
 	if s.SaveHistoryPageFn != nil {
 		return s.SaveHistoryPageFn(ctx, deviceID, resolution, page, cp)
 	}
 	if err := ctx.Err(); err != nil {
-		return jobs.HistoryResult{}, err
+		return model.HistoryResult{}, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var r jobs.HistoryResult
+	var r model.HistoryResult
 	for _, it := range page.Items {
 		if (!page.EffectiveStart.IsZero() && it.Time.Before(page.EffectiveStart)) ||
 			(!page.EffectiveEnd.IsZero() && !it.Time.Before(page.EffectiveEnd)) {
@@ -331,13 +324,13 @@ func (s *fakeStore) Periods(deviceID, resolution string) (periods []int64, maxSa
 
 // fakeRunner is a function-field fake of the scheduler's Runner.
 type fakeRunner struct {
-	RunFn func(ctx context.Context, job string) (jobs.Run, error)
+	RunFn func(ctx context.Context, job string) (model.Run, error)
 
 	mu    sync.Mutex
 	calls map[string]int
 }
 
-func (r *fakeRunner) Run(ctx context.Context, job string) (jobs.Run, error) {
+func (r *fakeRunner) Run(ctx context.Context, job string) (model.Run, error) {
 	r.mu.Lock()
 	if r.calls == nil {
 		r.calls = map[string]int{}
@@ -345,7 +338,7 @@ func (r *fakeRunner) Run(ctx context.Context, job string) (jobs.Run, error) {
 	r.calls[job]++
 	r.mu.Unlock()
 	if r.RunFn == nil {
-		return jobs.Run{Job: job, Status: jobs.StatusOK}, nil
+		return model.Run{Job: job, Status: jobs.StatusOK}, nil
 	}
 	return r.RunFn(ctx, job)
 }

@@ -76,8 +76,8 @@ type streamOutcome struct {
 // because of API errors, or on a store error or token backoff; skipped when
 // the token source said not authorized before any page was stored (partial,
 // naming the stop, when pages were already stored in this run).
-func (s *Syncer) RunHistory(ctx context.Context) (Run, error) {
-	run := Run{Job: JobHistory, StartedAt: s.now()}
+func (s *Syncer) RunHistory(ctx context.Context) (model.Run, error) {
+	run := model.Run{Job: JobHistory, StartedAt: s.now()}
 	m := &meter{}
 	ctx = withRequestCounter(ctx, &m.counter)
 	log := s.logger().With("job", JobHistory)
@@ -233,7 +233,7 @@ func (s *Syncer) syncStream(ctx context.Context, m *meter, st historyStream, pl 
 		return out
 	}
 	if !found {
-		cp = HistoryCheckpoint{}
+		cp = model.HistoryCheckpoint{}
 	}
 	cp.DeviceID, cp.Resolution, cp.HomeID = devID, res, st.homeID
 

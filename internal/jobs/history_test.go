@@ -593,7 +593,7 @@ func TestHistoryRefusedStoredLinkRestartsFromLastPeriod(t *testing.T) {
 	}
 	st := newFakeStore(api)
 	last := hnow.Add(-100 * time.Hour).Truncate(time.Hour)
-	st.checkpoints["bat/hour"] = jobs.HistoryCheckpoint{DeviceID: "bat", HomeID: "h1", Resolution: "hour",
+	st.checkpoints["bat/hour"] = model.HistoryCheckpoint{DeviceID: "bat", HomeID: "h1", Resolution: "hour",
 		NextURL: "https://data-api.test/v1/stale?cursor=1.1", LastPeriod: last}
 	s, _ := historySyncer(api, st, hourDevice("bat", 0))
 

@@ -14,6 +14,7 @@ import (
 	"github.com/robfig/cron/v3"
 
 	"github.com/tibbersync/tibbersync/internal/clock"
+	"github.com/tibbersync/tibbersync/internal/model"
 )
 
 // Scheduler defaults and limits.
@@ -41,7 +42,7 @@ const stateTimeout = 5 * time.Second
 
 // Runner runs one job by name. *Syncer implements it.
 type Runner interface {
-	Run(ctx context.Context, job string) (Run, error)
+	Run(ctx context.Context, job string) (model.Run, error)
 }
 
 // Job is one scheduled job: its name (what Runner.Run receives) and its
@@ -84,7 +85,7 @@ type Scheduler struct {
 	// wall-clock time: while the clock is before it, nothing runs (R26).
 	NotBefore time.Time
 	// OnRun, when set, is called after every run (for metrics).
-	OnRun func(Run, error)
+	OnRun func(model.Run, error)
 
 	mu       sync.Mutex
 	entries  map[string]*entry
@@ -98,7 +99,7 @@ type Scheduler struct {
 type entry struct {
 	job      Job
 	sched    cron.Schedule
-	state    JobState
+	state    model.JobState
 	loaded   bool
 	running  bool
 	trigger  bool
@@ -442,11 +443,11 @@ func (s *Scheduler) runJob(ctx context.Context, e *entry) {
 }
 
 // safeRun calls the runner, turning a panic into a failed run.
-func (s *Scheduler) safeRun(ctx context.Context, name string) (run Run, err error) {
+func (s *Scheduler) safeRun(ctx context.Context, name string) (run model.Run, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			s.logger().Error("job panicked", "job", name, "panic", p, "stack", string(debug.Stack()))
-			run = Run{Job: name, Status: StatusFailed, Error: "panic: " + panicText(p)}
+			run = model.Run{Job: name, Status: StatusFailed, Error: "panic: " + panicText(p)}
 			err = fmt.Errorf("job %s panicked: %s", name, panicText(p))
 		}
 	}()
@@ -475,7 +476,7 @@ func panicText(p any) string {
 	return fmt.Sprintf("value of type %T", p)
 }
 
-func errText(err error, run Run) string {
+func errText(err error, run model.Run) string {
 	if err != nil {
 		return err.Error()
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tibbersync/tibbersync/internal/clock"
 	"github.com/tibbersync/tibbersync/internal/jobs"
+	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/tibber"
 )
 
@@ -103,7 +104,7 @@ func TestSchedulerNeverRunRunsOnFirstTick(t *testing.T) {
 func TestSchedulerOneCatchUpAfterDowntime(t *testing.T) {
 	st, r := newFakeStore(nil), &fakeRunner{}
 	// The daemon was down for 5 hours: 60 slots were missed.
-	st.states["devices"] = jobs.JobState{Job: "devices", LastRunAt: base, LastSuccessAt: base, NextRunAt: base.Add(5 * time.Minute)}
+	st.states["devices"] = model.JobState{Job: "devices", LastRunAt: base, LastSuccessAt: base, NextRunAt: base.Add(5 * time.Minute)}
 	clk := clock.NewFake(base.Add(5*time.Hour + 10*time.Second))
 	s := newScheduler(clk, st, r, nil)
 	if got := tick(t, s); len(got) != 1 {
@@ -161,7 +162,7 @@ func TestSchedulerBackwardJump(t *testing.T) {
 
 func TestSchedulerClockAt1970DoesNotRun(t *testing.T) {
 	st, r := newFakeStore(nil), &fakeRunner{}
-	st.states["devices"] = jobs.JobState{Job: "devices", LastRunAt: base, NextRunAt: base.Add(5 * time.Minute)}
+	st.states["devices"] = model.JobState{Job: "devices", LastRunAt: base, NextRunAt: base.Add(5 * time.Minute)}
 	clk := clock.NewFake(time.Unix(30, 0).UTC())
 	logs := &logBuffer{}
 	s := newScheduler(clk, st, r, logs, jobs.Job{Name: "devices", Spec: "*/5 * * * *"}, jobs.Job{Name: "homes", Spec: "@hourly"})
@@ -190,14 +191,14 @@ func TestSchedulerNeverOverlaps(t *testing.T) {
 	st := newFakeStore(nil)
 	release := make(chan struct{})
 	var concurrent, peak atomic.Int32
-	r := &fakeRunner{RunFn: func(ctx context.Context, job string) (jobs.Run, error) {
+	r := &fakeRunner{RunFn: func(ctx context.Context, job string) (model.Run, error) {
 		c := concurrent.Add(1)
 		defer concurrent.Add(-1)
 		if c > peak.Load() {
 			peak.Store(c)
 		}
 		<-release
-		return jobs.Run{Job: job, Status: jobs.StatusOK}, nil
+		return model.Run{Job: job, Status: jobs.StatusOK}, nil
 	}}
 	s := newScheduler(clk, st, r, nil)
 	if got := s.RunDue(context.Background()); len(got) != 1 {
@@ -226,11 +227,11 @@ func TestSchedulerBreaker(t *testing.T) {
 	logs := &logBuffer{}
 	var fail atomic.Bool
 	fail.Store(true)
-	r := &fakeRunner{RunFn: func(ctx context.Context, job string) (jobs.Run, error) {
+	r := &fakeRunner{RunFn: func(ctx context.Context, job string) (model.Run, error) {
 		if fail.Load() {
-			return jobs.Run{Job: job, Status: jobs.StatusFailed, Error: "503"}, errors.New("status 503")
+			return model.Run{Job: job, Status: jobs.StatusFailed, Error: "503"}, errors.New("status 503")
 		}
-		return jobs.Run{Job: job, Status: jobs.StatusOK}, nil
+		return model.Run{Job: job, Status: jobs.StatusOK}, nil
 	}}
 	s := newScheduler(clk, st, r, logs, jobs.Job{Name: "devices", Spec: "@every 30s"})
 
@@ -289,10 +290,10 @@ func TestSchedulerBreakerHonoursRetryAfter(t *testing.T) {
 	clk := clock.NewFake(base)
 	st := newFakeStore(nil)
 	retryAfter := 20 * time.Minute
-	r := &fakeRunner{RunFn: func(ctx context.Context, job string) (jobs.Run, error) {
+	r := &fakeRunner{RunFn: func(ctx context.Context, job string) (model.Run, error) {
 		err := errors.Join(errors.New("device a: boom"),
 			&tibber.APIError{Status: http.StatusTooManyRequests, RetryAfter: retryAfter})
-		return jobs.Run{Job: job, Status: jobs.StatusFailed, Error: "429"}, err
+		return model.Run{Job: job, Status: jobs.StatusFailed, Error: "429"}, err
 	}}
 	s := newScheduler(clk, st, r, nil)
 	tick(t, s)
@@ -309,7 +310,7 @@ func TestSchedulerBreakerHonoursRetryAfter(t *testing.T) {
 
 	// At the threshold, a Retry-After longer than the cool-down wins.
 	clk.Advance(5 * time.Minute)
-	st.states["devices"] = jobs.JobState{Job: "devices", ConsecutiveFailures: 4, LastRunAt: clk.Now().Add(-time.Minute), NextRunAt: clk.Now()}
+	st.states["devices"] = model.JobState{Job: "devices", ConsecutiveFailures: 4, LastRunAt: clk.Now().Add(-time.Minute), NextRunAt: clk.Now()}
 	s2 := newScheduler(clk, st, r, nil)
 	retryAfter = 10 * time.Minute
 	tick(t, s2)
@@ -321,9 +322,9 @@ func TestSchedulerBreakerHonoursRetryAfter(t *testing.T) {
 func TestSchedulerSkippedDoesNotCount(t *testing.T) {
 	clk := clock.NewFake(base)
 	st := newFakeStore(nil)
-	st.states["devices"] = jobs.JobState{Job: "devices", ConsecutiveFailures: 3, NextRunAt: base, LastRunAt: base.Add(-5 * time.Minute)}
-	r := &fakeRunner{RunFn: func(ctx context.Context, job string) (jobs.Run, error) {
-		return jobs.Run{Job: job, Status: jobs.StatusSkipped, Error: "not authorized"}, errors.New("not authorized")
+	st.states["devices"] = model.JobState{Job: "devices", ConsecutiveFailures: 3, NextRunAt: base, LastRunAt: base.Add(-5 * time.Minute)}
+	r := &fakeRunner{RunFn: func(ctx context.Context, job string) (model.Run, error) {
+		return model.Run{Job: job, Status: jobs.StatusSkipped, Error: "not authorized"}, errors.New("not authorized")
 	}}
 	s := newScheduler(clk, st, r, nil)
 	tick(t, s)
@@ -338,7 +339,7 @@ func TestSchedulerJitter(t *testing.T) {
 	for _, rv := range []float64{0, 0.5, 0.999999} {
 		clk := clock.NewFake(base)
 		st := newFakeStore(nil)
-		st.states["devices"] = jobs.JobState{Job: "devices", LastRunAt: base.Add(-5 * time.Minute), NextRunAt: base}
+		st.states["devices"] = model.JobState{Job: "devices", LastRunAt: base.Add(-5 * time.Minute), NextRunAt: base}
 		s := newScheduler(clk, st, &fakeRunner{}, nil)
 		s.Jitter = jitter
 		s.Rand = func() float64 { return rv }
@@ -351,7 +352,7 @@ func TestSchedulerJitter(t *testing.T) {
 	// With the default random source every delay stays in [0, Jitter).
 	clk := clock.NewFake(base)
 	st := newFakeStore(nil)
-	st.states["devices"] = jobs.JobState{Job: "devices", LastRunAt: base.Add(-time.Minute), NextRunAt: base}
+	st.states["devices"] = model.JobState{Job: "devices", LastRunAt: base.Add(-time.Minute), NextRunAt: base}
 	s := newScheduler(clk, st, &fakeRunner{}, nil, jobs.Job{Name: "devices", Spec: "@every 1m"})
 	s.Jitter = jitter
 	seen := map[time.Duration]bool{}
@@ -400,9 +401,9 @@ func TestSchedulerTrigger(t *testing.T) {
 	clk := clock.NewFake(base)
 	st := newFakeStore(nil)
 	release := make(chan struct{}, 10)
-	r := &fakeRunner{RunFn: func(ctx context.Context, job string) (jobs.Run, error) {
+	r := &fakeRunner{RunFn: func(ctx context.Context, job string) (model.Run, error) {
 		<-release
-		return jobs.Run{Job: job, Status: jobs.StatusOK}, nil
+		return model.Run{Job: job, Status: jobs.StatusOK}, nil
 	}}
 	s := newScheduler(clk, st, r, nil, jobs.Job{Name: "homes", Spec: "0 * * * *"})
 	release <- struct{}{}
@@ -435,10 +436,10 @@ func TestSchedulerTrigger(t *testing.T) {
 func TestSchedulerRecoversPanic(t *testing.T) {
 	clk := clock.NewFake(base)
 	st := newFakeStore(nil)
-	var got jobs.Run
-	r := &fakeRunner{RunFn: func(ctx context.Context, job string) (jobs.Run, error) { panic("boom") }}
+	var got model.Run
+	r := &fakeRunner{RunFn: func(ctx context.Context, job string) (model.Run, error) { panic("boom") }}
 	s := newScheduler(clk, st, r, nil)
-	s.OnRun = func(run jobs.Run, err error) { got = run }
+	s.OnRun = func(run model.Run, err error) { got = run }
 	tick(t, s)
 	if got.Status != jobs.StatusFailed || !strings.Contains(got.Error, "boom") {
 		t.Fatalf("run after a panic = %+v", got)
@@ -454,19 +455,19 @@ func TestSchedulerRunStopsWithinStopTimeout(t *testing.T) {
 	started := make(chan string, 2)
 	var homesCtxErr atomic.Value
 	finishDevices := make(chan struct{})
-	r := &fakeRunner{RunFn: func(ctx context.Context, job string) (jobs.Run, error) {
+	r := &fakeRunner{RunFn: func(ctx context.Context, job string) (model.Run, error) {
 		started <- job
 		switch job {
 		case "homes": // ignores shutdown until its ctx is cancelled
 			<-ctx.Done()
 			homesCtxErr.Store(ctx.Err())
-			return jobs.Run{Job: job, Status: jobs.StatusFailed, Error: "interrupted"}, ctx.Err()
+			return model.Run{Job: job, Status: jobs.StatusFailed, Error: "interrupted"}, ctx.Err()
 		default: // finishes within the grace period
 			<-finishDevices
 			if ctx.Err() != nil {
-				return jobs.Run{Job: job, Status: jobs.StatusFailed}, ctx.Err()
+				return model.Run{Job: job, Status: jobs.StatusFailed}, ctx.Err()
 			}
-			return jobs.Run{Job: job, Status: jobs.StatusOK}, nil
+			return model.Run{Job: job, Status: jobs.StatusOK}, nil
 		}
 	}}
 	s := newScheduler(clk, st, r, nil,
@@ -515,11 +516,11 @@ func TestSchedulerRetriesStateLoad(t *testing.T) {
 	clk := clock.NewFake(base)
 	st, r := newFakeStore(nil), &fakeRunner{}
 	var loads atomic.Int32
-	st.JobStateFn = func(ctx context.Context, job string) (jobs.JobState, error) {
+	st.JobStateFn = func(ctx context.Context, job string) (model.JobState, error) {
 		if loads.Add(1) == 1 {
-			return jobs.JobState{}, errors.New("database is locked")
+			return model.JobState{}, errors.New("database is locked")
 		}
-		return jobs.JobState{Job: job}, nil
+		return model.JobState{Job: job}, nil
 	}
 	logs := &logBuffer{}
 	s := newScheduler(clk, st, r, logs)
@@ -549,10 +550,10 @@ func TestSchedulerPanicWithSecretValueIsNotPrinted(t *testing.T) {
 	const canary = "CANARY-ACCESS-TOKEN-3b1f"
 	clk := clock.NewFake(base)
 	st := newFakeStore(nil)
-	var got jobs.Run
-	r := &fakeRunner{RunFn: func(ctx context.Context, job string) (jobs.Run, error) { panic(secretHolder{tok: canary}) }}
+	var got model.Run
+	r := &fakeRunner{RunFn: func(ctx context.Context, job string) (model.Run, error) { panic(secretHolder{tok: canary}) }}
 	s := newScheduler(clk, st, r, nil)
-	s.OnRun = func(run jobs.Run, err error) { got = run }
+	s.OnRun = func(run model.Run, err error) { got = run }
 	tick(t, s)
 	if got.Status != jobs.StatusFailed || strings.Contains(got.Error, canary) || !strings.Contains(got.Error, "secretHolder") {
 		t.Fatalf("run after a panic with a secret-holding value = %+v; want failed, naming the type only", got)

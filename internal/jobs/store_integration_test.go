@@ -15,7 +15,12 @@ import (
 	"github.com/tibbersync/tibbersync/internal/tibber"
 )
 
-var _ jobs.Store = (*store.DB)(nil)
+// The concrete types meet the interfaces jobs declares without jobs knowing them.
+var (
+	_ jobs.Store    = (*store.DB)(nil)
+	_ jobs.API      = (*tibber.Client)(nil)
+	_ jobs.APIError = (*tibber.APIError)(nil)
+)
 
 // openStore opens a real data.db in a temporary directory.
 func openStore(t *testing.T, clk clock.Clock, path string) *store.DB {
@@ -150,8 +155,8 @@ func TestWithRealStore(t *testing.T) {
 func TestSchedulerStateSurvivesReopen(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "data.db")
 	clk := clock.NewFake(base)
-	r := &fakeRunner{RunFn: func(ctx context.Context, job string) (jobs.Run, error) {
-		return jobs.Run{Job: job, Status: jobs.StatusFailed, Error: "429"},
+	r := &fakeRunner{RunFn: func(ctx context.Context, job string) (model.Run, error) {
+		return model.Run{Job: job, Status: jobs.StatusFailed, Error: "429"},
 			&tibber.APIError{Status: http.StatusTooManyRequests, RetryAfter: 30 * time.Minute}
 	}}
 	jobList := []jobs.Job{{Name: "devices", Spec: "*/5 * * * *"}}

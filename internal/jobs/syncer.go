@@ -87,7 +87,7 @@ type Syncer struct {
 
 // Run runs the job with the given name once: "homes", "devices" or "history".
 // It implements the scheduler's Runner.
-func (s *Syncer) Run(ctx context.Context, job string) (Run, error) {
+func (s *Syncer) Run(ctx context.Context, job string) (model.Run, error) {
 	switch job {
 	case JobHomes:
 		return s.RunHomes(ctx)
@@ -96,7 +96,7 @@ func (s *Syncer) Run(ctx context.Context, job string) (Run, error) {
 	case JobHistory:
 		return s.RunHistory(ctx)
 	}
-	return Run{Job: job}, fmt.Errorf("unknown job %q", job)
+	return model.Run{Job: job}, fmt.Errorf("unknown job %q", job)
 }
 
 // RunHomes fetches the homes and each home's device list (all lists at
@@ -104,7 +104,7 @@ func (s *Syncer) Run(ctx context.Context, job string) (Run, error) {
 // transaction as it arrives, and then the homes list with the run (no
 // device details). Homes and devices that disappeared are marked removed
 // by the store.
-func (s *Syncer) RunHomes(ctx context.Context) (Run, error) {
+func (s *Syncer) RunHomes(ctx context.Context) (model.Run, error) {
 	return s.runInventory(ctx, JobHomes, false)
 }
 
@@ -119,7 +119,7 @@ func (s *Syncer) RunHomes(ctx context.Context) (Run, error) {
 // is left out and named in the run's error (status partial); when every
 // detail or every device list fails, or the homes cannot be fetched, the
 // run is failed.
-func (s *Syncer) RunDevices(ctx context.Context) (Run, error) {
+func (s *Syncer) RunDevices(ctx context.Context) (model.Run, error) {
 	return s.runInventory(ctx, JobDevices, true)
 }
 
@@ -184,7 +184,7 @@ func (s *Syncer) scopes() []string {
 // abort finishes a run that stored nothing: skipped when the token source
 // said no call may be made, failed otherwise. The run is recorded even when
 // ctx was cancelled (shutdown), within recordTimeout.
-func (s *Syncer) abort(ctx context.Context, run Run, m *meter, cause error) (Run, error) {
+func (s *Syncer) abort(ctx context.Context, run model.Run, m *meter, cause error) (model.Run, error) {
 	run.Status = StatusFailed
 	if errors.Is(cause, model.ErrNotAuthorized) {
 		run.Status = StatusSkipped
@@ -194,7 +194,7 @@ func (s *Syncer) abort(ctx context.Context, run Run, m *meter, cause error) (Run
 }
 
 // record stores a run without a batch and returns it with err.
-func (s *Syncer) record(ctx context.Context, run Run, m *meter, err error) (Run, error) {
+func (s *Syncer) record(ctx context.Context, run model.Run, m *meter, err error) (model.Run, error) {
 	run.FinishedAt = s.now()
 	run.Requests = m.requests()
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
@@ -336,7 +336,7 @@ func (p *pipeline) home(ctx context.Context, h model.Home) homeResult {
 	if !p.withDetails {
 		details = nil
 	}
-	n, err := p.s.Store.SaveHomeInventory(ctx, InventoryBatch{
+	n, err := p.s.Store.SaveHomeInventory(ctx, model.InventoryBatch{
 		ObservedAt:  p.s.now(),
 		Homes:       []model.Home{h},
 		HomeDevices: map[string][]model.Device{h.ID: devs},
@@ -361,8 +361,8 @@ type detailResult struct {
 	err       error
 }
 
-func (s *Syncer) runInventory(ctx context.Context, job string, withDetails bool) (Run, error) {
-	run := Run{Job: job, StartedAt: s.now()}
+func (s *Syncer) runInventory(ctx context.Context, job string, withDetails bool) (model.Run, error) {
+	run := model.Run{Job: job, StartedAt: s.now()}
 	m := &meter{}
 	ctx = withRequestCounter(ctx, &m.counter)
 	log := s.logger().With("job", job)
@@ -428,7 +428,7 @@ func (s *Syncer) runInventory(ctx context.Context, job string, withDetails bool)
 	// The homes list (removed homes), devices no active home lists any
 	// more, category access and the run row, in the last transaction;
 	// run.RowsWritten already counts the per-home transactions.
-	saved, err := s.Store.SaveInventory(ctx, run, InventoryBatch{
+	saved, err := s.Store.SaveInventory(ctx, run, model.InventoryBatch{
 		ObservedAt:    run.FinishedAt,
 		Homes:         homes,
 		GrantedScopes: s.scopes(),

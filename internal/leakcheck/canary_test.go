@@ -111,7 +111,7 @@ func (r *panicRunner) panicWith(v any) {
 	r.queue = append(r.queue, v)
 }
 
-func (r *panicRunner) Run(ctx context.Context, job string) (jobs.Run, error) {
+func (r *panicRunner) Run(ctx context.Context, job string) (model.Run, error) {
 	r.mu.Lock()
 	if len(r.queue) > 0 {
 		p := r.queue[0]
@@ -377,7 +377,7 @@ func newHarness(t *testing.T, ctx context.Context) *harness {
 		Clock:     h.clk,
 		Logger:    logger.With("component", "scheduler"),
 		NotBefore: notBefore,
-		OnRun: func(r jobs.Run, err error) {
+		OnRun: func(r model.Run, err error) {
 			h.metrics.ObserveRun(r.Job, r.Status, r.RowsWritten, r.FinishedAt)
 			h.errs.add(r.Error)
 			h.errs.addErr(err)
@@ -505,7 +505,7 @@ func (h *harness) runJobs(names ...string) {
 }
 
 // lastState returns job's scheduling state as recorded in data.db.
-func (h *harness) lastState(job string) jobs.JobState {
+func (h *harness) lastState(job string) model.JobState {
 	h.t.Helper()
 	st, err := h.data.JobState(h.ctx, job)
 	if err != nil {

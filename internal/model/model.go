@@ -1,14 +1,14 @@
 // Package model holds the plain types that the other packages share: homes,
 // devices, capabilities, history points, tokens and the auth state. It has no
 // behaviour beyond small helpers and imports nothing from the project except
-// the redacting Secret type.
+// the leaf package secret (the redacting Secret type).
 package model
 
 import (
 	"encoding/json"
 	"time"
 
-	"github.com/tibbersync/tibbersync/internal/logging"
+	"github.com/tibbersync/tibbersync/internal/secret"
 )
 
 // Home is one home of the Tibber account as the Data API lists it.
@@ -102,8 +102,8 @@ func ValidResolution(r string) bool {
 
 // Token is what the token store keeps for one grant.
 type Token struct {
-	AccessToken  logging.Secret
-	RefreshToken logging.Secret
+	AccessToken  secret.Secret
+	RefreshToken secret.Secret
 	TokenType    string
 	// Expiry is local receipt time + expires_in.
 	Expiry time.Time

@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tibbersync/tibbersync/internal/jobs"
 	"github.com/tibbersync/tibbersync/internal/model"
 )
 
@@ -23,11 +22,11 @@ func benchPage(i int) model.HistoryPage {
 func BenchmarkSaveHistoryPage(b *testing.B) {
 	ctx := context.Background()
 	db, _, _ := MustOpenDB(b)
-	mustSave(b, db, jobs.InventoryBatch{ObservedAt: t0, HomeDevices: map[string][]model.Device{"h1": {listItem("d1", "Battery")}}})
+	mustSave(b, db, model.InventoryBatch{ObservedAt: t0, HomeDevices: map[string][]model.Device{"h1": {listItem("d1", "Battery")}}})
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := db.SaveHistoryPage(ctx, "d1", "hour", benchPage(i), jobs.HistoryCheckpoint{HomeID: "h1"}); err != nil {
+		if _, err := db.SaveHistoryPage(ctx, "d1", "hour", benchPage(i), model.HistoryCheckpoint{HomeID: "h1"}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -39,7 +38,7 @@ func BenchmarkSaveHistoryPage(b *testing.B) {
 func BenchmarkRawInsert(b *testing.B) {
 	ctx := context.Background()
 	db, _, _ := MustOpenDB(b)
-	mustSave(b, db, jobs.InventoryBatch{ObservedAt: t0, HomeDevices: map[string][]model.Device{"h1": {listItem("d1", "Battery")}}})
+	mustSave(b, db, model.InventoryBatch{ObservedAt: t0, HomeDevices: map[string][]model.Device{"h1": {listItem("d1", "Battery")}}})
 	raw := db.RawForTest()
 	series := map[string]int64{}
 	for m := range benchPage(0).Items[0].Metrics {

@@ -101,11 +101,11 @@ func listItem(id, name string) model.Device {
 		SupportedResolutions: []string{"hour", "day"}, MaxRetentionDays: 730}
 }
 
-func devicesRun(at time.Time) jobs.Run {
-	return jobs.Run{Job: "devices", StartedAt: at, FinishedAt: at.Add(2 * time.Second), Status: "ok", Requests: 3}
+func devicesRun(at time.Time) model.Run {
+	return model.Run{Job: "devices", StartedAt: at, FinishedAt: at.Add(2 * time.Second), Status: "ok", Requests: 3}
 }
 
-func mustSave(tb testing.TB, db *store.DB, b jobs.InventoryBatch) int64 {
+func mustSave(tb testing.TB, db *store.DB, b model.InventoryBatch) int64 {
 	tb.Helper()
 	saved, err := db.SaveInventory(context.Background(), devicesRun(b.ObservedAt), b)
 	id := saved.ID

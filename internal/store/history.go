@@ -7,7 +7,6 @@ import (
 	"math"
 	"time"
 
-	"github.com/tibbersync/tibbersync/internal/jobs"
 	"github.com/tibbersync/tibbersync/internal/model"
 )
 
@@ -23,8 +22,8 @@ import (
 // are skipped. cp.LastPeriod is
 // kept monotonic: the stored value is the newest of the old one, cp's and
 // the newest period saved from this page.
-func (db *DB) SaveHistoryPage(ctx context.Context, deviceID, resolution string, page model.HistoryPage, cp jobs.HistoryCheckpoint) (jobs.HistoryResult, error) {
-	var res jobs.HistoryResult
+func (db *DB) SaveHistoryPage(ctx context.Context, deviceID, resolution string, page model.HistoryPage, cp model.HistoryCheckpoint) (model.HistoryResult, error) {
+	var res model.HistoryResult
 	if deviceID == "" {
 		return res, fmt.Errorf("save history page: empty device id")
 	}
@@ -108,7 +107,7 @@ func inWindow(t, start, end time.Time) bool {
 	return true
 }
 
-func putCheckpoint(ctx context.Context, tx *tx, cp jobs.HistoryCheckpoint) error {
+func putCheckpoint(ctx context.Context, tx *tx, cp model.HistoryCheckpoint) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO history_checkpoints (device_id, resolution, home_id, next_url,
     last_period, backfill_done, updated_at, last_error)
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
@@ -132,8 +131,8 @@ ON CONFLICT (device_id, resolution) DO UPDATE SET
 
 // HistoryCheckpoint returns the stored progress of one (device, resolution)
 // stream; false when there is none yet.
-func (db *DB) HistoryCheckpoint(ctx context.Context, deviceID, resolution string) (jobs.HistoryCheckpoint, bool, error) {
-	cp := jobs.HistoryCheckpoint{DeviceID: deviceID, Resolution: resolution}
+func (db *DB) HistoryCheckpoint(ctx context.Context, deviceID, resolution string) (model.HistoryCheckpoint, bool, error) {
+	cp := model.HistoryCheckpoint{DeviceID: deviceID, Resolution: resolution}
 	var (
 		last, updated sql.NullInt64
 		lastErr       sql.NullString
@@ -150,9 +149,9 @@ WHERE device_id = ?1 AND resolution = ?2`, deviceID, resolution).Scan(
 		&cp.HomeID, &cp.NextURL, &last, &cp.BackfillDone, &updated, &lastErr)
 	switch {
 	case err == sql.ErrNoRows:
-		return jobs.HistoryCheckpoint{}, false, nil
+		return model.HistoryCheckpoint{}, false, nil
 	case err != nil:
-		return jobs.HistoryCheckpoint{}, false, fmt.Errorf("history checkpoint %q/%s: %w", deviceID, resolution, err)
+		return model.HistoryCheckpoint{}, false, fmt.Errorf("history checkpoint %q/%s: %w", deviceID, resolution, err)
 	}
 	cp.LastPeriod = fromMS(last)
 	cp.UpdatedAt = fromMS(updated)

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tibbersync/tibbersync/internal/jobs"
 	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/store"
 )
@@ -30,7 +29,7 @@ func hourPage(start time.Time, n int, loc *time.Location) model.HistoryPage {
 func historyDB(t *testing.T) *store.DB {
 	t.Helper()
 	db, _, _ := MustOpenDB(t)
-	mustSave(t, db, jobs.InventoryBatch{ObservedAt: t0, Homes: []model.Home{{ID: "h1", Name: "Huis"}},
+	mustSave(t, db, model.InventoryBatch{ObservedAt: t0, Homes: []model.Home{{ID: "h1", Name: "Huis"}},
 		HomeDevices: map[string][]model.Device{"h1": {listItem("d1", "Battery")}}})
 	return db
 }
@@ -41,20 +40,20 @@ func TestSaveHistoryPageUpsertAndRevisions(t *testing.T) {
 	start := time.Date(2026, 9, 1, 0, 0, 0, 0, time.UTC)
 	page := hourPage(start, 24, time.UTC)
 
-	res, err := db.SaveHistoryPage(ctx, "d1", "hour", page, jobs.HistoryCheckpoint{HomeID: "h1", NextURL: "https://data-api.tibber.com/next?cursor=a"})
+	res, err := db.SaveHistoryPage(ctx, "d1", "hour", page, model.HistoryCheckpoint{HomeID: "h1", NextURL: "https://data-api.tibber.com/next?cursor=a"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res != (jobs.HistoryResult{Inserted: 48}) {
+	if res != (model.HistoryResult{Inserted: 48}) {
 		t.Fatalf("first save = %+v, want 48 inserted", res)
 	}
 	// The same page again (the lookback window re-fetches it): nothing.
 	before := totalChanges(t, db)
-	res, err = db.SaveHistoryPage(ctx, "d1", "hour", page, jobs.HistoryCheckpoint{HomeID: "h1"})
+	res, err = db.SaveHistoryPage(ctx, "d1", "hour", page, model.HistoryCheckpoint{HomeID: "h1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res != (jobs.HistoryResult{}) {
+	if res != (model.HistoryResult{}) {
 		t.Fatalf("repeat save = %+v, want nothing", res)
 	}
 	if d := totalChanges(t, db) - before; d != 1 {
@@ -63,11 +62,11 @@ func TestSaveHistoryPageUpsertAndRevisions(t *testing.T) {
 	// A back-fill changes two values of one hour.
 	page.Items[5].Metrics["energyFlow.gridImport"] = 99
 	page.Items[5].Metrics["energyFlow.gridExport"] = 9.9
-	res, err = db.SaveHistoryPage(ctx, "d1", "hour", page, jobs.HistoryCheckpoint{HomeID: "h1"})
+	res, err = db.SaveHistoryPage(ctx, "d1", "hour", page, model.HistoryCheckpoint{HomeID: "h1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res != (jobs.HistoryResult{Updated: 2}) {
+	if res != (model.HistoryResult{Updated: 2}) {
 		t.Fatalf("back-fill save = %+v, want 2 updated", res)
 	}
 	var value float64
@@ -99,11 +98,11 @@ func TestSaveHistoryPageSkipsOutsideWindowAndInvalid(t *testing.T) {
 		model.HistoryItem{Time: start.Add(3 * time.Hour).Add(30 * time.Minute), Metrics: map[string]float64{"x": math.NaN()}},
 		model.HistoryItem{Metrics: map[string]float64{"x": 1}}, // no time
 	)
-	res, err := db.SaveHistoryPage(ctx, "d1", "hour", page, jobs.HistoryCheckpoint{HomeID: "h1"})
+	res, err := db.SaveHistoryPage(ctx, "d1", "hour", page, model.HistoryCheckpoint{HomeID: "h1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res != (jobs.HistoryResult{Inserted: 12, Skipped: 6}) {
+	if res != (model.HistoryResult{Inserted: 12, Skipped: 6}) {
 		t.Fatalf("save = %+v, want 12 inserted (6 hours x 2), 6 skipped", res)
 	}
 	if got := count(t, db, "SELECT count(*) FROM device_history WHERE period_start < ? OR period_start >= ?",
@@ -119,7 +118,7 @@ func TestSaveHistoryPageCheckpoint(t *testing.T) {
 		t.Fatalf("checkpoint before any page: ok=%v err=%v", ok, err)
 	}
 	start := time.Date(2026, 9, 1, 0, 0, 0, 0, time.UTC)
-	cp := jobs.HistoryCheckpoint{HomeID: "h1", NextURL: "https://data-api.tibber.com/v1/x?cursor=1", LastError: "page 3: bad time"}
+	cp := model.HistoryCheckpoint{HomeID: "h1", NextURL: "https://data-api.tibber.com/v1/x?cursor=1", LastError: "page 3: bad time"}
 	if _, err := db.SaveHistoryPage(ctx, "d1", "hour", hourPage(start, 24, time.UTC), cp); err != nil {
 		t.Fatal(err)
 	}
@@ -127,14 +126,14 @@ func TestSaveHistoryPageCheckpoint(t *testing.T) {
 	if err != nil || !ok {
 		t.Fatalf("HistoryCheckpoint: ok=%v err=%v", ok, err)
 	}
-	want := jobs.HistoryCheckpoint{DeviceID: "d1", HomeID: "h1", Resolution: "hour", NextURL: cp.NextURL,
+	want := model.HistoryCheckpoint{DeviceID: "d1", HomeID: "h1", Resolution: "hour", NextURL: cp.NextURL,
 		LastPeriod: start.Add(23 * time.Hour), UpdatedAt: t0, LastError: cp.LastError}
 	if got != want {
 		t.Fatalf("checkpoint = %+v\nwant %+v", got, want)
 	}
 	// An older page (or a caller passing a stale LastPeriod) never moves it back.
 	if _, err := db.SaveHistoryPage(ctx, "d1", "hour", hourPage(start.Add(-48*time.Hour), 5, time.UTC),
-		jobs.HistoryCheckpoint{HomeID: "h1", BackfillDone: true}); err != nil {
+		model.HistoryCheckpoint{HomeID: "h1", BackfillDone: true}); err != nil {
 		t.Fatal(err)
 	}
 	got, _, _ = db.HistoryCheckpoint(ctx, "d1", "hour")
@@ -155,13 +154,13 @@ func TestSaveHistoryPageAtomic(t *testing.T) {
 	ctx := context.Background()
 	db := historyDB(t)
 	page := hourPage(time.Date(2026, 9, 1, 0, 0, 0, 0, time.UTC), 3, time.UTC)
-	if _, err := db.SaveHistoryPage(ctx, "unknown-device", "hour", page, jobs.HistoryCheckpoint{}); err == nil {
+	if _, err := db.SaveHistoryPage(ctx, "unknown-device", "hour", page, model.HistoryCheckpoint{}); err == nil {
 		t.Fatal("history for an unknown device accepted (foreign key)")
 	}
 	if got := rowCount(t, db, "device_history") + rowCount(t, db, "history_checkpoints"); got != 0 {
 		t.Fatalf("%d rows left by a failed page", got)
 	}
-	if _, err := db.SaveHistoryPage(ctx, "d1", "fortnight", page, jobs.HistoryCheckpoint{}); err == nil {
+	if _, err := db.SaveHistoryPage(ctx, "d1", "fortnight", page, model.HistoryCheckpoint{}); err == nil {
 		t.Fatal("unknown resolution accepted")
 	}
 }
@@ -189,7 +188,7 @@ func TestHistoryHourlyAcrossDST(t *testing.T) {
 			n := int(next.Sub(c.day) / time.Hour)
 			// Include the hours just around the day so the date split is tested.
 			page := hourPage(c.day.Add(-2*time.Hour), n+4, oslo)
-			if _, err := db.SaveHistoryPage(ctx, "d1", "hour", page, jobs.HistoryCheckpoint{HomeID: "h1"}); err != nil {
+			if _, err := db.SaveHistoryPage(ctx, "d1", "hour", page, model.HistoryCheckpoint{HomeID: "h1"}); err != nil {
 				t.Fatal(err)
 			}
 			date := c.day.Format("2006-01-02")
@@ -243,7 +242,7 @@ func TestHistoryDailyView(t *testing.T) {
 	day := time.Date(2026, 10, 25, 0, 0, 0, 0, oslo)
 	_, off := day.Zone()
 	dayPage := model.HistoryPage{Items: []model.HistoryItem{{Time: day, UTCOffsetSeconds: off, Metrics: map[string]float64{"energyFlow.gridImport": 300}}}}
-	if _, err := db.SaveHistoryPage(ctx, "d1", "day", dayPage, jobs.HistoryCheckpoint{HomeID: "h1"}); err != nil {
+	if _, err := db.SaveHistoryPage(ctx, "d1", "day", dayPage, model.HistoryCheckpoint{HomeID: "h1"}); err != nil {
 		t.Fatal(err)
 	}
 	var date string
@@ -255,7 +254,7 @@ func TestHistoryDailyView(t *testing.T) {
 	if date != "2026-10-25" || value != 300 || hours != 0 {
 		t.Fatalf("history_daily = %s %v %d, want 2026-10-25 300 0", date, value, hours)
 	}
-	if _, err := db.SaveHistoryPage(ctx, "d1", "hour", hourPage(day.Add(-3*time.Hour), 31, oslo), jobs.HistoryCheckpoint{HomeID: "h1"}); err != nil {
+	if _, err := db.SaveHistoryPage(ctx, "d1", "hour", hourPage(day.Add(-3*time.Hour), 31, oslo), model.HistoryCheckpoint{HomeID: "h1"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.RawForTest().QueryRow("SELECT hours FROM history_daily WHERE device_id = 'd1'").Scan(&hours); err != nil {

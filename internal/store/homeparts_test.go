@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tibbersync/tibbersync/internal/jobs"
 	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/store"
 )
@@ -13,13 +12,13 @@ import (
 // savePerHome saves b the way the pipelined cycle does: one transaction per
 // home (its list, and the details of the devices it lists first), then the
 // homes list with the run. It returns the run as stored.
-func savePerHome(t *testing.T, db *store.DB, b jobs.InventoryBatch) jobs.Run {
+func savePerHome(t *testing.T, db *store.DB, b model.InventoryBatch) model.Run {
 	t.Helper()
 	ctx := context.Background()
 	run := devicesRun(b.ObservedAt)
 	claimed := map[string]bool{}
 	for i, h := range []string{"h1", "h2"} {
-		part := jobs.InventoryBatch{ObservedAt: b.ObservedAt, Homes: b.Homes[i : i+1], HomeDevices: map[string][]model.Device{h: b.HomeDevices[h]}}
+		part := model.InventoryBatch{ObservedAt: b.ObservedAt, Homes: b.Homes[i : i+1], HomeDevices: map[string][]model.Device{h: b.HomeDevices[h]}}
 		for _, d := range b.HomeDevices[h] {
 			for _, det := range b.Details {
 				if det.ID == d.ID && !claimed[d.ID] {
@@ -34,7 +33,7 @@ func savePerHome(t *testing.T, db *store.DB, b jobs.InventoryBatch) jobs.Run {
 		}
 		run.RowsWritten += n
 	}
-	saved, err := db.SaveInventory(ctx, run, jobs.InventoryBatch{ObservedAt: b.ObservedAt, Homes: b.Homes, GrantedScopes: b.GrantedScopes})
+	saved, err := db.SaveInventory(ctx, run, model.InventoryBatch{ObservedAt: b.ObservedAt, Homes: b.Homes, GrantedScopes: b.GrantedScopes})
 	if err != nil {
 		t.Fatalf("SaveInventory: %v", err)
 	}

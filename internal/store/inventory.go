@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/tibbersync/tibbersync/internal/jobs"
 	"github.com/tibbersync/tibbersync/internal/model"
 )
 
@@ -23,7 +22,7 @@ const SeenRefresh = time.Hour
 // itself not counted) added to run.RowsWritten, which counts what the run's
 // SaveHomeInventory transactions wrote before. Re-running the same batch
 // writes only a new run row.
-func (db *DB) SaveInventory(ctx context.Context, run jobs.Run, b jobs.InventoryBatch) (jobs.Run, error) {
+func (db *DB) SaveInventory(ctx context.Context, run model.Run, b model.InventoryBatch) (model.Run, error) {
 	tx, err := db.begin(ctx)
 	if err != nil {
 		return run, fmt.Errorf("save inventory: %w", err)
@@ -79,7 +78,7 @@ func (db *DB) SaveInventory(ctx context.Context, run jobs.Run, b jobs.InventoryB
 // values, state and snapshots, change-only). It writes no run row and
 // leaves the complete homes list, removed devices and category access to
 // the run's closing SaveInventory. It returns the data rows written.
-func (db *DB) SaveHomeInventory(ctx context.Context, b jobs.InventoryBatch) (int, error) {
+func (db *DB) SaveHomeInventory(ctx context.Context, b model.InventoryBatch) (int, error) {
 	tx, err := db.begin(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("save home inventory: %w", err)

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tibbersync/tibbersync/internal/jobs"
 	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/store"
 )
@@ -19,9 +18,9 @@ var allScopes = []string{"openid", "data-api-homes-read", "data-api-vehicles-rea
 
 // twoHomes is the fixture account: a vehicle listed under both homes, a
 // battery under the first.
-func twoHomes(at time.Time, soc float64) jobs.InventoryBatch {
+func twoHomes(at time.Time, soc float64) model.InventoryBatch {
 	v := vehicle(soc)
-	return jobs.InventoryBatch{
+	return model.InventoryBatch{
 		ObservedAt: at,
 		Homes:      []model.Home{{ID: "h1", Name: "Huis"}, {ID: "h2", Name: "Hytte"}},
 		HomeDevices: map[string][]model.Device{
@@ -401,7 +400,7 @@ func TestSaveInventoryRemovals(t *testing.T) {
 
 	// A devices-only cycle (Homes nil) does not touch the homes, and a list
 	// that failed (home absent from HomeDevices) leaves its links alone.
-	mustSave(t, db, jobs.InventoryBatch{ObservedAt: t0.Add(3 * time.Hour), HomeDevices: map[string][]model.Device{}})
+	mustSave(t, db, model.InventoryBatch{ObservedAt: t0.Add(3 * time.Hour), HomeDevices: map[string][]model.Device{}})
 	if got := count(t, db, "SELECT count(*) FROM homes WHERE removed_at IS NULL"); got != 1 {
 		t.Fatal("a homes-less batch changed the homes")
 	}
@@ -421,11 +420,11 @@ func TestSaveInventoryRemovals(t *testing.T) {
 // The devices job may run before the homes job ever stored a home.
 func TestSaveInventoryDevicesBeforeHomes(t *testing.T) {
 	db, _, _ := MustOpenDB(t)
-	mustSave(t, db, jobs.InventoryBatch{ObservedAt: t0, HomeDevices: map[string][]model.Device{"h9": {listItem("d9", "Charger")}}})
+	mustSave(t, db, model.InventoryBatch{ObservedAt: t0, HomeDevices: map[string][]model.Device{"h9": {listItem("d9", "Charger")}}})
 	if got := count(t, db, "SELECT count(*) FROM home_devices WHERE home_id = 'h9' AND device_id = 'd9' AND removed_at IS NULL"); got != 1 {
 		t.Fatal("link not stored")
 	}
-	mustSave(t, db, jobs.InventoryBatch{ObservedAt: t0.Add(time.Minute), Homes: []model.Home{{ID: "h9", Name: "Named later"}}})
+	mustSave(t, db, model.InventoryBatch{ObservedAt: t0.Add(time.Minute), Homes: []model.Home{{ID: "h9", Name: "Named later"}}})
 	if got := count(t, db, "SELECT count(*) FROM homes WHERE id = 'h9' AND name = 'Named later'"); got != 1 {
 		t.Fatal("home name not filled in")
 	}

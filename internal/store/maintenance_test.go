@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/tibbersync/tibbersync/internal/clock"
-	"github.com/tibbersync/tibbersync/internal/jobs"
+	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/store"
 	"github.com/tibbersync/tibbersync/internal/testutil"
 )
@@ -101,7 +101,7 @@ func TestBackupFromReaderWhileWriting(t *testing.T) {
 			default:
 			}
 			page := hourPage(t0.Add(time.Duration(i*24)*time.Hour), 24, time.UTC)
-			if _, err := db.SaveHistoryPage(ctx, "veh-1", "hour", page, jobs.HistoryCheckpoint{HomeID: "h1"}); err != nil {
+			if _, err := db.SaveHistoryPage(ctx, "veh-1", "hour", page, model.HistoryCheckpoint{HomeID: "h1"}); err != nil {
 				errc <- err
 				return
 			}
@@ -170,7 +170,7 @@ func TestCheckpointWithLongReader(t *testing.T) {
 	}
 	for i := 0; i < 20; i++ {
 		page := hourPage(t0.Add(time.Duration(i*100)*time.Hour), 100, time.UTC)
-		if _, err := db.SaveHistoryPage(ctx, "veh-1", "hour", page, jobs.HistoryCheckpoint{HomeID: "h1"}); err != nil {
+		if _, err := db.SaveHistoryPage(ctx, "veh-1", "hour", page, model.HistoryCheckpoint{HomeID: "h1"}); err != nil {
 			t.Fatal(err)
 		}
 		start := time.Now()
@@ -207,7 +207,7 @@ func TestCheckpointWithLongReader(t *testing.T) {
 	_ = rtx.QueryRow("SELECT count(*) FROM devices").Scan(&n)
 	for i := 0; i < 3; i++ {
 		page := hourPage(t0.Add(time.Duration(5000+i*100)*time.Hour), 100, time.UTC)
-		if _, err := db.SaveHistoryPage(ctx, "veh-1", "hour", page, jobs.HistoryCheckpoint{HomeID: "h1"}); err != nil {
+		if _, err := db.SaveHistoryPage(ctx, "veh-1", "hour", page, model.HistoryCheckpoint{HomeID: "h1"}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := db.Checkpoint(ctx); err != nil {

@@ -94,8 +94,8 @@ var dbFileCalls = map[string]string{
 	"internal/tokenstore/store.go: os.Chmod(path":          "the secrets directory (0700), and tokens.db (0600) right after creating it, before SQLite opens it",
 	"internal/tokenstore/store.go: os.OpenFile(path":       "creates an empty tokens.db 0600 before SQLite opens it",
 	"internal/auth/lock.go: os.OpenFile(path":              "refresh.lock, not a database file",
-	"cmd/tibbersync/run.go: os.OpenFile(path":              "daemon.lock, not a database file",
-	"cmd/tibbersync/procio.go: os.Open(\"/proc/self/io\"":  "/proc",
+	"internal/daemon/run.go: os.OpenFile(path":             "daemon.lock, not a database file",
+	"internal/daemon/run.go: os.Open(\"/proc/self/io\"":    "/proc",
 	"internal/config/credentials.go: os.Open(path":         "the client secret file",
 	"cmd/tibbersync/simulate.go: os.ReadFile(f.secretFile": "the simulator's secret file",
 	"cmd/tibbersync/simulate.go: os.RemoveAll(dir":         "the simulator's temporary secret directory",
@@ -111,7 +111,7 @@ func TestNoFileCallsOnDatabaseFiles(t *testing.T) {
 	// The key is the call with its first argument, which names the file.
 	call := regexp.MustCompile(`os\.(Open|OpenFile|ReadFile|WriteFile|Remove|RemoveAll|Rename|Create|Truncate|Chmod|Link|Symlink)\(([^,)]*)`)
 	found := map[string]bool{}
-	for _, dir := range []string{"cmd/tibbersync", "internal/store", "internal/tokenstore", "internal/auth", "internal/config", "internal/jobs", "internal/web", "internal/tibber", "internal/notify", "internal/logging", "internal/metrics", "internal/sdnotify", "internal/version", "internal/model", "internal/clock"} {
+	for _, dir := range []string{"cmd/tibbersync", "internal/daemon", "internal/secret", "internal/store", "internal/tokenstore", "internal/auth", "internal/config", "internal/jobs", "internal/web", "internal/tibber", "internal/notify", "internal/logging", "internal/metrics", "internal/sdnotify", "internal/version", "internal/model", "internal/clock"} {
 		files, _ := filepath.Glob(filepath.Join(root, dir, "*.go"))
 		for _, p := range files {
 			if strings.HasSuffix(p, "_test.go") {

@@ -7,12 +7,12 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/tibbersync/tibbersync/internal/jobs"
+	"github.com/tibbersync/tibbersync/internal/model"
 )
 
 // RecordRun writes a run that stored no batch (failed, skipped, or a
 // history run whose pages were saved on their own) and returns its id.
-func (db *DB) RecordRun(ctx context.Context, run jobs.Run) (int64, error) {
+func (db *DB) RecordRun(ctx context.Context, run model.Run) (int64, error) {
 	tx, err := db.begin(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("record run: %w", err)
@@ -28,7 +28,7 @@ func (db *DB) RecordRun(ctx context.Context, run jobs.Run) (int64, error) {
 	return id, nil
 }
 
-func insertRun(ctx context.Context, tx *tx, run jobs.Run) (int64, error) {
+func insertRun(ctx context.Context, tx *tx, run model.Run) (int64, error) {
 	started := run.StartedAt
 	if started.IsZero() {
 		started = tx.now
@@ -52,8 +52,8 @@ VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)`,
 
 // JobState returns the persisted scheduling state of job; a job never saved
 // has the zero state (with Job set).
-func (db *DB) JobState(ctx context.Context, job string) (jobs.JobState, error) {
-	s := jobs.JobState{Job: job}
+func (db *DB) JobState(ctx context.Context, job string) (model.JobState, error) {
+	s := model.JobState{Job: job}
 	var (
 		next, last, success, breaker sql.NullInt64
 		lastErr                      sql.NullString
@@ -71,7 +71,7 @@ WHERE job = ?1`, job).Scan(&next, &last, &success, &s.ConsecutiveFailures, &brea
 	case err == sql.ErrNoRows:
 		return s, nil
 	case err != nil:
-		return jobs.JobState{}, fmt.Errorf("job state %q: %w", job, err)
+		return model.JobState{}, fmt.Errorf("job state %q: %w", job, err)
 	}
 	s.NextRunAt = fromMS(next)
 	s.LastRunAt = fromMS(last)
@@ -82,7 +82,7 @@ WHERE job = ?1`, job).Scan(&next, &last, &success, &s.ConsecutiveFailures, &brea
 }
 
 // SaveJobState upserts the scheduling state of s.Job.
-func (db *DB) SaveJobState(ctx context.Context, s jobs.JobState) error {
+func (db *DB) SaveJobState(ctx context.Context, s model.JobState) error {
 	if s.Job == "" {
 		return fmt.Errorf("save job state: empty job name")
 	}

@@ -14,7 +14,6 @@ import (
 
 	"modernc.org/sqlite"
 
-	"github.com/tibbersync/tibbersync/internal/jobs"
 	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/store"
 )
@@ -152,7 +151,7 @@ func TestOpenCreatesFileWithMode0640EvenUnderUmask0(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = db.Close() }()
-	if _, err := db.SaveInventory(context.Background(), devicesRun(t0), jobs.InventoryBatch{ObservedAt: t0, Homes: []model.Home{{ID: "h1"}}}); err != nil {
+	if _, err := db.SaveInventory(context.Background(), devicesRun(t0), model.InventoryBatch{ObservedAt: t0, Homes: []model.Home{{ID: "h1"}}}); err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range []string{path, path + "-wal", path + "-shm"} {
@@ -201,7 +200,7 @@ func TestMigrationsRecordedAndIdempotent(t *testing.T) {
 	if name != "0001_init.sql" || applied != t0.UnixMilli() {
 		t.Fatalf("migration 1 = %q at %d, want 0001_init.sql at %d (the injected clock)", name, applied, t0.UnixMilli())
 	}
-	if _, err := db.SaveInventory(ctx, devicesRun(t0), jobs.InventoryBatch{ObservedAt: t0, Homes: []model.Home{{ID: "h1", Name: "Huis"}}}); err != nil {
+	if _, err := db.SaveInventory(ctx, devicesRun(t0), model.InventoryBatch{ObservedAt: t0, Homes: []model.Home{{ID: "h1", Name: "Huis"}}}); err != nil {
 		t.Fatal(err)
 	}
 	// Reopen twice more (the first handle stays open: a status process
@@ -267,7 +266,7 @@ func TestReaderDuringWriterTransaction(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	db, _, path := MustOpenDB(t)
-	mustSave(t, db, jobs.InventoryBatch{ObservedAt: t0, Homes: []model.Home{{ID: "h1", Name: "Huis"}},
+	mustSave(t, db, model.InventoryBatch{ObservedAt: t0, Homes: []model.Home{{ID: "h1", Name: "Huis"}},
 		HomeDevices: map[string][]model.Device{"h1": {listItem("d1", "Battery")}}})
 	ro, err := store.OpenReadOnly(ctx, path)
 	if err != nil {
@@ -302,7 +301,7 @@ func TestReaderDuringWriterTransaction(t *testing.T) {
 		base := t0.Add(time.Hour)
 		for i := 0; i < 40; i++ {
 			page := hourPage(base.Add(time.Duration(i*10)*time.Hour), 10, time.UTC)
-			if _, err := db.SaveHistoryPage(ctx, "d1", "hour", page, jobs.HistoryCheckpoint{HomeID: "h1"}); err != nil {
+			if _, err := db.SaveHistoryPage(ctx, "d1", "hour", page, model.HistoryCheckpoint{HomeID: "h1"}); err != nil {
 				done <- err
 				return
 			}
@@ -337,7 +336,7 @@ func TestReaderDuringWriterTransaction(t *testing.T) {
 // another connection's BEGIN IMMEDIATE without any busy wait succeeds.
 func TestBeginImmediateWhileWriterIdle(t *testing.T) {
 	db, _, path := MustOpenDB(t)
-	mustSave(t, db, jobs.InventoryBatch{ObservedAt: t0, Homes: []model.Home{{ID: "h1"}}})
+	mustSave(t, db, model.InventoryBatch{ObservedAt: t0, Homes: []model.Home{{ID: "h1"}}})
 	other := openRaw(t, path, "_pragma=busy_timeout(0)")
 	c, err := other.Conn(context.Background())
 	if err != nil {
@@ -351,7 +350,7 @@ func TestBeginImmediateWhileWriterIdle(t *testing.T) {
 		if _, err := c.ExecContext(context.Background(), "ROLLBACK"); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := db.RecordRun(context.Background(), jobs.Run{Job: "homes", Status: "skipped"}); err != nil {
+		if _, err := db.RecordRun(context.Background(), model.Run{Job: "homes", Status: "skipped"}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -361,10 +360,10 @@ func TestJobStateRoundTrip(t *testing.T) {
 	ctx := context.Background()
 	db, _, _ := MustOpenDB(t)
 	got, err := db.JobState(ctx, "devices")
-	if err != nil || got != (jobs.JobState{Job: "devices"}) {
+	if err != nil || got != (model.JobState{Job: "devices"}) {
 		t.Fatalf("JobState of a new job = %+v, %v; want zero with Job set", got, err)
 	}
-	want := jobs.JobState{Job: "devices", NextRunAt: t0.Add(5 * time.Minute), LastRunAt: t0, LastSuccessAt: t0.Add(-time.Hour),
+	want := model.JobState{Job: "devices", NextRunAt: t0.Add(5 * time.Minute), LastRunAt: t0, LastSuccessAt: t0.Add(-time.Hour),
 		ConsecutiveFailures: 2, BreakerUntil: t0.Add(time.Minute), LastError: "fetch devices: 503"}
 	if err := db.SaveJobState(ctx, want); err != nil {
 		t.Fatal(err)
@@ -384,13 +383,13 @@ func TestJobStateRoundTrip(t *testing.T) {
 func TestRecordRunRejectsUnknownJobAndStatus(t *testing.T) {
 	ctx := context.Background()
 	db, _, _ := MustOpenDB(t)
-	if _, err := db.RecordRun(ctx, jobs.Run{Job: "nope", Status: "ok"}); err == nil {
+	if _, err := db.RecordRun(ctx, model.Run{Job: "nope", Status: "ok"}); err == nil {
 		t.Fatal("unknown job accepted")
 	}
-	if _, err := db.RecordRun(ctx, jobs.Run{Job: "homes", Status: "meh"}); err == nil {
+	if _, err := db.RecordRun(ctx, model.Run{Job: "homes", Status: "meh"}); err == nil {
 		t.Fatal("unknown status accepted")
 	}
-	id, err := db.RecordRun(ctx, jobs.Run{Job: "history", Status: "failed", Error: "token refresh backing off", Requests: 0})
+	id, err := db.RecordRun(ctx, model.Run{Job: "history", Status: "failed", Error: "token refresh backing off", Requests: 0})
 	if err != nil || id <= 0 {
 		t.Fatalf("RecordRun = %d, %v", id, err)
 	}

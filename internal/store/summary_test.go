@@ -3,12 +3,12 @@ package store_test
 import (
 	"context"
 	"encoding/json"
-	"github.com/tibbersync/tibbersync/internal/store"
 	"reflect"
 	"testing"
 	"time"
 
-	"github.com/tibbersync/tibbersync/internal/jobs"
+	"github.com/tibbersync/tibbersync/internal/store"
+
 	"github.com/tibbersync/tibbersync/internal/model"
 )
 
@@ -24,14 +24,14 @@ func TestSummary(t *testing.T) {
 	bat.Capabilities = []model.Capability{numCap("storage.stateOfCharge", 54, "%"), numCap("storage.ratedCapacity", 13800, "Wh")}
 	b.Details = append(b.Details, bat)
 	mustSave(t, db, b)
-	if _, err := db.RecordRun(ctx, jobs.Run{Job: "history", StartedAt: t0, FinishedAt: t0.Add(time.Second), Status: "failed",
+	if _, err := db.RecordRun(ctx, model.Run{Job: "history", StartedAt: t0, FinishedAt: t0.Add(time.Second), Status: "failed",
 		Error: "fetch history: 503", Requests: 4}); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.SaveJobState(ctx, jobs.JobState{Job: "devices", NextRunAt: t0.Add(5 * time.Minute), LastRunAt: t0, LastSuccessAt: t0}); err != nil {
+	if err := db.SaveJobState(ctx, model.JobState{Job: "devices", NextRunAt: t0.Add(5 * time.Minute), LastRunAt: t0, LastSuccessAt: t0}); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.SaveJobState(ctx, jobs.JobState{Job: "history", ConsecutiveFailures: 3, BreakerUntil: t0.Add(time.Hour), LastError: "fetch history: 503"}); err != nil {
+	if err := db.SaveJobState(ctx, model.JobState{Job: "history", ConsecutiveFailures: 3, BreakerUntil: t0.Add(time.Hour), LastError: "fetch history: 503"}); err != nil {
 		t.Fatal(err)
 	}
 	clk.Advance(time.Minute)
@@ -149,15 +149,15 @@ func TestSyncHealthAndOverviewViews(t *testing.T) {
 	now := time.Now().UTC() // sync_health counts against SQLite's 'now'
 	mustSave(t, db, twoHomes(now.Add(-2*time.Hour), 74))
 	for i, st := range []string{"ok", "failed", "failed"} {
-		if _, err := db.RecordRun(ctx, jobs.Run{Job: "history", StartedAt: now.Add(time.Duration(i-3) * time.Hour),
+		if _, err := db.RecordRun(ctx, model.Run{Job: "history", StartedAt: now.Add(time.Duration(i-3) * time.Hour),
 			FinishedAt: now.Add(time.Duration(i-3)*time.Hour + time.Minute), Status: st}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := db.RecordRun(ctx, jobs.Run{Job: "history", StartedAt: now.Add(-30 * time.Hour), Status: "failed"}); err != nil {
+	if _, err := db.RecordRun(ctx, model.Run{Job: "history", StartedAt: now.Add(-30 * time.Hour), Status: "failed"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.SaveJobState(ctx, jobs.JobState{Job: "history", ConsecutiveFailures: 2, NextRunAt: now.Add(time.Hour)}); err != nil {
+	if err := db.SaveJobState(ctx, model.JobState{Job: "history", ConsecutiveFailures: 2, NextRunAt: now.Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
 	var (

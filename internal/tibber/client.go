@@ -34,6 +34,7 @@ import (
 
 	"github.com/tibbersync/tibbersync/internal/clock"
 	"github.com/tibbersync/tibbersync/internal/logging"
+	"github.com/tibbersync/tibbersync/internal/model"
 )
 
 // Defaults for Options fields left zero.
@@ -241,18 +242,11 @@ func NewHTTPClient(timeout time.Duration) *http.Client {
 	return &http.Client{Transport: tr, Timeout: timeout}
 }
 
-type counterKey struct{}
-
 // WithRequestCounter returns a context under which every HTTP attempt the
-// client makes (retries included) increments n, so a job can record how
-// many requests its run made.
+// client makes (retries included) increments n. It is model.WithRequestCounter,
+// named here for callers that hold a *Client.
 func WithRequestCounter(ctx context.Context, n *atomic.Int64) context.Context {
-	return context.WithValue(ctx, counterKey{}, n)
-}
-
-func requestCounter(ctx context.Context) *atomic.Int64 {
-	n, _ := ctx.Value(counterKey{}).(*atomic.Int64)
-	return n
+	return model.WithRequestCounter(ctx, n)
 }
 
 // attemptResult is the outcome of one HTTP attempt.
@@ -368,7 +362,7 @@ func (c *Client) attempt(ctx context.Context, u *url.URL, endpoint string, tok l
 	req.Header.Set("Authorization", "Bearer "+tok.Reveal())
 	req.Header.Set("User-Agent", c.ua)
 	req.Header.Set("Accept", "application/json")
-	if cnt := requestCounter(ctx); cnt != nil {
+	if cnt := model.RequestCounter(ctx); cnt != nil {
 		cnt.Add(1)
 	}
 	start := time.Now()

@@ -106,6 +106,13 @@ func (e *APIError) Error() string {
 // later (429, 500, 502, 503, 504).
 func (e *APIError) Retryable() bool { return retryableStatus(e.Status) }
 
+// HTTPStatus returns the status code; with RetryAfterHint it lets callers
+// such as the jobs classify the error through an interface of their own.
+func (e *APIError) HTTPStatus() int { return e.Status }
+
+// RetryAfterHint returns the server's Retry-After (0 when absent).
+func (e *APIError) RetryAfterHint() time.Duration { return e.RetryAfter }
+
 // IsNotFound reports whether err is, or wraps, an *APIError with status 404.
 func IsNotFound(err error) bool { return IsStatus(err, http.StatusNotFound) }
 

@@ -326,3 +326,57 @@ func TestRemoteModeHosts(t *testing.T) {
 		t.Errorf("loopback mode, Host pi.lan: status %d, want 403", r.status)
 	}
 }
+
+// TestServesOnGivenListener: a caller that bound the port itself (to know
+// it before the server exists) hands the listener over; the server serves
+// on exactly that socket and closes it on Close, also when never opened.
+func TestServesOnGivenListener(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := baseOptions(&syncBuffer{})
+	opts.Listen = "127.0.0.1:1" // ignored: the listener wins
+	opts.Listener = ln
+	s, err := web.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Open(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := s.URL(), "http://"+ln.Addr().String(); got != want {
+		t.Fatalf("URL()=%q, want the given listener's %q", got, want)
+	}
+	resp, err := http.Get(s.URL() + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/healthz on the given listener: %s", resp.Status)
+	}
+	if err := s.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ln.Accept(); err == nil {
+		t.Fatal("the given listener is still open after Close")
+	}
+
+	// Never opened: Close still releases the socket.
+	ln2, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Listener = ln2
+	s2, err := web.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s2.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ln2.Accept(); err == nil {
+		t.Fatal("a listener handed to a server that never opened stays open after Close")
+	}
+}

@@ -37,8 +37,14 @@ var ErrRemoteNotAllowed = errors.New("not a loopback address, and listening beyo
 // is configured, Flow are needed; the rest has defaults.
 type Options struct {
 	// Listen is the TCP address to bind (default 127.0.0.1:8765; port 0
-	// picks a free port).
+	// picks a free port). Ignored when Listener is set.
 	Listen string
+	// Listener, when set, is the bound socket to serve on instead of
+	// binding Listen: a caller that must know the port before the server
+	// exists (to register a redirect URI) binds it once and hands it over,
+	// rather than closing it and hoping the port stays free. The server
+	// owns it from New on: Close closes it, also when Open never ran.
+	Listener net.Listener
 	// AllowRemote permits a non-loopback Listen address. /setup then also
 	// requires the one-time PairingCode.
 	AllowRemote bool
@@ -140,6 +146,9 @@ type Server struct {
 // New checks opts and builds the server. It refuses a non-loopback Listen
 // address unless AllowRemote is set.
 func New(opts Options) (*Server, error) {
+	if opts.Listener != nil {
+		opts.Listen = opts.Listener.Addr().String()
+	}
 	if opts.Listen == "" {
 		opts.Listen = DefaultListen
 	}
@@ -298,9 +307,12 @@ func (s *Server) Open() error {
 	if s.ln != nil {
 		return errors.New("web: server already open")
 	}
-	ln, err := net.Listen("tcp", s.listen)
-	if err != nil {
-		return fmt.Errorf("web: listen on %s: %w", s.listen, err)
+	ln := s.opts.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", s.listen); err != nil {
+			return fmt.Errorf("web: listen on %s: %w", s.listen, err)
+		}
 	}
 	addr, ok := ln.Addr().(*net.TCPAddr)
 	if !ok {
@@ -347,6 +359,10 @@ func (s *Server) Close(ctx context.Context) error {
 	s.mu.Lock()
 	s.closed = true
 	srv, done := s.srv, s.serveDone
+	if srv == nil && s.opts.Listener != nil {
+		// Handed over but never served: still ours to close.
+		_ = s.opts.Listener.Close()
+	}
 	s.mu.Unlock()
 	var err error
 	if srv != nil {
