@@ -147,16 +147,6 @@ func RunDaemon(ctx context.Context, p DaemonParams) (DaemonResult, error) {
 	if res.Idle, err = ReadStatus(strconv.Itoa(d.cmd.Process.Pid)); err != nil {
 		return res, fmt.Errorf("daemon: %w", err)
 	}
-	if dbg := os.Getenv("BENCH_SMAPS"); dbg != "" {
-		b, _ := os.ReadFile("/proc/" + strconv.Itoa(d.cmd.Process.Pid) + "/smaps")
-		_ = os.WriteFile(dbg+"-"+strconv.Itoa(p.BackfillDays), b, 0o644)
-		resp, err := http.Get(base + "/metrics")
-		if err == nil {
-			b, _ = io.ReadAll(resp.Body)
-			resp.Body.Close()
-			_ = os.WriteFile(dbg+"-"+strconv.Itoa(p.BackfillDays)+".metrics", b, 0o644)
-		}
-	}
 	if p.Scrapes > 0 {
 		if err := scrapeMetrics(ctx, base, p.Scrapes, &res); err != nil {
 			return res, fmt.Errorf("daemon: %w", err)
