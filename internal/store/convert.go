@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"fmt"
 	"log/slog"
 	"time"
@@ -95,9 +96,58 @@ func (db *DB) convertLegacyHistory(ctx context.Context, batch int, progress func
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("convert history: finish: commit: %w", err)
 	}
+	db.log.Info("history converted to the compact layout", "rows", p.Done)
+	if err := db.compactAfterConversion(ctx); err != nil {
+		// The conversion is committed; only the file stays large.
+		db.log.Warn("compact data.db after the history conversion", "err", err)
+	}
 	p.Finished = true
 	progress(p)
-	db.log.Info("history converted to the compact layout", "rows", p.Done)
+	return nil
+}
+
+// compactAfterConversion gives the pages the old layout freed back to the
+// file system (VACUUM) when they are more than a quarter of the file: the
+// converted history needs about a fifth of the space. VACUUM rebuilds the
+// file through a temporary copy; for this one statement the temporary copy
+// goes to a file instead of memory (temp_store), so the daemon's memory
+// stays small. A kill during VACUUM leaves the uncompacted file, which
+// works the same.
+func (db *DB) compactAfterConversion(ctx context.Context) error {
+	var pages, free int64
+	if err := db.sql.QueryRowContext(ctx, `SELECT (SELECT page_count FROM pragma_page_count), (SELECT freelist_count FROM pragma_freelist_count)`).Scan(&pages, &free); err != nil {
+		return err
+	}
+	if free*4 <= pages {
+		return nil
+	}
+	db.log.Info("compacting data.db after the history conversion", "pages", pages, "free_pages", free)
+	conn, err := db.sql.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = conn.Close() }()
+	if _, err := conn.ExecContext(ctx, `PRAGMA temp_store = FILE`); err != nil {
+		return err
+	}
+	_, vacErr := conn.ExecContext(ctx, `VACUUM`)
+	// Back to the checked setting (R13) whatever VACUUM did.
+	if _, err := conn.ExecContext(context.WithoutCancel(ctx), `PRAGMA temp_store = MEMORY`); err != nil {
+		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		return fmt.Errorf("restore temp_store: %w", err)
+	}
+	if vacErr != nil {
+		return fmt.Errorf("vacuum: %w", vacErr)
+	}
+	// In WAL mode the rebuilt file is in the WAL until a checkpoint copies
+	// it back and truncates data.db.
+	if _, err := conn.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
+		return fmt.Errorf("checkpoint after vacuum: %w", err)
+	}
+	var after int64
+	if err := conn.QueryRowContext(ctx, `PRAGMA page_count`).Scan(&after); err == nil {
+		db.log.Info("data.db compacted", "pages_before", pages, "pages_after", after)
+	}
 	return nil
 }
 

@@ -159,6 +159,21 @@ func TestConvertReleaseDatabase(t *testing.T) {
 		t.Fatalf("schema version %d, want %d", n, store.SchemaVersion())
 	}
 	compareSnapshots(t, before, snapshot(t, path))
+	// The pages the old layout used went back to the file system, and the
+	// connection is back on its checked settings.
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if orig, _ := os.Stat(releaseDB); fi.Size() >= orig.Size() {
+		t.Fatalf("data.db is %d bytes after the conversion, %d before: not compacted", fi.Size(), orig.Size())
+	}
+	if n := count(t, db, `PRAGMA freelist_count`); n != 0 {
+		t.Fatalf("%d free pages after the conversion", n)
+	}
+	if n := count(t, db, `PRAGMA temp_store`); n != 2 {
+		t.Fatalf("temp_store = %d after the conversion, want 2 (MEMORY)", n)
+	}
 	// The correction survived with its count and time.
 	if n := count(t, db, `SELECT count(*) FROM history_revisions WHERE revisions = 2 AND previous_value IS NULL`); n != 1 {
 		t.Fatalf("history_revisions rows with the release's correction = %d, want 1", n)
