@@ -9,7 +9,7 @@ GOBIN   := $(shell $(GO) env GOPATH)/bin
 STATICCHECK_VERSION := v0.8.2
 DIST    := dist
 
-.PHONY: all build test unit lint staticcheck run demo bench cross docker version clean ci
+.PHONY: all build test stress-test unit lint staticcheck run demo bench cross docker version clean ci
 
 all: build
 
@@ -19,6 +19,11 @@ build:
 
 ## test: everything: lint (vet, gofmt, staticcheck) and all tests under -race
 test: lint unit
+
+## stress-test: the flake proof: the two formerly flaky tests -count=20, then `make test` 5 times,
+## all while 3 CPU-bound processes run (RUNS, COUNT, LOAD override; see docs/ci.md)
+stress-test:
+	RUNS=$(or $(RUNS),5) COUNT=$(or $(COUNT),20) LOAD=$(or $(LOAD),3) MAKE="$(MAKE)" .ci/stress.sh
 
 ## unit: all Go tests with the race detector (systemd checks included where systemd-analyze exists)
 unit:

@@ -167,20 +167,39 @@ func startChild(t *testing.T, role string, env map[string]string) *child {
 // waitLine waits until the child printed a line equal to want, or exited,
 // or d passed.
 func (c *child) waitLine(want string, d time.Duration) error {
+	return c.waitFor(fmt.Sprintf("%q", want), func(l string) bool { return l == want }, d)
+}
+
+// waitReport waits until the child acknowledged a commit for which match
+// returns true, or exited, or d passed.
+func (c *child) waitReport(what string, match func(commitReport) bool, d time.Duration) error {
+	return c.waitFor(what, func(l string) bool {
+		rest, ok := strings.CutPrefix(l, commitPrefix)
+		if !ok {
+			return false
+		}
+		var r commitReport
+		return json.Unmarshal([]byte(rest), &r) == nil && match(r)
+	}, d)
+}
+
+// waitFor waits until a complete line of the child's stdout satisfies
+// match, or the child exited, or d passed (d only bounds a hung child).
+func (c *child) waitFor(what string, match func(string) bool, d time.Duration) error {
 	deadline := time.Now().Add(d)
 	for {
 		for _, l := range completeLines(c.stdout.String()) {
-			if l == want {
+			if match(l) {
 				return nil
 			}
 		}
 		select {
 		case <-c.done:
-			return fmt.Errorf("child exited (%v) before printing %q; stderr:\n%s", c.err, want, tail(c.stderr.String(), 2000))
+			return fmt.Errorf("child exited (%v) before printing %s; stderr:\n%s", c.err, what, tail(c.stderr.String(), 2000))
 		default:
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("child did not print %q within %s; stderr:\n%s", want, d, tail(c.stderr.String(), 2000))
+			return fmt.Errorf("child did not print %s within %s; stderr:\n%s", what, d, tail(c.stderr.String(), 2000))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -224,13 +224,68 @@ func (s *Syncer) pageCap(res string, from, now time.Time) int {
 	return min(n, DefaultMaxPagesPerStream)
 }
 
+// streamRun is one stream while it is being synced: where it reads next,
+// the checkpoint it commits with each page, and what it did so far.
+type streamRun struct {
+	st  historyStream
+	cp  model.HistoryCheckpoint
+	log *slog.Logger
+	// link is the page to fetch by link; "" means the first page by since.
+	link  string
+	since time.Time
+	// resume: link is the stored cursor of an unfinished backfill.
+	resume bool
+	// started is when the stream began; maxPages caps its pages in this run.
+	started  time.Time
+	maxPages int
+	// seed and seen hash the links followed in this run: a few bytes per
+	// page however long the stream.
+	seed maphash.Seed
+	seen map[uint64]bool
+	prog HistoryProgress
+	out  streamOutcome
+}
+
 // syncStream fetches and saves one stream page by page.
-func (s *Syncer) syncStream(ctx context.Context, m *meter, st historyStream, pl *progressLog) (out streamOutcome) {
+func (s *Syncer) syncStream(ctx context.Context, m *meter, st historyStream, pl *progressLog) streamOutcome {
+	sr, err := s.openStream(ctx, st, pl.log)
+	if err != nil {
+		return streamOutcome{fatal: err}
+	}
+	defer s.closeStream(sr)
+	for {
+		if err := ctx.Err(); err != nil {
+			sr.out.fatal = err
+			return sr.out
+		}
+		page, err := s.fetchPage(ctx, sr)
+		m.done(err)
+		if err != nil {
+			s.pageFailed(ctx, sr, err)
+			return sr.out
+		}
+		next, end := s.applyPage(sr, page)
+		if err := s.savePage(ctx, sr, page); err != nil {
+			sr.out.fatal = err
+			return sr.out
+		}
+		s.pageProgress(sr, page, pl, !end)
+		if end {
+			return sr.out
+		}
+		sr.seen[maphash.String(sr.seed, next)] = true
+		sr.link = next
+	}
+}
+
+// openStream loads the stream's checkpoint and decides where this run
+// starts: the stored cursor of an unfinished backfill, the last stored
+// period minus the lookback, or the backfill window of a new stream.
+func (s *Syncer) openStream(ctx context.Context, st historyStream, log *slog.Logger) (*streamRun, error) {
 	devID, res := st.dev.ID, st.resolution
 	cp, found, err := s.Store.HistoryCheckpoint(ctx, devID, res)
 	if err != nil {
-		out.fatal = fmt.Errorf("load checkpoint of %s/%s: %w", devID, res, err)
-		return out
+		return nil, fmt.Errorf("load checkpoint of %s/%s: %w", devID, res, err)
 	}
 	if !found {
 		cp = model.HistoryCheckpoint{}
@@ -238,168 +293,176 @@ func (s *Syncer) syncStream(ctx context.Context, m *meter, st historyStream, pl 
 	cp.DeviceID, cp.Resolution, cp.HomeID = devID, res, st.homeID
 
 	now := s.now()
-	var (
-		link   string // the page to fetch by link; "" means by since
-		since  time.Time
-		from   time.Time // the start of this run's window
-		resume bool
-	)
+	sr := &streamRun{st: st, cp: cp, started: now, seed: maphash.MakeSeed(), seen: map[uint64]bool{},
+		log: log.With("device_id", devID, "resolution", res)}
+	var from time.Time // the start of this run's window
 	switch {
 	case found && cp.NextURL != "" && !cp.BackfillDone:
-		link, resume = cp.NextURL, true
+		sr.link, sr.resume = cp.NextURL, true
 		from = cp.LastPeriod
 		if from.IsZero() {
 			from = now.AddDate(0, 0, -s.backfillDays(st.dev))
 		}
 	case found && !cp.LastPeriod.IsZero():
-		since = cp.LastPeriod.Add(-s.lookback())
-		from = since
+		sr.since = cp.LastPeriod.Add(-s.lookback())
+		from = sr.since
 	default:
-		since = now.AddDate(0, 0, -s.backfillDays(st.dev))
-		from = since
+		sr.since = now.AddDate(0, 0, -s.backfillDays(st.dev))
+		from = sr.since
 	}
-	maxPages := s.pageCap(res, from, now)
-	log := pl.log.With("device_id", devID, "resolution", res)
-
-	prog := HistoryProgress{DeviceID: devID, DeviceName: st.dev.Name, Resolution: res, Start: from, Reached: cp.LastPeriod}
-	defer func() {
-		if out.pages > 0 && s.Progress != nil {
-			prog.Done = true
-			s.Progress(prog)
-		}
-		if out.pages > 1 {
-			log.Info("history stream synced", "pages", out.pages, "points", out.points,
-				"reached", prog.Reached, "rows_written", out.inserted+out.updated)
-		}
-	}()
-
-	// Links seen in this run, by hash: a few bytes per page however long
-	// the stream.
-	seed := maphash.MakeSeed()
-	seen := map[uint64]bool{}
-	if link != "" {
-		seen[maphash.String(seed, link)] = true
+	sr.maxPages = s.pageCap(res, from, now)
+	sr.prog = HistoryProgress{DeviceID: devID, DeviceName: st.dev.Name, Resolution: res, Start: from, Reached: cp.LastPeriod}
+	if sr.link != "" {
+		sr.seen[maphash.String(sr.seed, sr.link)] = true
 	}
-	for {
-		if err := ctx.Err(); err != nil {
-			out.fatal = err
-			return out
-		}
-		var page model.HistoryPage
-		if link == "" {
-			page, err = s.API.History(ctx, st.homeID, devID, res, since)
-		} else {
-			page, err = s.API.HistoryNext(ctx, link)
-		}
-		m.done(err)
-		if err != nil {
-			if isTokenError(err) {
-				out.fatal = err
-				return out
-			}
-			if ctx.Err() != nil {
-				out.fatal = ctx.Err()
-				return out
-			}
-			out.errs = append(out.errs, err)
-			var problem string
-			switch {
-			case isBadRequest(err) && link == "":
-				out.rejected = true
-				problem = fmt.Sprintf("resolution %s rejected: %v", res, err)
-			case (isBadRequest(err) || isNotFound(err)) && resume && out.pages == 0:
-				// The stored cursor is no longer accepted: start over from
-				// the last stored period next time instead of retrying it.
-				out.rejected = true
-				cp.NextURL = ""
-				problem = fmt.Sprintf("stored next link refused, restarting from the last period next run: %v", err)
-			default:
-				out.failed = true
-				problem = fmt.Sprintf("page %d: %v", out.pages+1, err)
-			}
-			out.problems = append(out.problems, fmt.Sprintf("history %s/%s: %s", devID, res, problem))
-			log.Warn("history stream stopped", "pages", out.pages, "err", err)
-			cp.LastError = problem
-			cp.UpdatedAt = s.now()
-			// Record the problem in the checkpoint; an empty page writes
-			// nothing else.
-			if _, serr := s.Store.SaveHistoryPage(ctx, devID, res, model.HistoryPage{}, cp); serr != nil {
-				out.fatal = fmt.Errorf("save checkpoint of %s/%s: %w", devID, res, serr)
-			}
-			return out
-		}
+	return sr, nil
+}
 
-		out.pages++
-		out.points += len(page.Items)
-		next := page.Next
-		loop := next != "" && (next == link || seen[maphash.String(seed, next)])
-		capped := !loop && next != "" && out.pages >= maxPages
-
-		cp.LastPeriod = laterOf(cp.LastPeriod, newestPeriod(page, s.now()))
-		cp.UpdatedAt = s.now()
-		cp.LastError = ""
-		if len(page.Problems) > 0 {
-			cp.LastError = fmt.Sprintf("%d invalid items skipped: %s", len(page.Problems), page.Problems[0])
-			out.problems = append(out.problems, fmt.Sprintf("history %s/%s page %d: %s", devID, res, out.pages, cp.LastError))
-		}
-		switch {
-		case loop:
-			// Never follow a link back: drop it, so the next run asks again
-			// from the last stored period.
-			cp.NextURL = ""
-			cp.LastError = "next link loops back to an earlier page"
-			out.problems = append(out.problems, fmt.Sprintf("history %s/%s: next link of page %d loops back to an earlier page", devID, res, out.pages))
-			log.Warn("history next link loops", "pages", out.pages)
-		case next == "":
-			cp.NextURL = ""
-			cp.BackfillDone = true
-		default:
-			cp.NextURL = next
-		}
-		if capped {
-			cp.LastError = fmt.Sprintf("stopped after %d pages (page cap); continues next run", out.pages)
-			out.problems = append(out.problems, fmt.Sprintf("history %s/%s: %s", devID, res, cp.LastError))
-			log.Warn("history page cap reached", "pages", out.pages)
-		}
-
-		r, err := s.Store.SaveHistoryPage(ctx, devID, res, page, cp)
-		if err != nil {
-			if cerr := ctx.Err(); cerr != nil {
-				// Stopped (shutdown or the run's deadline) mid-write: the
-				// page was rolled back and is fetched again next run. Say
-				// so instead of the driver's "statement is closed".
-				err = fmt.Errorf("stopped, page rolled back: %w", cerr)
-			}
-			out.fatal = fmt.Errorf("save history page of %s/%s: %w", devID, res, err)
-			return out
-		}
-		out.inserted += r.Inserted
-		out.updated += r.Updated
-		out.skipped += r.Skipped
-		if r.Skipped > 0 {
-			out.problems = append(out.problems, fmt.Sprintf("history %s/%s page %d: %d items skipped (outside the served window or without a numeric value)", devID, res, out.pages, r.Skipped))
-		}
-
-		prog.Pages, prog.Points = out.pages, out.points
-		prog.Reached = laterOf(prog.Reached, cp.LastPeriod)
-		if prog.Pages == 1 && !page.EffectiveStart.IsZero() {
-			prog.Start = page.EffectiveStart
-		}
-		prog.Target = laterOf(prog.Target, page.EffectiveEnd)
-		if prog.Target.IsZero() {
-			prog.Target = now
-		}
-		if s.Progress != nil && next != "" && !loop && !capped {
-			s.Progress(prog)
-		}
-		pl.page(log, prog)
-
-		if next == "" || loop || capped {
-			return out
-		}
-		seen[maphash.String(seed, next)] = true
-		link = next
+// closeStream reports the stream's end: the last progress report and, for
+// a stream of several pages, one INFO line.
+func (s *Syncer) closeStream(sr *streamRun) {
+	if sr.out.pages > 0 && s.Progress != nil {
+		sr.prog.Done = true
+		s.Progress(sr.prog)
 	}
+	if sr.out.pages > 1 {
+		sr.log.Info("history stream synced", "pages", sr.out.pages, "points", sr.out.points,
+			"reached", sr.prog.Reached, "rows_written", sr.out.inserted+sr.out.updated)
+	}
+}
+
+// fetchPage fetches the stream's next page: by link, or the first by since.
+func (s *Syncer) fetchPage(ctx context.Context, sr *streamRun) (model.HistoryPage, error) {
+	if sr.link == "" {
+		return s.API.History(ctx, sr.st.homeID, sr.st.dev.ID, sr.st.resolution, sr.since)
+	}
+	return s.API.HistoryNext(ctx, sr.link)
+}
+
+// pageFailed ends the stream after an API error: token errors and shutdown
+// end the run; a 400 on the first page rejects the resolution; a refused
+// stored cursor is dropped so that the next run starts over from the last
+// period; anything else fails the stream. The problem is recorded in the
+// checkpoint.
+func (s *Syncer) pageFailed(ctx context.Context, sr *streamRun, err error) {
+	devID, res, out := sr.st.dev.ID, sr.st.resolution, &sr.out
+	if isTokenError(err) {
+		out.fatal = err
+		return
+	}
+	if ctx.Err() != nil {
+		out.fatal = ctx.Err()
+		return
+	}
+	out.errs = append(out.errs, err)
+	var problem string
+	switch {
+	case isBadRequest(err) && sr.link == "":
+		out.rejected = true
+		problem = fmt.Sprintf("resolution %s rejected: %v", res, err)
+	case (isBadRequest(err) || isNotFound(err)) && sr.resume && out.pages == 0:
+		// The stored cursor is no longer accepted: start over from
+		// the last stored period next time instead of retrying it.
+		out.rejected = true
+		sr.cp.NextURL = ""
+		problem = fmt.Sprintf("stored next link refused, restarting from the last period next run: %v", err)
+	default:
+		out.failed = true
+		problem = fmt.Sprintf("page %d: %v", out.pages+1, err)
+	}
+	out.problems = append(out.problems, fmt.Sprintf("history %s/%s: %s", devID, res, problem))
+	sr.log.Warn("history stream stopped", "pages", out.pages, "err", err)
+	sr.cp.LastError = problem
+	sr.cp.UpdatedAt = s.now()
+	// Record the problem in the checkpoint; an empty page writes
+	// nothing else.
+	if _, serr := s.Store.SaveHistoryPage(ctx, devID, res, model.HistoryPage{}, sr.cp); serr != nil {
+		out.fatal = fmt.Errorf("save checkpoint of %s/%s: %w", devID, res, serr)
+	}
+}
+
+// applyPage counts a fetched page and moves the checkpoint past it: the
+// newest period, the next link (dropped when it loops back to a page of
+// this run), the end of the backfill, and the page cap. It returns the next
+// link and whether the stream ends with this page.
+func (s *Syncer) applyPage(sr *streamRun, page model.HistoryPage) (next string, end bool) {
+	devID, res, out, cp := sr.st.dev.ID, sr.st.resolution, &sr.out, &sr.cp
+	out.pages++
+	out.points += len(page.Items)
+	next = page.Next
+	loop := next != "" && (next == sr.link || sr.seen[maphash.String(sr.seed, next)])
+	capped := !loop && next != "" && out.pages >= sr.maxPages
+
+	cp.LastPeriod = laterOf(cp.LastPeriod, newestPeriod(page, s.now()))
+	cp.UpdatedAt = s.now()
+	cp.LastError = ""
+	if len(page.Problems) > 0 {
+		cp.LastError = fmt.Sprintf("%d invalid items skipped: %s", len(page.Problems), page.Problems[0])
+		out.problems = append(out.problems, fmt.Sprintf("history %s/%s page %d: %s", devID, res, out.pages, cp.LastError))
+	}
+	switch {
+	case loop:
+		// Never follow a link back: drop it, so the next run asks again
+		// from the last stored period.
+		cp.NextURL = ""
+		cp.LastError = "next link loops back to an earlier page"
+		out.problems = append(out.problems, fmt.Sprintf("history %s/%s: next link of page %d loops back to an earlier page", devID, res, out.pages))
+		sr.log.Warn("history next link loops", "pages", out.pages)
+	case next == "":
+		cp.NextURL = ""
+		cp.BackfillDone = true
+	default:
+		cp.NextURL = next
+	}
+	if capped {
+		cp.LastError = fmt.Sprintf("stopped after %d pages (page cap); continues next run", out.pages)
+		out.problems = append(out.problems, fmt.Sprintf("history %s/%s: %s", devID, res, cp.LastError))
+		sr.log.Warn("history page cap reached", "pages", out.pages)
+	}
+	return next, next == "" || loop || capped
+}
+
+// savePage saves the page's items with the checkpoint in one transaction
+// and counts what it wrote.
+func (s *Syncer) savePage(ctx context.Context, sr *streamRun, page model.HistoryPage) error {
+	devID, res, out := sr.st.dev.ID, sr.st.resolution, &sr.out
+	r, err := s.Store.SaveHistoryPage(ctx, devID, res, page, sr.cp)
+	if err != nil {
+		if cerr := ctx.Err(); cerr != nil {
+			// Stopped (shutdown or the run's deadline) mid-write: the
+			// page was rolled back and is fetched again next run. Say
+			// so instead of the driver's "statement is closed".
+			err = fmt.Errorf("stopped, page rolled back: %w", cerr)
+		}
+		return fmt.Errorf("save history page of %s/%s: %w", devID, res, err)
+	}
+	out.inserted += r.Inserted
+	out.updated += r.Updated
+	out.skipped += r.Skipped
+	if r.Skipped > 0 {
+		out.problems = append(out.problems, fmt.Sprintf("history %s/%s page %d: %d items skipped (outside the served window or without a numeric value)", devID, res, out.pages, r.Skipped))
+	}
+	return nil
+}
+
+// pageProgress updates the stream's progress after a saved page and
+// reports it (Progress only while the stream goes on: its last report comes
+// from closeStream).
+func (s *Syncer) pageProgress(sr *streamRun, page model.HistoryPage, pl *progressLog, more bool) {
+	prog := &sr.prog
+	prog.Pages, prog.Points = sr.out.pages, sr.out.points
+	prog.Reached = laterOf(prog.Reached, sr.cp.LastPeriod)
+	if prog.Pages == 1 && !page.EffectiveStart.IsZero() {
+		prog.Start = page.EffectiveStart
+	}
+	prog.Target = laterOf(prog.Target, page.EffectiveEnd)
+	if prog.Target.IsZero() {
+		prog.Target = sr.started
+	}
+	if s.Progress != nil && more {
+		s.Progress(*prog)
+	}
+	pl.page(sr.log, *prog)
 }
 
 // newestPeriod is the newest item time of page within its served window and

@@ -19,11 +19,17 @@ import (
 
 // Scheduler defaults and limits.
 const (
-	// DefaultTick is how often the scheduler compares due times.
+	// DefaultTick is the longest the scheduler sleeps between two checks
+	// of the due times; it wakes earlier when a job is due.
 	DefaultTick = 30 * time.Second
-	// MaxTick is the longest allowed tick: Go timers stop during suspend, so
-	// the scheduler never waits long on one (R26).
+	// MaxTick is the longest allowed tick: Go timers stop during suspend and
+	// do not follow wall-clock steps, so the scheduler never waits long on
+	// one (R26).
 	MaxTick = 60 * time.Second
+	// JitterFraction bounds a job's jitter to this fraction of its interval
+	// (the default 30 s jitter is a tenth of the default 5-minute devices
+	// schedule), so that a short schedule such as "@every 2s" keeps its rhythm.
+	JitterFraction = 10
 	// DefaultStopTimeout is how long running jobs get to finish after the
 	// scheduler's context is done, before their own context is cancelled.
 	DefaultStopTimeout = 25 * time.Second
@@ -51,13 +57,15 @@ type Job struct {
 	Name, Spec string
 }
 
-// Scheduler runs jobs on cron specs by the wall clock. It ticks every Tick
-// (never longer than a minute, since timers stop during suspend) and starts
-// each job whose persisted due time has passed. A job never overlaps itself
-// and catches up at most once after downtime or a forward clock jump; a
-// backward jump clamps the next due time. Repeated failures open a circuit
-// breaker whose cool-down doubles up to an hour. All scheduling state is
-// persisted through Store, so it survives restarts.
+// Scheduler runs jobs on cron specs by the wall clock. It sleeps until the
+// earliest due time of a job that is not running (but never longer than
+// Tick, so that suspend and clock steps are noticed within it), wakes at once
+// on Trigger and when a job finishes, and starts each job whose persisted due
+// time has passed. A job never overlaps itself and catches up at most once
+// after downtime or a forward clock jump; a backward jump clamps the next due
+// time. Repeated failures open a circuit breaker whose cool-down doubles up
+// to an hour. All scheduling state is persisted through Store, so it
+// survives restarts.
 type Scheduler struct {
 	// Jobs are the scheduled jobs; names must be unique.
 	Jobs []Job
@@ -69,9 +77,11 @@ type Scheduler struct {
 	Clock clock.Clock
 	// Logger receives run results and scheduling events (default: discarded).
 	Logger *slog.Logger
-	// Tick is how often Run checks for due jobs (default 30s, at most 60s).
+	// Tick is the longest Run sleeps between checks for due jobs (default
+	// 30s, at most 60s); it wakes earlier whenever a job is due.
 	Tick time.Duration
-	// Jitter adds a random delay in [0, Jitter) to each computed next run.
+	// Jitter adds a random delay in [0, Jitter) to each computed next run,
+	// bounded per job to a tenth of its interval (JitterFraction).
 	Jitter time.Duration
 	// StopTimeout is how long running jobs get to finish after Run's context
 	// is done before their context is cancelled (default 25s).
@@ -92,7 +102,8 @@ type Scheduler struct {
 	wg       sync.WaitGroup
 	wake     chan struct{}
 	initOnce sync.Once
-	clockBad bool // a "clock is behind" warning is active
+	clockBad bool      // a "clock is behind" warning is active
+	lastNow  time.Time // wall-clock time of the previous RunDue (no monotonic reading)
 }
 
 // entry is one job's in-memory scheduling state.
@@ -101,6 +112,7 @@ type entry struct {
 	sched    cron.Schedule
 	state    model.JobState
 	loaded   bool
+	checked  bool // the loaded state was checked against the schedule once
 	running  bool
 	trigger  bool
 	warnedBO bool // the breaker opening was logged
@@ -173,9 +185,24 @@ func (s *Scheduler) threshold() int {
 	return DefaultBreakerThreshold
 }
 
-// jitter returns a random delay in [0, Jitter).
-func (s *Scheduler) jitter() time.Duration {
+// maxJitter is the jitter bound of e's run at slot: Jitter, but at most
+// 1/JitterFraction of the interval that follows slot.
+func (s *Scheduler) maxJitter(e *entry, slot time.Time) time.Duration {
 	if s.Jitter <= 0 {
+		return 0
+	}
+	return min(s.Jitter, e.sched.Next(slot).Sub(slot)/JitterFraction)
+}
+
+// nextSlot is e's next due time after t: the schedule's next slot plus jitter.
+func (s *Scheduler) nextSlot(e *entry, t time.Time) time.Time {
+	slot := e.sched.Next(t)
+	return slot.Add(s.jitter(s.maxJitter(e, slot)))
+}
+
+// jitter returns a random delay in [0, limit).
+func (s *Scheduler) jitter(limit time.Duration) time.Duration {
+	if limit <= 0 {
 		return 0
 	}
 	r := s.Rand
@@ -186,7 +213,7 @@ func (s *Scheduler) jitter() time.Duration {
 	if f < 0 || f >= 1 {
 		f = 0
 	}
-	return time.Duration(f * float64(s.Jitter))
+	return time.Duration(f * float64(limit))
 }
 
 // ensureEntries parses the specs into entries once. Jobs with a bad spec are
@@ -253,30 +280,18 @@ func (s *Scheduler) RunDue(ctx context.Context) []string {
 
 	// First bring every due time in line with the schedule, even while the
 	// clock is implausible, so NextRuns shows sane values.
+	wall := now.Round(0) // compare wall clocks: the monotonic one never goes back
+	back := !s.lastNow.IsZero() && wall.Before(s.lastNow)
+	if back {
+		log.Info("clock moved backward", "from", s.lastNow, "to", wall)
+	}
+	s.lastNow = wall
 	for _, j := range s.Jobs {
 		e := s.entries[j.Name]
 		if e == nil || !e.loaded {
 			continue
 		}
-		st := &e.state
-		slot := e.sched.Next(now)
-		switch {
-		case st.NextRunAt.IsZero() && st.LastRunAt.IsZero():
-			// Never run: the first start fetches soon.
-			st.NextRunAt = now.Add(s.jitter())
-		case st.NextRunAt.IsZero():
-			st.NextRunAt = slot.Add(s.jitter())
-		case st.NextRunAt.After(laterOf(slot.Add(s.Jitter), st.BreakerUntil)):
-			// The clock went back: the persisted due time is further away
-			// than the schedule allows. Clamp it.
-			old := st.NextRunAt
-			st.NextRunAt = laterOf(slot.Add(s.jitter()), st.BreakerUntil)
-			log.Info("clock moved backward, next run clamped", "job", j.Name, "was", old, "next_run_at", st.NextRunAt)
-		}
-		if limit := now.Add(BreakerMaxCooldown); st.BreakerUntil.After(limit) {
-			st.BreakerUntil = limit
-			st.NextRunAt = laterOf(slot.Add(s.jitter()), st.BreakerUntil)
-		}
+		s.alignLocked(e, now, back)
 	}
 	if s.behindClock(now) {
 		return nil
@@ -297,7 +312,7 @@ func (s *Scheduler) RunDue(ctx context.Context) []string {
 			log.Debug("job still running, slot skipped", "job", j.Name)
 			if !e.trigger {
 				// A missed slot is never queued.
-				st.NextRunAt = e.sched.Next(now).Add(s.jitter())
+				st.NextRunAt = s.nextSlot(e, now)
 			}
 			continue
 		}
@@ -311,6 +326,64 @@ func (s *Scheduler) RunDue(ctx context.Context) []string {
 		}()
 	}
 	return started
+}
+
+// alignLocked brings e's due time in line with its schedule at now. A due
+// time further away than the schedule allows is clamped: after a backward
+// clock step (back), or at the first check after loading, when the schedule
+// or jitter was changed since the state was saved. It is logged only then,
+// and only when the due time actually moved. Called with s.mu held.
+func (s *Scheduler) alignLocked(e *entry, now time.Time, back bool) {
+	st := &e.state
+	first := !e.checked
+	e.checked = true
+	slot := e.sched.Next(now)
+	limit := s.maxJitter(e, slot)
+	switch {
+	case st.NextRunAt.IsZero() && st.LastRunAt.IsZero():
+		// Never run: the first start fetches soon.
+		st.NextRunAt = now.Add(s.jitter(limit))
+	case st.NextRunAt.IsZero():
+		st.NextRunAt = slot.Add(s.jitter(limit))
+	case st.NextRunAt.After(laterOf(slot.Add(limit), st.BreakerUntil)):
+		old := st.NextRunAt
+		st.NextRunAt = laterOf(slot.Add(s.jitter(limit)), st.BreakerUntil)
+		switch {
+		case st.NextRunAt.Equal(old):
+		case back:
+			s.logger().Info("clock moved backward, next run clamped", "job", e.job.Name, "was", old, "next_run_at", st.NextRunAt)
+		case first:
+			s.logger().Info("next run brought forward to the current schedule", "job", e.job.Name,
+				"spec", e.job.Spec, "was", old, "next_run_at", st.NextRunAt)
+		}
+	}
+	if limit := now.Add(BreakerMaxCooldown); st.BreakerUntil.After(limit) {
+		st.BreakerUntil = limit
+		st.NextRunAt = laterOf(slot.Add(s.jitter(s.maxJitter(e, slot))), st.BreakerUntil)
+	}
+}
+
+// untilDue is how long Run may sleep at now: until the earliest due time of
+// a job that is not running (at once for a triggered one), at most limit. A
+// job whose state is not loaded yet, or an implausible clock, is checked
+// again after limit.
+func (s *Scheduler) untilDue(now time.Time, limit time.Duration) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.clockBad {
+		return limit
+	}
+	wait := limit
+	for _, e := range s.entries {
+		switch {
+		case !e.loaded || e.running:
+			continue
+		case e.trigger:
+			return 0
+		}
+		wait = min(wait, laterOf(e.state.NextRunAt, e.state.BreakerUntil).Sub(now))
+	}
+	return max(wait, 0)
 }
 
 // behindClock reports whether the clock is earlier than every plausible
@@ -344,59 +417,26 @@ func (s *Scheduler) runJob(ctx context.Context, e *entry) {
 	log := s.logger().With("job", name)
 	start := s.now()
 	run, err := s.safeRun(ctx, name)
-	if run.Job == "" {
-		run.Job = name
-	}
-	if run.Status == "" {
-		run.Status = StatusFailed
-		if err == nil {
-			err = errors.New("runner returned no status")
-		}
-	}
+	run, err = normalizeRun(name, run, err)
 	end := s.now()
-	interrupted := ctx.Err() != nil && run.Status == StatusFailed
 
 	s.mu.Lock()
-	st := &e.state
-	st.LastRunAt = laterOf(start, st.LastRunAt)
-	st.LastError = run.Error
-	if st.LastError == "" && err != nil && run.Status != StatusOK {
-		st.LastError = err.Error()
+	// The next slot counts from the start, so that "@every 30s" starts every
+	// 30 s however long a run takes; a slot that passed during the run is
+	// not queued.
+	next := s.nextSlot(e, start)
+	if !next.After(end) {
+		next = s.nextSlot(e, end)
 	}
-	st.NextRunAt = e.sched.Next(end).Add(s.jitter())
-	opened := false
-	switch run.Status {
-	case StatusOK, StatusPartial:
-		if st.ConsecutiveFailures > 0 {
-			log.Info("job recovered", "after_failures", st.ConsecutiveFailures)
-		}
-		st.LastSuccessAt = end
-		st.ConsecutiveFailures = 0
-		st.BreakerUntil = time.Time{}
-	case StatusFailed:
-		if interrupted {
-			// Stopped by shutdown: not the API's fault; run again at the
-			// next start.
-			st.NextRunAt = end
-			break
-		}
-		st.ConsecutiveFailures++
-		var until time.Time
-		if n := st.ConsecutiveFailures - s.threshold(); n >= 0 {
-			until = end.Add(breakerCooldown(n))
-		}
-		if ra := min(RetryAfter(err), BreakerMaxCooldown); ra > 0 {
-			until = laterOf(until, end.Add(ra))
-		}
-		if until.After(end) {
-			st.BreakerUntil = until
-			opened = true
-		}
-	case StatusSkipped:
-		// Not authorized: neither a success nor a failure of the API.
-	}
-	st.NextRunAt = laterOf(st.NextRunAt, st.BreakerUntil)
-	state := *st
+	prev := e.state
+	state, opened := nextState(prev, run, err, runTimes{
+		start:       start,
+		end:         end,
+		next:        next,
+		threshold:   s.threshold(),
+		interrupted: ctx.Err() != nil && run.Status == StatusFailed,
+	})
+	e.state = state
 	if opened {
 		e.warnedBO = false
 	}
@@ -406,23 +446,10 @@ func (s *Scheduler) runJob(ctx context.Context, e *entry) {
 	}
 	s.mu.Unlock()
 
-	attrs := []any{"status", run.Status, "duration", end.Sub(start).Round(time.Millisecond),
-		"requests", run.Requests, "rows_written", run.RowsWritten, "next_run_at", state.NextRunAt}
-	switch {
-	case logOpen:
-		log.Warn("circuit breaker open", append(attrs, "until", state.BreakerUntil,
-			"consecutive_failures", state.ConsecutiveFailures, "err", errText(err, run))...)
-	case run.Status == StatusFailed && state.ConsecutiveFailures <= 1:
-		log.Warn("job failed", append(attrs, "err", errText(err, run))...)
-	case run.Status == StatusFailed:
-		log.Debug("job failed again", append(attrs, "consecutive_failures", state.ConsecutiveFailures, "err", errText(err, run))...)
-	case run.Status == StatusSkipped:
-		log.Debug("job skipped", append(attrs, "err", errText(err, run))...)
-	case run.Status == StatusPartial:
-		log.Info("job finished with problems", append(attrs, "err", run.Error)...)
-	default:
-		log.Info("job finished", attrs...)
+	if (run.Status == StatusOK || run.Status == StatusPartial) && prev.ConsecutiveFailures > 0 {
+		log.Info("job recovered", "after_failures", prev.ConsecutiveFailures)
 	}
+	logRun(log, run, err, state, end.Sub(start), logOpen)
 
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stateTimeout)
 	if serr := s.Store.SaveJobState(sctx, state); serr != nil {
@@ -435,10 +462,103 @@ func (s *Scheduler) runJob(ctx context.Context, e *entry) {
 
 	s.mu.Lock()
 	e.running = false
-	retrigger := e.trigger
 	s.mu.Unlock()
-	if retrigger {
-		s.poke()
+	// Run's loop sleeps until the earliest due time of the jobs not running;
+	// this one's is new, and a trigger may be pending.
+	s.poke()
+}
+
+// normalizeRun fills in what a runner left out: the job's name, and a failed
+// status (with an error) when it returned none.
+func normalizeRun(name string, run model.Run, err error) (model.Run, error) {
+	if run.Job == "" {
+		run.Job = name
+	}
+	if run.Status == "" {
+		run.Status = StatusFailed
+		if err == nil {
+			err = errors.New("runner returned no status")
+		}
+	}
+	return run, err
+}
+
+// runTimes is what nextState needs besides the state and the run.
+type runTimes struct {
+	start, end time.Time
+	// next is the job's next slot, jitter included: the first after start
+	// that is after end.
+	next time.Time
+	// threshold is how many consecutive failures open the breaker.
+	threshold int
+	// interrupted: the run failed because the scheduler was shutting down.
+	interrupted bool
+}
+
+// nextState is the scheduling rule, without side effects: the job's state
+// after run (which returned err), and whether the circuit breaker opened or
+// was extended. A success or a partial run clears the failures and the
+// breaker; a failure counts, and from the threshold on it opens the breaker
+// for a doubling cool-down, at least as long as a Retry-After carried by
+// err; a skipped run (not authorized) changes neither; a run interrupted by
+// shutdown is due again at once and not counted.
+func nextState(st model.JobState, run model.Run, err error, at runTimes) (model.JobState, bool) {
+	st.LastRunAt = laterOf(at.start, st.LastRunAt)
+	st.LastError = run.Error
+	if st.LastError == "" && err != nil && run.Status != StatusOK {
+		st.LastError = err.Error()
+	}
+	st.NextRunAt = at.next
+	opened := false
+	switch run.Status {
+	case StatusOK, StatusPartial:
+		st.LastSuccessAt = at.end
+		st.ConsecutiveFailures = 0
+		st.BreakerUntil = time.Time{}
+	case StatusFailed:
+		if at.interrupted {
+			// Stopped by shutdown: not the API's fault; run again at the
+			// next start.
+			st.NextRunAt = at.end
+			break
+		}
+		st.ConsecutiveFailures++
+		var until time.Time
+		if n := st.ConsecutiveFailures - at.threshold; n >= 0 {
+			until = at.end.Add(breakerCooldown(n))
+		}
+		if ra := min(RetryAfter(err), BreakerMaxCooldown); ra > 0 {
+			until = laterOf(until, at.end.Add(ra))
+		}
+		if until.After(at.end) {
+			st.BreakerUntil = until
+			opened = true
+		}
+	case StatusSkipped:
+		// Not authorized: neither a success nor a failure of the API.
+	}
+	st.NextRunAt = laterOf(st.NextRunAt, st.BreakerUntil)
+	return st, opened
+}
+
+// logRun writes the one line that reports a finished run.
+func logRun(log *slog.Logger, run model.Run, err error, state model.JobState, took time.Duration, breakerOpened bool) {
+	attrs := []any{"status", run.Status, "duration", took.Round(time.Millisecond),
+		"requests", run.Requests, "rows_written", run.RowsWritten, "next_run_at", state.NextRunAt}
+	switch {
+	case breakerOpened:
+		log.Warn("circuit breaker open", append(attrs, "until", state.BreakerUntil,
+			"consecutive_failures", state.ConsecutiveFailures, "err", errText(err, run))...)
+	case run.Status == StatusFailed && state.ConsecutiveFailures <= 1:
+		log.Warn("job failed", append(attrs, "err", errText(err, run))...)
+	case run.Status == StatusFailed:
+		log.Debug("job failed again", append(attrs, "consecutive_failures", state.ConsecutiveFailures, "err", errText(err, run))...)
+	case run.Status == StatusSkipped:
+		log.Debug("job skipped", append(attrs, "err", errText(err, run))...)
+	case run.Status == StatusPartial:
+		log.Info("job finished with problems", append(attrs, "err", run.Error)...)
+	default:
+		log.Info("job finished", attrs...)
 	}
 }
 
@@ -538,8 +658,11 @@ func (s *Scheduler) NextRuns() map[string]time.Time {
 	return out
 }
 
-// Run validates the jobs, then checks for due jobs at once and on every
-// tick until ctx is done. The tick is a real-time ticker; every due-time
+// Run validates the jobs, then starts the due jobs at once and again
+// whenever the next one is due: it sleeps until the earliest due time of the
+// jobs not running, at most Tick (so that suspend and wall-clock steps, which
+// timers do not see, are noticed within it), and wakes early on Trigger and
+// when a job finishes. The sleep is a real-time timer; every due-time
 // decision uses Clock. When ctx is done, running jobs get StopTimeout to
 // finish, then their context is cancelled; Run returns once they returned.
 func (s *Scheduler) Run(ctx context.Context) error {
@@ -559,21 +682,16 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	jobCtx, cancelJobs := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelJobs()
 
-	ticker := time.NewTicker(tick)
-	defer ticker.Stop()
-	s.RunDue(jobCtx)
-loop:
-	for {
+	timer := time.NewTimer(tick)
+	defer timer.Stop()
+	for ctx.Err() == nil {
+		s.RunDue(jobCtx)
+		timer.Reset(s.untilDue(s.now(), tick))
 		select {
 		case <-ctx.Done():
-			break loop
-		case <-ticker.C:
+		case <-timer.C:
 		case <-s.wake:
 		}
-		if ctx.Err() != nil {
-			break loop
-		}
-		s.RunDue(jobCtx)
 	}
 
 	done := make(chan struct{})
@@ -581,12 +699,12 @@ loop:
 		s.wg.Wait()
 		close(done)
 	}()
-	timer := time.NewTimer(stopTimeout)
-	defer timer.Stop()
+	grace := time.NewTimer(stopTimeout)
+	defer grace.Stop()
 	select {
 	case <-done:
 		return nil
-	case <-timer.C:
+	case <-grace.C:
 	}
 	s.logger().Warn("jobs still running at shutdown, cancelling them", "stop_timeout", stopTimeout)
 	cancelJobs()

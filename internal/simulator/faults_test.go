@@ -19,6 +19,11 @@ func (e *env) rawGet(path, tok string, timeout time.Duration) (*http.Response, [
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	return e.rawGetCtx(ctx, path, tok)
+}
+
+// rawGetCtx is rawGet under ctx.
+func (e *env) rawGetCtx(ctx context.Context, path, tok string) (*http.Response, []byte, error) {
 	req, _ := http.NewRequestWithContext(ctx, "GET", e.srv.URL+path, nil)
 	req.Header.Set("User-Agent", testUA)
 	if tok != "" {
@@ -32,6 +37,14 @@ func (e *env) rawGet(path, tok string, timeout time.Duration) (*http.Response, [
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	return resp, body, err
+}
+
+// waitStats waits (bounded, for a hung server only) until cond holds for
+// the simulator's stats.
+func (e *env) waitStats(cond func(simulator.Stats) bool) (simulator.Stats, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	return e.sim.WaitStats(ctx, cond)
 }
 
 func TestFaultKindsOnDataAPI(t *testing.T) {
@@ -48,10 +61,28 @@ func TestFaultKindsOnDataAPI(t *testing.T) {
 		}
 	})
 	t.Run("Stall", func(t *testing.T) {
+		before := e.sim.Stats().Faults[simulator.KindStall]
 		f.Add(simulator.Fault{Endpoint: "homes", Kind: simulator.KindStall, Count: 1})
-		_, _, err := e.rawGet("/v1/homes", tok, 150*time.Millisecond)
-		if !errors.Is(err, context.DeadlineExceeded) {
-			t.Fatalf("stall: err %v, want a client timeout", err)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		errc := make(chan error, 1)
+		go func() {
+			_, _, err := e.rawGetCtx(ctx, "/v1/homes", tok)
+			errc <- err
+		}()
+		// Give up only once the server holds the request: a client timeout
+		// that a slow server outruns would leave the fault unconsumed.
+		if _, err := e.waitStats(func(s simulator.Stats) bool { return s.Faults[simulator.KindStall] > before }); err != nil {
+			t.Fatalf("stall: the server never took the fault: %v", err)
+		}
+		select {
+		case err := <-errc:
+			t.Fatalf("stall: the request ended (%v) while the server held it", err)
+		case <-time.After(100 * time.Millisecond):
+		}
+		cancel()
+		if err := <-errc; !errors.Is(err, context.Canceled) {
+			t.Fatalf("stall: err %v, want the client's own cancellation", err)
 		}
 	})
 	t.Run("StallThenDrop", func(t *testing.T) {
@@ -155,7 +186,12 @@ func TestFaultKindsOnDataAPI(t *testing.T) {
 	if p := f.Pending(); len(p) != 0 {
 		t.Fatalf("faults left over: %v", p)
 	}
-	s := e.sim.Stats()
+	// A dropped or stalled request is counted when its handler returns,
+	// which may be after the client saw the error: wait for that.
+	s, err := e.waitStats(func(s simulator.Stats) bool { return s.InFlight == 0 })
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, k := range []string{"latency", "stall", "trickle", "oversize", "status", "status-html", "429", "drop", "malformed-json", "unauthorized-once"} {
 		if s.Faults[k] == 0 {
 			t.Errorf("Stats.Faults[%s]=0", k)
@@ -345,5 +381,46 @@ func TestRateLimit(t *testing.T) {
 				t.Fatalf("RateLimited=%d", e.sim.Stats().RateLimited)
 			}
 		})
+	}
+}
+
+// TestWaitStats: WaitStats sees a request while the server holds it and
+// after its handler returned, and gives up with ctx's error.
+func TestWaitStats(t *testing.T) {
+	e := newEnv(t, simulator.Options{})
+	tok, _ := e.login()
+	// The login's last handler may still be counting its answer.
+	if _, err := e.waitStats(func(s simulator.Stats) bool { return s.InFlight == 0 }); err != nil {
+		t.Fatal(err)
+	}
+	e.sim.Faults().Add(simulator.Fault{Endpoint: "homes", Kind: simulator.KindStall, Count: 1})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() {
+		_, _, err := e.rawGetCtx(ctx, "/v1/homes", tok)
+		errc <- err
+	}()
+	held, err := e.waitStats(func(s simulator.Stats) bool { return s.Faults[simulator.KindStall] == 1 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if held.InFlight != 1 || held.Statuses[0] != 0 {
+		t.Fatalf("while stalled: InFlight=%d Statuses[0]=%d, want 1 and 0", held.InFlight, held.Statuses[0])
+	}
+	cancel()
+	<-errc
+	done, err := e.waitStats(func(s simulator.Stats) bool { return s.InFlight == 0 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if done.Statuses[0] != 1 || done.EndpointStatuses["homes"][0] != 1 {
+		t.Fatalf("after the stall: Statuses[0]=%d homes[0]=%d, want 1", done.Statuses[0], done.EndpointStatuses["homes"][0])
+	}
+
+	gone, stop := context.WithCancel(context.Background())
+	stop()
+	if _, err := e.sim.WaitStats(gone, func(s simulator.Stats) bool { return s.InFlight > 0 }); !errors.Is(err, context.Canceled) {
+		t.Fatalf("WaitStats with an ended context: %v, want context.Canceled", err)
 	}
 }

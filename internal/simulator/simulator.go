@@ -42,6 +42,9 @@ type Simulator struct {
 	requestSeq   int
 	stats        Stats
 	events       []Event
+	// changed is closed (and replaced) whenever the stats or the event log
+	// change, so that WaitStats wakes up; guarded by mu.
+	changed chan struct{}
 
 	corrMu      sync.RWMutex
 	corrections map[correctionKey]map[string]float64
@@ -91,6 +94,9 @@ type Stats struct {
 	Unauthorized int
 	// Faults counts injected faults per kind.
 	Faults map[string]int
+	// InFlight is how many requests are being served: entered ServeHTTP
+	// and not yet counted in Statuses.
+	InFlight int
 }
 
 func (st Stats) clone() Stats {
@@ -137,6 +143,7 @@ func New(opts Options) *Simulator {
 		corrections: map[correctionKey]map[string]float64{},
 		limiters:    map[string]*rate.Limiter{},
 		done:        make(chan struct{}),
+		changed:     make(chan struct{}),
 	}
 	s.faults = &Faults{draw: s.randFloat}
 	s.origin = opts.Now().Add(-time.Duration(opts.HistoryDays) * 24 * time.Hour)
@@ -183,8 +190,41 @@ func (s *Simulator) Stats() Stats {
 func (s *Simulator) ResetStats() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	inFlight := s.stats.InFlight
 	s.stats = newStats()
+	s.stats.InFlight = inFlight
 	s.events = nil
+	s.notifyLocked()
+}
+
+// WaitStats waits until cond holds for the stats and returns them. cond is
+// evaluated now and again after every change: a request starting or
+// finishing, a fault taken, an event logged, a reset. Use it instead of
+// reading Stats right after a client saw an error: a dropped or stalled
+// request is counted when its handler returns, which may be after the
+// client gave up. It returns ctx's error (with the last stats) when ctx
+// ends first.
+func (s *Simulator) WaitStats(ctx context.Context, cond func(Stats) bool) (Stats, error) {
+	for {
+		s.mu.Lock()
+		st := s.stats.clone()
+		changed := s.changed
+		s.mu.Unlock()
+		if cond(st) {
+			return st, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return st, fmt.Errorf("simulator: waiting for stats: %w", ctx.Err())
+		}
+	}
+}
+
+// notifyLocked wakes every WaitStats; s.mu must be held.
+func (s *Simulator) notifyLocked() {
+	close(s.changed)
+	s.changed = make(chan struct{})
 }
 
 // Events returns a copy of the event log, oldest first.
@@ -230,6 +270,7 @@ func (s *Simulator) eventLocked(kind, endpoint, detail string) {
 		s.events = append(s.events[:0], s.events[len(s.events)-MaxEvents+1:]...)
 	}
 	s.events = append(s.events, Event{Time: s.now(), Kind: kind, Endpoint: endpoint, Detail: detail})
+	s.notifyLocked()
 	if l := s.opts.Logger; l != nil {
 		l.Info("simulator event", "kind", kind, "endpoint", endpoint, "detail", detail)
 	}
@@ -376,20 +417,29 @@ func (s *Simulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ep, segs := endpointOf(r)
 	s.mu.Lock()
 	s.stats.Requests[ep]++
+	s.stats.InFlight++
+	s.notifyLocked()
 	s.mu.Unlock()
 	rc := &reqCtx{req: r, endpoint: ep, segs: segs}
-	status := s.serve(w, rc)
-	s.mu.Lock()
-	s.stats.Statuses[status]++
-	if s.stats.EndpointStatuses[ep] == nil {
-		s.stats.EndpointStatuses[ep] = map[int]int{}
-	}
-	s.stats.EndpointStatuses[ep][status]++
-	s.mu.Unlock()
-	if l := s.opts.Logger; l != nil {
-		// The path only: queries may carry a state, a code or a cursor.
-		l.Info("simulator request", "method", r.Method, "endpoint", ep, "path", r.URL.Path, "status", status, "duration", time.Since(started))
-	}
+	// status stays 0 when serve aborts the handler (a drop whose hijack
+	// failed panics with http.ErrAbortHandler): the request is still counted.
+	status := 0
+	defer func() {
+		s.mu.Lock()
+		s.stats.Statuses[status]++
+		if s.stats.EndpointStatuses[ep] == nil {
+			s.stats.EndpointStatuses[ep] = map[int]int{}
+		}
+		s.stats.EndpointStatuses[ep][status]++
+		s.stats.InFlight--
+		s.notifyLocked()
+		s.mu.Unlock()
+		if l := s.opts.Logger; l != nil {
+			// The path only: queries may carry a state, a code or a cursor.
+			l.Info("simulator request", "method", r.Method, "endpoint", ep, "path", r.URL.Path, "status", status, "duration", time.Since(started))
+		}
+	}()
+	status = s.serve(w, rc)
 }
 
 // serve runs one request and returns the status sent (0 for none).
