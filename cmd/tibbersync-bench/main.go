@@ -50,7 +50,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.IntVar(&o.BigHomes, "big-homes", o.BigHomes, "homes of the large devices cycle (peak RSS)")
 	fs.IntVar(&o.BigDevicesPerHome, "big-devices", o.BigDevicesPerHome, "devices per home of the large devices cycle")
 	quiet := fs.Bool("q", false, "no progress lines on stderr")
-	timeout := fs.Duration("timeout", 10*time.Minute, "give up after this long")
+	timeout := fs.Duration("timeout", 30*time.Minute, "give up after this long")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
