@@ -523,3 +523,64 @@ func TestDevicesListsShareTheConcurrencyLimit(t *testing.T) {
 		t.Fatalf("stored %d details, want 12", got)
 	}
 }
+
+// TestDevicesHomesCompleteOneAfterAnother: details are fetched home by home
+// in the order the lists arrived, so only a few homes hold fetched details
+// that are not saved yet, however large the account (the cycle's memory
+// stays flat).
+func TestDevicesHomesCompleteOneAfterAnother(t *testing.T) {
+	const homesN, perHome, bound = 20, 5, 2
+	var homes []model.Home
+	for i := range homesN {
+		homes = append(homes, model.Home{ID: fmt.Sprintf("h%02d", i)})
+	}
+	var (
+		mu      sync.Mutex
+		started = map[string]bool{}
+		saved   = map[string]bool{}
+		maxOpen int
+	)
+	api := &fakeAPI{
+		HomesFn: func(context.Context) ([]model.Home, error) { return homes, nil },
+		DevicesFn: func(_ context.Context, homeID string) ([]model.Device, error) {
+			var devs []model.Device
+			for j := range perHome {
+				devs = append(devs, model.Device{ID: fmt.Sprintf("%s-d%d", homeID, j)})
+			}
+			return devs, nil
+		},
+		DeviceFn: func(_ context.Context, homeID, id string) (model.Device, error) {
+			mu.Lock()
+			started[homeID] = true
+			open := 0
+			for h := range started {
+				if !saved[h] {
+					open++
+				}
+			}
+			maxOpen = max(maxOpen, open)
+			mu.Unlock()
+			return detailOf(model.Device{ID: id}), nil
+		},
+	}
+	st := newFakeStore(api)
+	st.SaveHomeInventoryFn = func(_ context.Context, b model.InventoryBatch) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		for h := range b.HomeDevices {
+			saved[h] = true
+		}
+		return len(b.Details), nil
+	}
+	s := newSyncer(api, st)
+	s.Concurrency = bound
+	run, err := s.RunDevices(context.Background())
+	if err != nil || run.Status != jobs.StatusOK || run.RowsWritten != homesN*perHome+homesN { // parts + the homes the fake counts
+		t.Fatalf("run = %+v, err = %v", run, err)
+	}
+	// One home being saved, one waiting for the saver, and the homes the
+	// workers are on.
+	if maxOpen > bound+2 {
+		t.Fatalf("up to %d homes had details fetched and not saved, want at most %d", maxOpen, bound+2)
+	}
+}

@@ -215,33 +215,84 @@ type homeResult struct {
 	saved        int // rows its transaction wrote
 }
 
-// pipeline is the shared state of one inventory run's fetches.
+// homeState is one home in the pipeline: its list, the devices whose
+// details it fetches, and their results until it is saved.
+type homeState struct {
+	home    model.Home
+	devs    []model.Device
+	targets []model.Device
+	results []detailResult
+	left    int // details not finished yet
+	res     homeResult
+}
+
+// detailResult is the outcome of one detail fetch.
+type detailResult struct {
+	attempted bool
+	dev       model.Device
+	err       error
+}
+
+// pipeline runs one inventory run's requests: Concurrency workers take
+// requests from one FIFO queue, which starts with every home's device
+// list; a list that arrives appends its devices' details at the tail. So
+// the lists go first, all slots stay busy, and details are fetched home by
+// home in the order the lists came in, so that homes complete (and are
+// saved, by one saver, and dropped) one after the other instead of all at
+// the end; the saver's queue holds one home, so a fast API cannot outrun
+// the database. At most Concurrency requests are in flight and
+// Concurrency + 1 goroutines run, whatever the size of the account.
 type pipeline struct {
 	s           *Syncer
 	m           *meter
 	log         *slog.Logger
 	withDetails bool
-	slots       chan struct{} // one token per request in flight
+	ctx         context.Context
+	cancel      context.CancelFunc
+	saves       chan *homeState
 
 	mu      sync.Mutex
+	cond    *sync.Cond
+	queue   []func()
+	pending int             // queued or running items
 	claimed map[string]bool // device ids whose detail some home fetches
 	stopErr error           // a token error: no further call may be made
-	cancel  context.CancelFunc
 }
 
-// call runs one API call in a concurrency slot. It returns false without
-// calling when the run is stopping.
-func (p *pipeline) call(ctx context.Context, f func() error) bool {
-	select {
-	case p.slots <- struct{}{}:
-	case <-ctx.Done():
-		return false
+// push queues items (under p.mu).
+func (p *pipeline) push(items ...func()) {
+	p.queue = append(p.queue, items...)
+	p.pending += len(items)
+	p.cond.Broadcast()
+}
+
+// worker runs queued items until none is queued or running.
+func (p *pipeline) worker() {
+	for {
+		p.mu.Lock()
+		for len(p.queue) == 0 && p.pending > 0 {
+			p.cond.Wait()
+		}
+		if len(p.queue) == 0 {
+			p.mu.Unlock()
+			return
+		}
+		item := p.queue[0]
+		p.queue[0] = nil
+		p.queue = p.queue[1:]
+		p.mu.Unlock()
+		item()
+		p.mu.Lock()
+		p.pending--
+		if p.pending == 0 {
+			p.cond.Broadcast()
+		}
+		p.mu.Unlock()
 	}
-	defer func() { <-p.slots }()
-	if ctx.Err() != nil {
-		return false
-	}
-	err := f()
+}
+
+// called records one finished API call; a token error stops the run.
+func (p *pipeline) called(err error) {
 	p.m.done(err)
 	if isTokenError(err) {
 		p.mu.Lock()
@@ -251,73 +302,75 @@ func (p *pipeline) call(ctx context.Context, f func() error) bool {
 		p.mu.Unlock()
 		p.cancel()
 	}
-	return true
 }
 
-// claim reports whether this home fetches the detail of id (the first
-// home whose list names a device does).
-func (p *pipeline) claim(id string) bool {
+// list fetches one home's device list and queues the details of the
+// devices no earlier list named.
+func (p *pipeline) list(h *homeState) {
+	if p.ctx.Err() != nil {
+		return
+	}
+	devs, err := p.s.API.Devices(p.ctx, h.home.ID)
+	p.called(err)
+	if p.ctx.Err() != nil {
+		return
+	}
+	if err != nil {
+		h.res.listFailed = true
+		h.res.errs = append(h.res.errs, err)
+		h.res.problems = append(h.res.problems, fmt.Sprintf("device list of home %s: %v", h.home.ID, err))
+		p.log.Warn("device list skipped", "home_id", h.home.ID, "err", err)
+		return
+	}
+	h.devs = cleanDevices(devs, h.home.ID, &h.res.problems)
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.claimed[id] {
-		return false
-	}
-	p.claimed[id] = true
-	return true
-}
-
-// home fetches one home's device list, then the details of the devices it
-// claims, all at once within the slots, and saves the home in one
-// transaction once everything is in. Nothing is saved when the run stops.
-func (p *pipeline) home(ctx context.Context, h model.Home) homeResult {
-	var r homeResult
-	var (
-		devs    []model.Device
-		listErr error
-	)
-	if !p.call(ctx, func() error {
-		devs, listErr = p.s.API.Devices(ctx, h.ID)
-		return listErr
-	}) || ctx.Err() != nil {
-		return r
-	}
-	if listErr != nil {
-		r.listFailed = true
-		r.errs = append(r.errs, listErr)
-		r.problems = append(r.problems, fmt.Sprintf("device list of home %s: %v", h.ID, listErr))
-		p.log.Warn("device list skipped", "home_id", h.ID, "err", listErr)
-		return r
-	}
-	devs = cleanDevices(devs, h.ID, &r.problems)
-	var targets []model.Device
 	if p.withDetails {
-		for _, d := range devs {
-			if p.claim(d.ID) {
-				targets = append(targets, d)
+		for _, d := range h.devs {
+			if !p.claimed[d.ID] {
+				p.claimed[d.ID] = true
+				h.targets = append(h.targets, d)
 			}
 		}
 	}
-	r.targets = len(targets)
-	results := make([]detailResult, len(targets))
-	var wg sync.WaitGroup
-	for i, t := range targets {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			p.call(ctx, func() error {
-				dev, err := p.s.API.Device(ctx, h.ID, t.ID)
-				results[i] = detailResult{attempted: true, dev: dev, err: err}
-				return err
-			})
-		}()
+	h.res.targets = len(h.targets)
+	h.results = make([]detailResult, len(h.targets))
+	h.left = len(h.targets)
+	for i := range h.targets {
+		p.push(func() { p.detail(h, i) })
 	}
-	wg.Wait()
-	if ctx.Err() != nil {
-		return r
+	p.mu.Unlock()
+	if len(h.targets) == 0 {
+		p.saves <- h
 	}
-	var details []model.Device
-	for i, res := range results {
-		t := targets[i]
+}
+
+// detail fetches one device detail; the home's last one hands the home to
+// the saver.
+func (p *pipeline) detail(h *homeState, i int) {
+	if p.ctx.Err() == nil {
+		dev, err := p.s.API.Device(p.ctx, h.home.ID, h.targets[i].ID)
+		p.called(err)
+		h.results[i] = detailResult{attempted: true, dev: dev, err: err}
+	}
+	p.mu.Lock()
+	h.left--
+	last := h.left == 0
+	p.mu.Unlock()
+	if last {
+		p.saves <- h
+	}
+}
+
+// save checks a complete home's details and writes the home in one
+// transaction, then drops what it fetched.
+func (p *pipeline) save(h *homeState) {
+	if p.ctx.Err() != nil {
+		return
+	}
+	r := &h.res
+	details := make([]model.Device, 0, len(h.targets))
+	for i, res := range h.results {
+		t := h.targets[i]
 		if !res.attempted && res.err == nil {
 			res.err = errors.New("not fetched: run stopped")
 		}
@@ -328,7 +381,7 @@ func (p *pipeline) home(ctx context.Context, h model.Home) homeResult {
 			r.detailFailed++
 			r.errs = append(r.errs, res.err)
 			r.problems = append(r.problems, fmt.Sprintf("device %s: %v", deviceLabel(t), res.err))
-			p.log.Warn("device detail skipped", "device_id", t.ID, "home_id", h.ID, "err", res.err)
+			p.log.Warn("device detail skipped", "device_id", t.ID, "home_id", h.home.ID, "err", res.err)
 			continue
 		}
 		details = append(details, res.dev)
@@ -336,29 +389,25 @@ func (p *pipeline) home(ctx context.Context, h model.Home) homeResult {
 	if !p.withDetails {
 		details = nil
 	}
-	n, err := p.s.Store.SaveHomeInventory(ctx, model.InventoryBatch{
+	n, err := p.s.Store.SaveHomeInventory(p.ctx, model.InventoryBatch{
 		ObservedAt:  p.s.now(),
-		Homes:       []model.Home{h},
-		HomeDevices: map[string][]model.Device{h.ID: devs},
+		Homes:       []model.Home{h.home},
+		HomeDevices: map[string][]model.Device{h.home.ID: h.devs},
 		Details:     details,
 	})
+	h.devs, h.targets, h.results = nil, nil, nil
 	if err != nil {
-		err = fmt.Errorf("save home %s: %w", h.ID, err)
+		if p.ctx.Err() != nil {
+			return
+		}
+		err = fmt.Errorf("save home %s: %w", h.home.ID, err)
 		r.errs = append(r.errs, err)
 		r.problems = append(r.problems, err.Error())
 		r.listFailed = true
-		p.log.Warn("home not saved", "home_id", h.ID, "err", err)
-		return r
+		p.log.Warn("home not saved", "home_id", h.home.ID, "err", err)
+		return
 	}
 	r.saved = n
-	return r
-}
-
-// detailResult is the outcome of one detail fetch.
-type detailResult struct {
-	attempted bool
-	dev       model.Device
-	err       error
 }
 
 func (s *Syncer) runInventory(ctx context.Context, job string, withDetails bool) (model.Run, error) {
@@ -380,20 +429,34 @@ func (s *Syncer) runInventory(ctx context.Context, job string, withDetails bool)
 	defer cancel()
 	p := &pipeline{
 		s: s, m: m, log: log, withDetails: withDetails,
-		slots:   make(chan struct{}, s.concurrency()),
+		ctx: pctx, cancel: cancel,
+		// Room for one complete home: a worker that completes another
+		// waits for the saver, so fetched homes cannot pile up in memory.
+		saves:   make(chan *homeState, 1),
 		claimed: map[string]bool{},
-		cancel:  cancel,
 	}
-	results := make([]homeResult, len(homes))
-	var wg sync.WaitGroup
+	p.cond = sync.NewCond(&p.mu)
+	states := make([]*homeState, len(homes))
+	p.mu.Lock()
 	for i, h := range homes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			results[i] = p.home(pctx, h)
-		}()
+		states[i] = &homeState{home: h}
+		p.push(func() { p.list(states[i]) })
+	}
+	p.mu.Unlock()
+	saverDone := make(chan struct{})
+	go func() {
+		defer close(saverDone)
+		for h := range p.saves {
+			p.save(h)
+		}
+	}()
+	var wg sync.WaitGroup
+	for range s.concurrency() {
+		wg.Go(p.worker)
 	}
 	wg.Wait()
+	close(p.saves)
+	<-saverDone
 	if p.stopErr != nil {
 		return s.abort(ctx, run, m, fmt.Errorf("fetch devices: %w", p.stopErr))
 	}
@@ -401,7 +464,8 @@ func (s *Syncer) runInventory(ctx context.Context, job string, withDetails bool)
 		return s.abort(ctx, run, m, fmt.Errorf("fetch devices: %w", err))
 	}
 	listFailed, targets, detailFailed := 0, 0, 0
-	for _, r := range results {
+	for _, h := range states {
+		r := h.res
 		if r.listFailed {
 			listFailed++
 		}
