@@ -148,14 +148,8 @@ func (d *demo) run(ctx context.Context, listen string, serve bool) error {
 	cfg := config.Default()
 	cfg.Storage.Dir = d.stateDir
 	cfg.Web.Listen = webLn.Addr().String()
-	cfg.Tibber.ClientID = simulator.DefaultClientID
-	cfg.ClientSecret = logging.NewSecret(simulator.DefaultClientSecret)
+	simulator.Configure(&cfg, simURL, redirect)
 	cfg.ClientSecretSource = "demo"
-	cfg.Tibber.RedirectURL = redirect
-	cfg.Tibber.AuthURL = simURL + "/connect/authorize"
-	cfg.Tibber.TokenURL = simURL + "/connect/token"
-	cfg.Tibber.UserinfoURL = simURL + "/connect/userinfo"
-	cfg.Tibber.APIURL = simURL
 	cfg.Tibber.RequestsPerSecond = 50
 	cfg.History.BackfillDays = d.backfill
 	cfg.Schedule.Jitter = 0

@@ -46,11 +46,34 @@ var errHelp = withCode(exitOK, nil)
 // parseFlags parses a subcommand's flags and allows at most maxArgs
 // positional arguments (-1: any). The flag package has already printed
 // what was wrong, so a parse error exits 2 silently; -h exits 0.
+//
+// Flags may follow positional arguments, as the usage lines show
+// (tibbersync sync devices -c FILE, tibbersync backup FILE --force); "--"
+// ends the flags.
 func parseFlags(fs *flag.FlagSet, args []string, maxArgs int) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return errHelp
+	var pos []string
+	rest := args
+	for len(rest) > 0 {
+		if err := fs.Parse(rest); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return errHelp
+			}
+			return withCode(exitUsage, nil)
 		}
+		left := fs.Args()
+		if n := len(rest) - len(left); n > 0 && rest[n-1] == "--" {
+			pos = append(pos, left...) // everything after "--" is positional
+			break
+		}
+		i := 0
+		for i < len(left) && (!strings.HasPrefix(left[i], "-") || left[i] == "-") {
+			i++
+		}
+		pos = append(pos, left[:i]...)
+		rest = left[i:]
+	}
+	// Leave the positional arguments where fs.Args and fs.Arg find them.
+	if err := fs.Parse(append([]string{"--"}, pos...)); err != nil {
 		return withCode(exitUsage, nil)
 	}
 	if maxArgs >= 0 && fs.NArg() > maxArgs {

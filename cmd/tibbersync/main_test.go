@@ -64,6 +64,13 @@ type fixture struct {
 
 func newFixture(t *testing.T, mutate func(*simulator.Options)) *fixture {
 	t.Helper()
+	return newFixtureWrapped(t, mutate, nil)
+}
+
+// newFixtureWrapped is newFixture with the simulator's handler wrapped (to
+// hold or observe requests).
+func newFixtureWrapped(t *testing.T, mutate func(*simulator.Options), wrap func(http.Handler) http.Handler) *fixture {
+	t.Helper()
 	f := &fixture{dir: t.TempDir(), port: freePort(t)}
 	redirect := fmt.Sprintf("http://localhost:%d/callback", f.port)
 	opts := simulator.Options{Seed: 7, RedirectURIs: []string{redirect}, PageSize: 48}
@@ -71,7 +78,11 @@ func newFixture(t *testing.T, mutate func(*simulator.Options)) *fixture {
 		mutate(&opts)
 	}
 	f.sim = simulator.New(opts)
-	f.srv = httptest.NewServer(f.sim)
+	var h http.Handler = f.sim
+	if wrap != nil {
+		h = wrap(h)
+	}
+	f.srv = httptest.NewServer(h)
 	t.Cleanup(f.srv.Close)
 	t.Cleanup(f.sim.Close)
 	f.sim.SetBaseURL(f.srv.URL)

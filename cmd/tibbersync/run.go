@@ -2,8 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
+	"strings"
 
 	"github.com/tibbersync/tibbersync/internal/config"
 	"github.com/tibbersync/tibbersync/internal/daemon"
@@ -18,7 +22,37 @@ func cmdRun(ctx context.Context, g globalFlags, args []string, env *environment)
 	if err != nil {
 		return err
 	}
+	if err := checkStateDir(cfg, env); err != nil {
+		return err
+	}
+	file := cfg.Path
+	if file == "" {
+		file = "none (built-in defaults and TIBBERSYNC_* environment)"
+	}
+	log.Info("configuration", "file", file, "storage_dir", cfg.Storage.Dir)
 	return serve(ctx, cfg, log, env, daemon.Options{}, nil)
+}
+
+// checkStateDir refuses to start with no config file at all when the
+// default storage directory does not exist: creating /var/lib/tibbersync
+// (as root, by accident) from built-in defaults is never what was meant.
+// A directory named by the environment (Docker) or a config file is used,
+// and created, as given.
+func checkStateDir(cfg config.Config, env *environment) error {
+	if cfg.Path != "" {
+		return nil
+	}
+	for _, kv := range env.environ {
+		if strings.HasPrefix(kv, "TIBBERSYNC_STORAGE_DIR=") {
+			return nil
+		}
+	}
+	if _, err := os.Stat(cfg.Storage.Dir); !errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return withCode(exitConfig, fmt.Errorf("tibbersync run: no config file (-c FILE, %s or ./%s) and the default storage directory %s does not exist; "+
+		"refusing to create it from built-in defaults: pass -c FILE (see config.example.toml), set TIBBERSYNC_STORAGE_DIR, or create the directory "+
+		"(the systemd unit's StateDirectory= does)", config.SystemPath, config.LocalPath, cfg.Storage.Dir))
 }
 
 // serve opens the daemon as a service (lock, metrics, sd_notify) and runs

@@ -10,28 +10,47 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tibbersync/tibbersync/internal/config"
 	"github.com/tibbersync/tibbersync/internal/daemon"
+	"github.com/tibbersync/tibbersync/internal/health"
 	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/store"
 )
 
-// Exit codes of `tibbersync status` (documented in README.md).
+// Exit codes of `tibbersync status` (documented in README.md): those of
+// health.Evaluate, the one verdict /readyz and the status page use too.
 const (
-	statusHealthy        = 0
-	statusError          = 1 // data.db missing or unreadable
-	statusStale          = 3 // authorized, but a job's last success is older than 3× its interval
-	statusSetupRequired  = 4
-	statusReauthRequired = 5
-	statusConfigError    = 6
+	statusHealthy        = health.CodeHealthy
+	statusError          = health.CodeError // data.db missing or unreadable
+	statusStale          = health.CodeStale // authorized, but a job's last success is older than 3× its interval
+	statusSetupRequired  = health.CodeSetupRequired
+	statusReauthRequired = health.CodeReauthRequired
+	statusConfigError    = health.CodeConfigError
 )
 
 // statusReport is `status --json`: the summary plus the verdict.
 type statusReport struct {
 	model.Summary
-	Healthy  bool     `json:"healthy"`
-	ExitCode int      `json:"exit_code"`
-	Problems []string `json:"problems,omitempty"`
+	Healthy  bool           `json:"healthy"`
+	ExitCode int            `json:"exit_code"`
+	Problems []string       `json:"problems,omitempty"`
+	Checks   []health.Check `json:"checks"`
+	// MQTT is the MQTT bridge's state; broker problems never change the exit code.
+	MQTT *mqttReport `json:"mqtt,omitempty"`
 }
+
+// statusErrorReport is `status --json` when data.db cannot be read.
+type statusErrorReport struct {
+	Healthy  bool   `json:"healthy"`
+	ExitCode int    `json:"exit_code"`
+	Error    string `json:"error"`
+	DataDB   string `json:"data_db"`
+}
+
+// statusChecks are the checks `status` adds to the summary's verdict, the
+// same ones the daemon's web server adds (none yet; storage health goes
+// here).
+func statusChecks(_ context.Context, _ config.Config) []health.Check { return nil }
 
 // cmdStatus reads data.db read-only; it works while the daemon runs and
 // never opens tokens.db.
@@ -49,16 +68,26 @@ func cmdStatus(ctx context.Context, g globalFlags, args []string, env *environme
 		return err
 	}
 	path := filepath.Join(cfg.Storage.Dir, "data.db")
+	fail := func(err error) error {
+		if *asJSON {
+			// A script reading --json gets an answer, not an empty stdout.
+			enc := json.NewEncoder(env.stdout)
+			enc.SetIndent("", "  ")
+			_ = enc.Encode(statusErrorReport{ExitCode: statusError, Error: err.Error(), DataDB: path})
+		}
+		return withCode(statusError, fmt.Errorf("tibbersync status: %w", err))
+	}
 	db, err := store.OpenReadOnly(ctx, path)
 	if err != nil {
-		return withCode(statusError, fmt.Errorf("tibbersync status: %w", err))
+		return fail(err)
 	}
 	defer db.Close()
 	s, err := db.Summary(ctx)
 	if err != nil {
-		return withCode(statusError, fmt.Errorf("tibbersync status: %w", err))
+		return fail(err)
 	}
-	rep := judge(s, daemon.JobIntervals(cfg), time.Now())
+	rep := judge(s, daemon.JobIntervals(cfg), time.Now(), statusChecks(ctx, cfg)...)
+	rep.MQTT = readMQTTReport(cfg)
 	if *asJSON {
 		enc := json.NewEncoder(env.stdout)
 		enc.SetIndent("", "  ")
@@ -66,46 +95,29 @@ func cmdStatus(ctx context.Context, g globalFlags, args []string, env *environme
 			return withCode(statusError, nil)
 		}
 	} else {
-		printStatus(env.stdout, rep)
+		printStatus(env.stdout, rep, time.Now())
 	}
 	return withCode(rep.ExitCode, nil)
 }
 
-// judge decides the exit code: auth state first, then staleness.
-func judge(s model.Summary, intervals map[string]time.Duration, now time.Time) statusReport {
-	rep := statusReport{Summary: s}
-	switch s.Auth.State {
-	case model.AuthSetupRequired:
-		rep.ExitCode = statusSetupRequired
-		rep.Problems = append(rep.Problems, "authorization required: open the setup page or run 'tibbersync setup'")
-	case model.AuthReauthRequired:
-		rep.ExitCode = statusReauthRequired
-		rep.Problems = append(rep.Problems, "re-authorization required"+reasonSuffix(s.Auth.Reason))
-	case model.AuthConfigError:
-		rep.ExitCode = statusConfigError
-		rep.Problems = append(rep.Problems, "configuration error"+reasonSuffix(s.Auth.Reason))
-	}
-	if rep.ExitCode == 0 {
-		for _, j := range s.Jobs {
-			iv, ok := intervals[j.Job]
-			if !ok || iv <= 0 {
-				continue
-			}
-			if j.LastSuccessAt.IsZero() || now.Sub(j.LastSuccessAt) > 3*iv {
-				rep.ExitCode = statusStale
-				last := "never"
-				if !j.LastSuccessAt.IsZero() {
-					last = j.LastSuccessAt.UTC().Format(time.RFC3339)
-				}
-				rep.Problems = append(rep.Problems, fmt.Sprintf("job %s stale: last success %s, interval %s", j.Job, last, iv))
-			}
+// judge is health.Evaluate, the verdict /readyz and the page use too.
+func judge(s model.Summary, intervals map[string]time.Duration, now time.Time, extra ...health.Check) statusReport {
+	v := health.Evaluate(s, intervals, now, extra...)
+	rep := statusReport{Summary: s, Healthy: v.Healthy, ExitCode: v.ExitCode, Checks: v.Checks}
+	for _, c := range v.Checks {
+		if c.OK {
+			continue
 		}
+		p := c.Name + ": " + c.Detail
+		if c.Action != "" {
+			p += "; " + c.Action
+		}
+		rep.Problems = append(rep.Problems, p)
 	}
-	rep.Healthy = rep.ExitCode == 0
 	return rep
 }
 
-func printStatus(w io.Writer, rep statusReport) {
+func printStatus(w io.Writer, rep statusReport, now time.Time) {
 	s := rep.Summary
 	verdict := "healthy"
 	if !rep.Healthy {
@@ -120,18 +132,26 @@ func printStatus(w io.Writer, rep statusReport) {
 		fmt.Fprintf(w, " (%s)", s.Auth.Reason)
 	}
 	if !s.Auth.Since.IsZero() {
-		fmt.Fprintf(w, " since %s", s.Auth.Since.Local().Format(time.DateTime))
+		fmt.Fprintf(w, " since %s", fmtTime(s.Auth.Since))
 	}
 	fmt.Fprintln(w)
 	if s.Auth.Email != "" {
 		fmt.Fprintf(w, "  account: %s\n", s.Auth.Email)
 	}
-	if !s.Auth.AccessExpiresAt.IsZero() {
-		fmt.Fprintf(w, "  access token: expires %s (refreshed ahead of expiry)\n", fmtTime(s.Auth.AccessExpiresAt))
-	}
-	if !s.Auth.RefreshExpiresEst.IsZero() {
-		days := int(time.Until(s.Auth.RefreshExpiresEst).Hours() / 24)
-		fmt.Fprintf(w, "  refresh token: issued %s, about %d days left (Tibber: ~30 days; a rotation renews it)\n", fmtTime(s.Auth.RefreshIssuedAt), days)
+	switch {
+	case s.Auth.State != model.AuthOK:
+		// No usable token: no renewal promise, no refresh-token lifetime.
+		if c, bad := health.Evaluate(s, nil, now).Failing(); bad && c.Action != "" {
+			fmt.Fprintf(w, "  what to do: %s\n", c.Action)
+		}
+	default:
+		if !s.Auth.AccessExpiresAt.IsZero() {
+			fmt.Fprintf(w, "  access token: expires %s (refreshed ahead of expiry)\n", fmtTime(s.Auth.AccessExpiresAt))
+		}
+		if !s.Auth.RefreshExpiresEst.IsZero() {
+			days := int(s.Auth.RefreshExpiresEst.Sub(now).Hours() / 24)
+			fmt.Fprintf(w, "  refresh token: issued %s, about %d days left (Tibber: ~30 days; a rotation renews it)\n", fmtTime(s.Auth.RefreshIssuedAt), days)
+		}
 	}
 	if len(s.Auth.GrantedScopes) > 0 {
 		fmt.Fprintf(w, "  granted: %s\n", strings.Join(s.Auth.GrantedScopes, " "))
@@ -146,8 +166,14 @@ func printStatus(w io.Writer, rep statusReport) {
 	}
 	fmt.Fprintln(w, "\njobs:")
 	for _, j := range s.Jobs {
+		if j.Running {
+			fmt.Fprintf(w, "  %-8s RUNNING since %s%s\n", j.Job, fmtTime(j.RunningSince), progressLine(j.Progress))
+		}
 		fmt.Fprintf(w, "  %-8s last %-8s at %s, next %s, last success %s",
 			j.Job, orDash(j.LastStatus), fmtTime(j.LastRunAt), fmtTime(j.NextRunAt), fmtTime(j.LastSuccessAt))
+		if p := j.LastProgress; p != nil && (p.Homes > 0 || p.Devices > 0) {
+			fmt.Fprintf(w, ", saw %d homes and %d devices", p.Homes, p.Devices)
+		}
 		if j.ConsecutiveFailures > 0 {
 			fmt.Fprintf(w, ", %d failures in a row", j.ConsecutiveFailures)
 		}
@@ -166,6 +192,31 @@ func printStatus(w io.Writer, rep statusReport) {
 		fmt.Fprintf(w, "  %-20s %d\n", t, s.Tables[t])
 	}
 	fmt.Fprintf(w, "\ndata.db: %s, WAL: %s\n", humanBytes(s.DataDBBytes), humanBytes(s.WALBytes))
+	printMQTT(w, rep.MQTT)
+}
+
+// progressLine describes a run's progress on the status line.
+func progressLine(p *model.RunProgress) string {
+	if p == nil {
+		return ""
+	}
+	var b strings.Builder
+	if p.StreamsTotal > 0 {
+		fmt.Fprintf(&b, ", %d of %d streams done", p.StreamsDone, p.StreamsTotal)
+	}
+	if p.Pages > 0 {
+		fmt.Fprintf(&b, ", %d pages, %d points", p.Pages, p.Points)
+	}
+	if p.Current != "" {
+		b.WriteString(", now " + p.Current)
+	}
+	if p.Fraction >= 0 {
+		fmt.Fprintf(&b, ", %d%%", int(p.Fraction*100))
+	}
+	if !p.ETA.IsZero() {
+		b.WriteString(", expected to finish " + fmtTime(p.ETA))
+	}
+	return b.String()
 }
 
 func orDash(s string) string {
@@ -179,7 +230,9 @@ func fmtTime(t time.Time) string {
 	if t.IsZero() {
 		return "-"
 	}
-	return t.Local().Format(time.DateTime)
+	// The zone is printed: the page shows its own zone, and a bare local
+	// time reads as UTC to a reader who compares the two.
+	return t.Local().Format("2006-01-02 15:04:05 MST")
 }
 
 func humanBytes(n int64) string {

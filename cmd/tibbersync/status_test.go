@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"database/sql"
 	"encoding/xml"
 	"io"
@@ -78,13 +77,7 @@ func syncedAppSim(t *testing.T) (*daemon.Daemon, *clock.Fake, string, *simulator
 	dir := t.TempDir()
 	cfg := config.Default()
 	cfg.Storage.Dir = filepath.Join(dir, "state")
-	cfg.Tibber.ClientID = simulator.DefaultClientID
-	cfg.ClientSecret = logging.NewSecret(simulator.DefaultClientSecret)
-	cfg.Tibber.RedirectURL = redirect
-	cfg.Tibber.AuthURL = srv.URL + "/connect/authorize"
-	cfg.Tibber.TokenURL = srv.URL + "/connect/token"
-	cfg.Tibber.UserinfoURL = srv.URL + "/connect/userinfo"
-	cfg.Tibber.APIURL = srv.URL
+	simulator.Configure(&cfg, srv.URL, redirect)
 	cfg.Tibber.RequestsPerSecond = 1000
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -126,11 +119,15 @@ func syncedAppSim(t *testing.T) (*daemon.Daemon, *clock.Fake, string, *simulator
 	return a, clk, cfg.Storage.Dir, sim
 }
 
-// TestStatusPageChartsSimulatorData renders / from real data: the page is
-// well-formed, and the state-of-charge chart has a polyline per battery and
-// vehicle with a point for each stored change.
+// TestStatusPageChartsSimulatorData renders / from real data after a
+// 30-day backfill: every chart is drawn from stored history (data-source
+// "history"), is well-formed, and the battery's hourly state of charge has a
+// point for (nearly) every hour of the last 7 days, not one dot.
 func TestStatusPageChartsSimulatorData(t *testing.T) {
-	a, clk, _ := syncedApp(t)
+	a, _, _ := syncedApp(t)
+	if r, err := a.RunJob(testCtx(t, 60*time.Second), "history"); err != nil || r.Status != "ok" {
+		t.Fatalf("history: %+v %v", r, err)
+	}
 	// The daemon's own web server on its listener.
 	if err := a.Web().Open(); err != nil {
 		t.Fatal(err)
@@ -145,40 +142,41 @@ func TestStatusPageChartsSimulatorData(t *testing.T) {
 		t.Fatalf("GET /: %s\n%s", resp.Status, body)
 	}
 	page := string(body)
-	svgs := regexp.MustCompile(`(?s)<svg class="plot".*?</svg>`).FindAllString(page, -1)
+	svgs := regexp.MustCompile(`(?s)<figure class="chart" id="([^"]+)">.*?(<svg class="plot".*?</svg>)`).FindAllStringSubmatch(page, -1)
 	if len(svgs) == 0 {
 		t.Fatalf("no chart on the status page:\n%s", page)
 	}
-	var soc string
-	for _, s := range svgs {
+	var socHour, energyDay string
+	for _, m := range svgs {
+		s := m[2]
 		if err := xml.Unmarshal([]byte(s), new(struct{})); err != nil {
 			t.Fatalf("chart SVG is not well-formed XML: %v\n%s", err, s)
 		}
-		if strings.Contains(s, "stateOfCharge") || strings.Contains(s, "state of charge") || strings.Contains(strings.ToLower(s), "charge") {
-			soc = s
+		if !strings.Contains(s, `data-source="history"`) {
+			t.Fatalf("chart %s is not drawn from history", m[1])
+		}
+		switch {
+		case strings.HasSuffix(m[1], "-soc-hour") && socHour == "":
+			socHour = s
+		case strings.HasSuffix(m[1], "-energy-day") && energyDay == "":
+			energyDay = s
 		}
 	}
-	if soc == "" {
-		t.Fatalf("no state-of-charge chart among %d charts", len(svgs))
+	if socHour == "" || energyDay == "" {
+		t.Fatalf("no hourly state-of-charge or daily energy chart among %d charts", len(svgs))
 	}
-	lines := regexp.MustCompile(`points="([^"]+)"`).FindAllStringSubmatch(soc, -1)
-	if len(lines) < 2 {
-		t.Fatalf("state-of-charge chart has %d polylines, want one per battery and vehicle (>= 2):\n%s", len(lines), soc)
+	points := func(svg string) int {
+		most := 0
+		for _, d := range regexp.MustCompile(` d="([^"]+)"`).FindAllStringSubmatch(svg, -1) {
+			most = max(most, strings.Count(d[1], ",")) // one comma per point
+		}
+		return most
 	}
-	series, err := a.Store().CapabilitySeries(context.Background(), "storage.stateOfCharge", clk.Now().Add(-24*time.Hour))
-	if err != nil {
-		t.Fatal(err)
+	if n := points(socHour); n < 150 {
+		t.Fatalf("hourly state of charge has %d points, want about 168 (7 days)", n)
 	}
-	maxPoints := 0
-	for _, s := range series {
-		maxPoints = max(maxPoints, len(s.Points))
-	}
-	most := 0
-	for _, l := range lines {
-		most = max(most, len(strings.Fields(l[1])))
-	}
-	if maxPoints < 3 || most < 3 {
-		t.Fatalf("simulator data gave %d points at most and the chart %d; want a real curve", maxPoints, most)
+	if n := points(energyDay); n < 25 {
+		t.Fatalf("daily energy has %d points, want about 30", n)
 	}
 }
 
@@ -303,9 +301,39 @@ func TestSchemaDocExampleQueries(t *testing.T) {
 				t.Errorf("example query fails: %v\n%s", err, q)
 				continue
 			}
+			cols, err := rows.Columns()
+			if err != nil {
+				t.Fatal(err)
+			}
+			named := false
+			for _, c := range cols {
+				if c == "device_id" {
+					t.Errorf("example prints 80-character device ids instead of names:\n%s", q)
+				}
+				named = named || c == "device_name" || c == "name"
+			}
+			if strings.Contains(q, "device") && strings.Contains(q, "history") && !named {
+				t.Errorf("history example prints no device name:\n%s", q)
+			}
 			n := 0
 			for rows.Next() {
 				n++
+				vals := make([]any, len(cols))
+				ptrs := make([]any, len(cols))
+				for i := range vals {
+					ptrs[i] = &vals[i]
+				}
+				if err := rows.Scan(ptrs...); err != nil {
+					t.Fatal(err)
+				}
+				for i, c := range cols {
+					if c != "device_name" && c != "name" {
+						continue
+					}
+					if v, ok := vals[i].(string); !ok || v == "" {
+						t.Errorf("example prints an empty %s (%#v):\n%s", c, vals[i], q)
+					}
+				}
 			}
 			if err := rows.Err(); err != nil {
 				t.Errorf("example query: %v\n%s", err, q)
@@ -320,5 +348,47 @@ func TestSchemaDocExampleQueries(t *testing.T) {
 	}
 	if ran < 7 {
 		t.Fatalf("ran %d example statements, want at least 7", ran)
+	}
+}
+
+// TestStatusExitCodesMatchREADME: `status` with a config file that does not
+// load exits 78 like every command (its 6 is the stored auth state
+// config_error), and README.md's list of status exit codes says exactly
+// what the code does.
+func TestStatusExitCodesMatchREADME(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(cfg, []byte("[schedule]\ndevices = \"not cron\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx := testCtx(t, 10*time.Second)
+	for _, args := range [][]string{{"-c", cfg, "status"}, {"-c", cfg, "status", "--json"}} {
+		code, out, errOut := runCmd(t, ctx, nil, "", args...)
+		if code != exitConfig || !strings.Contains(errOut, "schedule.devices") || out != "" {
+			t.Errorf("%v with a bad config: exit %d, stdout %q, stderr %q; want 78 naming schedule.devices", args, code, out, errOut)
+		}
+	}
+
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)`tibbersync status \\[--json\\]` reads data.db.*?Exit codes: (.*?)\n\n").FindSubmatch(readme)
+	if m == nil {
+		t.Fatal("README.md has no exit-code list for tibbersync status")
+	}
+	doc := strings.Join(strings.Fields(string(m[1])), " ")
+	for code, want := range map[int]string{
+		statusHealthy:        "`0` healthy",
+		statusError:          "`1` data.db missing",
+		statusStale:          "`3` stale",
+		statusSetupRequired:  "`4` setup required",
+		statusReauthRequired: "`5` re-authorization required",
+		statusConfigError:    "`6` Tibber rejected the client configuration (auth state `config_error`)",
+		exitConfig:           "does not load exits `78`",
+	} {
+		if !strings.Contains(doc, want) {
+			t.Errorf("README.md's status exit codes lack %q for %d:\n%s", want, code, doc)
+		}
 	}
 }

@@ -38,6 +38,10 @@ var forbidden = map[string]struct {
 		[]string{"store", "auth", "tokenstore", "jobs", "web", "daemon"},
 		"tibber, auth and store never import each other; they meet only in model",
 	},
+	"mqtt": {
+		[]string{"store", "tibber", "jobs", "auth", "tokenstore", "web", "daemon", "logging"},
+		"the MQTT bridge reads data.db through mqtt.Source and knows nothing else of the daemon",
+	},
 	"auth": {
 		[]string{"store", "tibber", "jobs", "web", "daemon"},
 		"tibber, auth and store never import each other; they meet only in model",

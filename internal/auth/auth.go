@@ -127,8 +127,6 @@ type TokenStore interface {
 	ConsumeAttempt(ctx context.Context, state string, now time.Time) (tokenstore.Attempt, error)
 	// PendingAttempt reports whether an unexpired attempt is pending at now.
 	PendingAttempt(ctx context.Context, now time.Time) (bool, error)
-	// ClientSecret returns a client secret saved from the setup page, if any.
-	ClientSecret(ctx context.Context) (logging.Secret, error)
 	// SecretsDir is the 0700 directory that holds tokens.db and the refresh lock.
 	SecretsDir() string
 }
@@ -149,8 +147,9 @@ type Notifier interface {
 type Options struct {
 	// ClientID is the registered client id.
 	ClientID string
-	// ClientSecret is the client secret; when empty, the secret saved in the
-	// token store (typed on the setup page) is used.
+	// ClientSecret is the client secret (config.Load reads it from the
+	// systemd credential, client_secret_file or the environment). Without
+	// it the flow and refreshes fail with ErrNoClientSecret.
 	ClientSecret logging.Secret
 	// AuthURL, TokenURL and UserinfoURL are Tibber's endpoints
 	// (UserinfoURL may be empty to skip userinfo).
@@ -229,16 +228,9 @@ func (o Options) normalize(forFlow bool) (Options, error) {
 	return o, nil
 }
 
-// clientSecret returns the configured secret, else the one saved in the store.
-func clientSecret(ctx context.Context, o Options) (logging.Secret, error) {
-	if !o.ClientSecret.Empty() {
-		return o.ClientSecret, nil
-	}
-	s, err := o.Store.ClientSecret(ctx)
-	if err != nil {
-		return logging.Secret{}, fmt.Errorf("read client secret: %w", err)
-	}
-	return s, nil
+// clientSecret returns the configured secret (empty when none is).
+func clientSecret(_ context.Context, o Options) (logging.Secret, error) {
+	return o.ClientSecret, nil
 }
 
 // tokenHTTPClient returns a copy of base that sends userAgent, has a timeout,

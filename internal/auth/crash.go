@@ -1,16 +1,7 @@
 package auth
 
-import (
-	"os"
-	"syscall"
-)
-
-// CrashpointEnv names the environment variable that makes the process
-// SIGKILL itself at a point of the refresh, for crash tests (R7). It is
-// read once, by NewSource.
-const CrashpointEnv = "TIBBERSYNC_CRASHPOINT"
-
-// The crash points.
+// The crash points: the places in a refresh where a crash test (R7) kills
+// the process.
 const (
 	// CrashBeforeRequest: the in-flight marker is committed, nothing sent.
 	CrashBeforeRequest = "before-token-request"
@@ -20,11 +11,18 @@ const (
 	CrashAfterCommit = "after-token-commit"
 )
 
-// crashpoint kills the process with SIGKILL if at is the configured point.
+// testCrash is zero in the release binary: only this package's test files
+// set it (crashpoint_test.go, from $TIBBERSYNC_CRASHPOINT), so that a test
+// binary can SIGKILL itself at a crash point. NewSource reads at.
+var testCrash struct {
+	at   string // the configured crash point
+	kill func() // kills the process; never returns
+}
+
+// crashpoint kills the process if at is the configured point, in a test
+// binary that configured one; elsewhere it does nothing.
 func crashpoint(configured, at string) {
-	if configured == "" || configured != at {
-		return
+	if configured != "" && configured == at && testCrash.kill != nil {
+		testCrash.kill()
 	}
-	_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
-	select {} // SIGKILL cannot be caught; wait for it to land
 }

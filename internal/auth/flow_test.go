@@ -107,14 +107,6 @@ func TestStartWithoutSecret(t *testing.T) {
 	if _, err := f.Start(context.Background()); !errors.Is(err, auth.ErrNoClientSecret) {
 		t.Fatalf("Start without secret: %v, want ErrNoClientSecret", err)
 	}
-	// A secret saved from the setup page is used.
-	if err := e.store.SaveClientSecret(context.Background(), logging.NewSecret(testSecret)); err != nil {
-		t.Fatal(err)
-	}
-	st, err := f.Complete(context.Background(), e.consent(e.start(f)))
-	if err != nil || st.State != model.AuthOK {
-		t.Fatalf("Complete with stored secret: %+v, %v", st, err)
-	}
 }
 
 func TestCompleteSuccess(t *testing.T) {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync"
 	"time"
 
@@ -87,7 +86,7 @@ func NewSource(opts Options) (*Source, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Source{o: o, log: o.Logger, crash: os.Getenv(CrashpointEnv)}, nil
+	return &Source{o: o, log: o.Logger, crash: testCrash.at}, nil
 }
 
 // Init reads the stored state at start: it records setup_required when no

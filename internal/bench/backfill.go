@@ -5,8 +5,11 @@ import (
 	"database/sql"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	_ "modernc.org/sqlite" // the raw insert loop uses the daemon's driver directly
@@ -14,6 +17,7 @@ import (
 	"github.com/tibbersync/tibbersync/internal/jobs"
 	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/store"
+	"github.com/tibbersync/tibbersync/internal/web"
 )
 
 // BackfillParams configures RunBackfill.
@@ -61,6 +65,10 @@ type BackfillResult struct {
 	// back from data.db is not counted). Zero without BackfillParams.Raw.
 	RawRows, RawPages int
 	RawWall           time.Duration
+	// StatusPage is the slowest of three renders of the status page (with
+	// its history charts) right after the backfill; StatusPageBytes its size.
+	StatusPage      time.Duration
+	StatusPageBytes int
 }
 
 // onlyDevices is data.db with the history job's device list narrowed to
@@ -139,6 +147,9 @@ func RunBackfill(ctx context.Context, p BackfillParams, log *slog.Logger) (Backf
 		return res, fmt.Errorf("backfill: history run %s: %s: %w", run.Status, run.Error, runErr)
 	}
 	if res.Memory, err = ReadStatus(Self); err != nil {
+		return res, fmt.Errorf("backfill: %w", err)
+	}
+	if res.StatusPage, res.StatusPageBytes, err = timeStatusPage(st.Data); err != nil {
 		return res, fmt.Errorf("backfill: %w", err)
 	}
 	if err := st.Close(); err != nil {
@@ -316,4 +327,33 @@ VALUES (?1, ?2, ?3, ?4, ?5)`)
 		return fmt.Errorf("insert page: commit: %w", err)
 	}
 	return nil
+}
+
+// timeStatusPage renders the status page (summary, current readings and the
+// 7-day hourly and 30-day daily history charts) three times on the
+// backfilled data.db and returns the slowest render and the page size. The
+// page reads only the chart windows, so it stays fast however long the
+// stored history is.
+func timeStatusPage(data *store.DB) (time.Duration, int, error) {
+	srv, err := web.New(web.Options{Listen: "127.0.0.1:8765", Status: data}) // never opened: served through Handler
+	if err != nil {
+		return 0, 0, fmt.Errorf("status page: %w", err)
+	}
+	var worst time.Duration
+	size := 0
+	for range 3 {
+		req := httptest.NewRequest(http.MethodGet, "http://127.0.0.1:8765/", nil)
+		rec := httptest.NewRecorder()
+		t0 := time.Now()
+		srv.Handler().ServeHTTP(rec, req)
+		worst = max(worst, time.Since(t0))
+		if rec.Code != http.StatusOK {
+			return 0, 0, fmt.Errorf("status page: %d: %.200s", rec.Code, rec.Body.String())
+		}
+		if !strings.Contains(rec.Body.String(), `data-source="history"`) {
+			return 0, 0, fmt.Errorf("status page after the backfill has no history chart")
+		}
+		size = rec.Body.Len()
+	}
+	return worst, size, nil
 }

@@ -52,6 +52,9 @@ const (
 	TargetIngestRatio = 0.5
 	// TargetBackfillRSS is the peak RSS of the backfill process.
 	TargetBackfillRSS = 64 << 20
+	// TargetStatusPage is the slowest status page render after the long
+	// backfill: it reads only the chart windows, never the whole history.
+	TargetStatusPage = time.Second
 )
 
 // Options configure Run. DefaultOptions has the values of the issues.
@@ -574,6 +577,8 @@ func buildRows(o Options, devices int, bin binaryInfo, d DaemonResult, c CycleRe
 		fmt.Sprintf("%s (%d rows, %d pages in %s)", FormatRate(rawRows, "rows"), rawIn.RawRows, rawIn.RawPages, FormatDuration(rawIn.RawWall)), "", Info)
 	add("ingest / raw insert rate (rows per second)", fmt.Sprintf("%.2f", ratio), fmt.Sprintf("≥ %.1f", TargetIngestRatio), Check(ratio >= TargetIngestRatio))
 	add(fmt.Sprintf("peak RSS (VmHWM), %d-day hourly backfill of %d devices", o.BackfillDays, b.Devices), FormatBytes(b.Memory.HWM), "≤ "+FormatBytes(TargetBackfillRSS), Check(b.Memory.HWM <= TargetBackfillRSS))
+	add(fmt.Sprintf("status page with history charts after that backfill (%s, slowest of 3)", FormatBytes(int64(b.StatusPageBytes))), FormatDuration(b.StatusPage),
+		"≤ "+FormatDuration(TargetStatusPage), Check(b.StatusPage > 0 && b.StatusPage <= TargetStatusPage))
 	add("  that backfill", fmt.Sprintf("%d points, %d rows, %d requests in %s (%s); data.db + WAL %s", b.Points, b.Rows, b.Requests, FormatDuration(b.Wall), FormatRate(rate(b.Points, b.Wall), "points"), FormatBytes(b.DBBytes)), "", Info)
 	bpv := 0.0
 	if b.Rows > 0 {

@@ -80,7 +80,7 @@ func RunCycles(ctx context.Context, p CycleParams, log *slog.Logger) (CycleResul
 	)
 	sched := &jobs.Scheduler{
 		Jobs:   []jobs.Job{{Name: jobs.JobDevices, Spec: "*/5 * * * *"}},
-		Runner: st.Syncer,
+		Runner: st.Daemon.Scheduler().Runner, // the product's runner: cycle deadline, quiet skips
 		Store:  st.Data,
 		Clock:  clock.Real{},
 		Logger: log,

@@ -108,7 +108,7 @@ func TestBackfillAndRawLoop(t *testing.T) {
 	if res.Rows < res.Points || res.RawRows != res.Rows || res.RawPages != res.Pages {
 		t.Errorf("raw loop inserted %d rows in %d pages; the job stored %d rows from %d pages", res.RawRows, res.RawPages, res.Rows, res.Pages)
 	}
-	if res.Wall <= 0 || res.RawWall <= 0 || res.Memory.HWM <= 0 || res.DBBytes <= 0 {
+	if res.Wall <= 0 || res.RawWall <= 0 || res.Memory.HWM <= 0 || res.DBBytes <= 0 || res.StatusPage <= 0 || res.StatusPageBytes < 1000 {
 		t.Errorf("measurements missing: %+v", res)
 	}
 	if got := sim.Sim.Stats().Requests["history"]; got != res.Pages {

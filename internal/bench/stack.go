@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,12 +14,12 @@ import (
 
 	"github.com/tibbersync/tibbersync/internal/auth"
 	"github.com/tibbersync/tibbersync/internal/clock"
+	"github.com/tibbersync/tibbersync/internal/config"
+	"github.com/tibbersync/tibbersync/internal/daemon"
 	"github.com/tibbersync/tibbersync/internal/jobs"
-	"github.com/tibbersync/tibbersync/internal/logging"
 	"github.com/tibbersync/tibbersync/internal/simulator"
 	"github.com/tibbersync/tibbersync/internal/store"
 	"github.com/tibbersync/tibbersync/internal/tibber"
-	"github.com/tibbersync/tibbersync/internal/tokenstore"
 	"github.com/tibbersync/tibbersync/internal/version"
 )
 
@@ -44,16 +43,15 @@ type StackConfig struct {
 	Logger *slog.Logger
 }
 
-// Stack is data.db, tokens.db, the token source, the Data API client and
-// the syncer, wired as cmd/tibbersync's openApp wires them, with the HTTP
-// client's socket writes counted.
+// Stack is the daemon (internal/daemon, the product's wiring) as one bench
+// process runs it, with the HTTP client's socket writes counted. Its
+// fields are the daemon's components.
 type Stack struct {
-	Data    *store.DB
-	Secrets *tokenstore.Store
-	Source  *auth.Source
-	Flow    *auth.Flow
-	API     *tibber.Client
-	Syncer  *jobs.Syncer
+	Daemon *daemon.Daemon
+	Data   *store.DB
+	Source *auth.Source
+	Flow   *auth.Flow
+	Syncer *jobs.Syncer
 	// Sockets counts the bytes the HTTP client wrote to the network.
 	Sockets *SocketCounter
 	// DataPath is the path of data.db.
@@ -68,7 +66,6 @@ func OpenStack(ctx context.Context, c StackConfig) (*Stack, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	clk := clock.Real{}
 	s := &Stack{Sockets: &SocketCounter{}, DataPath: filepath.Join(c.Dir, "data.db")}
 	hc := tibber.NewHTTPClient(tibber.DefaultRequestTimeout)
 	tr, ok := hc.Transport.(*http.Transport)
@@ -80,74 +77,32 @@ func OpenStack(ctx context.Context, c StackConfig) (*Stack, error) {
 	hc.Transport = tr
 	s.hc = hc
 
-	var err error
-	s.Data, err = store.Open(ctx, s.DataPath, store.Options{Clock: clk, Logger: log.With("component", "store")})
-	if err != nil {
-		return nil, fmt.Errorf("open stack: %w", err)
+	cfg := config.Default()
+	cfg.Storage.Dir = c.Dir
+	simulator.Configure(&cfg, c.SimURL, "")
+	cfg.Tibber.RequestTimeout = tibber.DefaultRequestTimeout
+	if c.Concurrency > 0 {
+		cfg.Sync.Concurrency = c.Concurrency
 	}
-	s.Secrets, err = tokenstore.Open(ctx, c.Dir, clk)
-	if err != nil {
-		s.Close()
-		return nil, fmt.Errorf("open stack: %w", err)
+	if len(c.HistoryResolutions) > 0 {
+		cfg.History.Resolutions = c.HistoryResolutions
 	}
-	authOpts := auth.Options{
-		ClientID:     simulator.DefaultClientID,
-		ClientSecret: logging.NewSecret(simulator.DefaultClientSecret),
-		AuthURL:      c.SimURL + "/connect/authorize",
-		TokenURL:     c.SimURL + "/connect/token",
-		UserinfoURL:  c.SimURL + "/connect/userinfo",
-		RedirectURL:  simulator.DefaultRedirectURI,
-		HTTPClient:   hc,
-		UserAgent:    version.UserAgent(),
-		Store:        s.Secrets,
-		Status:       s.Data,
-		Clock:        clk,
-		Logger:       log.With("component", "auth"),
+	if c.BackfillDays > 0 {
+		cfg.History.BackfillDays = c.BackfillDays
 	}
-	if s.Flow, err = auth.NewFlow(authOpts); err != nil {
-		s.Close()
-		return nil, fmt.Errorf("open stack: authorization flow: %w", err)
-	}
-	if s.Source, err = auth.NewSource(authOpts); err != nil {
-		s.Close()
-		return nil, fmt.Errorf("open stack: token source: %w", err)
-	}
-	if err := s.Source.Init(ctx); err != nil {
-		s.Close()
-		return nil, fmt.Errorf("open stack: read token state: %w", err)
-	}
-	s.API, err = tibber.New(tibber.Options{
-		BaseURL:    c.SimURL,
-		HTTPClient: hc,
-		Tokens:     s.Source,
-		UserAgent:  version.UserAgent(),
-		Clock:      clk,
-		RateLimit:  c.RateLimit,
-		Logger:     log.With("component", "tibber"),
+	d, err := daemon.Open(ctx, cfg, daemon.Options{
+		Logger:         log,
+		Clock:          clock.Real{},
+		HTTPClient:     hc,
+		RateLimit:      c.RateLimit,
+		ManualSchedule: true,
 	})
 	if err != nil {
-		s.Close()
-		return nil, fmt.Errorf("open stack: data api client: %w", err)
+		return nil, fmt.Errorf("open stack: %w", err)
 	}
-	s.Syncer = &jobs.Syncer{
-		API:                s.API,
-		Store:              s.Data,
-		Clock:              clk,
-		Logger:             log.With("component", "jobs"),
-		Concurrency:        c.Concurrency,
-		GrantedScopes:      s.grantedScopes,
-		HistoryResolutions: c.HistoryResolutions,
-		BackfillDays:       c.BackfillDays,
-	}
+	s.Daemon = d
+	s.Data, s.Source, s.Flow, s.Syncer = d.Store(), d.Auth(), d.Flow(), d.Syncer()
 	return s, nil
-}
-
-func (s *Stack) grantedScopes() []string {
-	st, err := s.Source.Status(context.Background())
-	if err != nil {
-		return nil
-	}
-	return st.GrantedScopes
 }
 
 // Authorize runs the one-time authorization against a simulator with
@@ -195,16 +150,7 @@ func (s *Stack) FileSizes() (db, wal int64) {
 
 // Close closes both databases; closing again does nothing.
 func (s *Stack) Close() error {
-	var errs []error
-	if s.Data != nil {
-		errs = append(errs, s.Data.Close())
-		s.Data = nil
-	}
-	if s.Secrets != nil {
-		errs = append(errs, s.Secrets.Close())
-		s.Secrets = nil
-	}
-	if err := errors.Join(errs...); err != nil {
+	if err := s.Daemon.Close(); err != nil {
 		return fmt.Errorf("close stack: %w", err)
 	}
 	return nil

@@ -18,14 +18,11 @@ import (
 
 	"github.com/tibbersync/tibbersync/internal/auth"
 	"github.com/tibbersync/tibbersync/internal/cisummary"
-	"github.com/tibbersync/tibbersync/internal/clock"
+	"github.com/tibbersync/tibbersync/internal/config"
+	"github.com/tibbersync/tibbersync/internal/daemon"
 	"github.com/tibbersync/tibbersync/internal/logging"
 	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/simulator"
-	"github.com/tibbersync/tibbersync/internal/store"
-	"github.com/tibbersync/tibbersync/internal/tokenstore"
-	"github.com/tibbersync/tibbersync/internal/version"
-	"github.com/tibbersync/tibbersync/internal/web"
 )
 
 // chromiumPath is where Debian's chromium package (installed by .ci/run)
@@ -216,8 +213,9 @@ func into[T any](a chromedp.Action[T], dst *T) chromedp.Action[chromedp.Void] {
 	})
 }
 
-// setupEnv is the web server with a real authorization flow and token
-// store, and the simulator showing its consent page (no AutoConsent).
+// setupEnv is the daemon (internal/daemon, the product's wiring) serving
+// its setup pages, and the simulator showing its consent page (no
+// AutoConsent). The scheduler is left idle: the test is about the pages.
 type setupEnv struct {
 	sim      *simulator.Simulator
 	source   *auth.Source
@@ -228,15 +226,13 @@ type setupEnv struct {
 func newSetupEnv(t *testing.T) *setupEnv {
 	t.Helper()
 	ctx := context.Background()
-	// The web port is reserved until the web server binds it, so that the
-	// simulator's httptest server cannot take it meanwhile.
+	// The web port must be known before the simulator registers the
+	// redirect URI: the socket is bound now and handed to the daemon.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	webAddr := ln.Addr().String()
-	_, port, _ := net.SplitHostPort(webAddr)
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	e := &setupEnv{redirect: "http://localhost:" + port + "/callback"}
 
 	e.sim = simulator.New(simulator.Options{Seed: 5, RedirectURIs: []string{e.redirect}})
@@ -245,62 +241,33 @@ func newSetupEnv(t *testing.T) *setupEnv {
 	t.Cleanup(simSrv.Close)
 	e.sim.SetBaseURL(simSrv.URL)
 
-	dir := t.TempDir()
-	log := logging.Discard()
-	data, err := store.Open(ctx, filepath.Join(dir, "data.db"), store.Options{})
+	cfg := config.Default()
+	cfg.Storage.Dir = t.TempDir()
+	cfg.Web.Listen = ln.Addr().String()
+	simulator.Configure(&cfg, simSrv.URL, e.redirect)
+	d, err := daemon.Open(ctx, cfg, daemon.Options{Logger: logging.Discard(), Listener: ln, ManualSchedule: true})
 	if err != nil {
+		ln.Close()
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { data.Close() })
-	secrets, err := tokenstore.Open(ctx, dir, clock.Real{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { secrets.Close() })
-	opts := auth.Options{
-		ClientID:     simulator.DefaultClientID,
-		ClientSecret: logging.NewSecret(simulator.DefaultClientSecret),
-		AuthURL:      simSrv.URL + "/connect/authorize",
-		TokenURL:     simSrv.URL + "/connect/token",
-		UserinfoURL:  simSrv.URL + "/connect/userinfo",
-		RedirectURL:  e.redirect,
-		UserAgent:    version.UserAgent(),
-		Store:        secrets,
-		Status:       data,
-		Logger:       log,
-	}
-	flow, err := auth.NewFlow(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if e.source, err = auth.NewSource(opts); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.source.Init(ctx); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := web.New(web.Options{
-		Listen:           webAddr,
-		RedirectURL:      e.redirect,
-		ClientID:         simulator.DefaultClientID,
-		Scopes:           auth.DefaultScopes,
-		ClientConfigured: true,
-		Flow:             flow,
-		Status:           data,
-		Logger:           log,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln.Close()
-	if err := srv.Open(); err != nil {
-		t.Fatal(err)
-	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- d.Run(runCtx) }()
 	t.Cleanup(func() {
-		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Close(cctx)
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("daemon run: %v", err)
+		}
+		if err := d.Close(); err != nil {
+			t.Errorf("close daemon: %v", err)
+		}
 	})
-	e.webURL = srv.URL()
+	select {
+	case <-d.Ready():
+	case err := <-done:
+		t.Fatalf("daemon run: %v", err)
+	}
+	e.source = d.Auth()
+	e.webURL = d.URL()
 	return e
 }

@@ -37,6 +37,11 @@ const SecretEnv = EnvPrefix + "TIBBER_CLIENT_SECRET"
 // read from $CREDENTIALS_DIRECTORY.
 const CredentialName = "client_secret"
 
+// MQTTCredentialName is the systemd credential
+// (LoadCredential=mqtt_password:...) read from $CREDENTIALS_DIRECTORY for
+// the broker password.
+const MQTTCredentialName = "mqtt_password"
+
 // The values of Config.ClientSecretSource.
 const (
 	SourceCredentials = "credentials"
@@ -88,7 +93,8 @@ func Default() Config {
 			Command:  []string{},
 			Reminder: 24 * time.Hour,
 		},
-		Log: Log{Level: "info", Format: "auto"},
+		Log:  Log{Level: "info", Format: "auto"},
+		MQTT: MQTT{TopicPrefix: "tibbersync", DiscoveryPrefix: "homeassistant", QoS: 1},
 	}
 }
 
@@ -141,6 +147,7 @@ func load(path string, environ []string, search []string) (Config, error) {
 	cfg.Path = found
 
 	resolveSecret(&cfg, environ, &probs)
+	resolveMQTT(&cfg, environ, &probs)
 	cfg.validate(&probs)
 	if err := probs.err(); err != nil {
 		return Config{}, err
@@ -218,6 +225,8 @@ func readFile(path string, specs []keySpec, probs *problems) (map[string]any, er
 			switch {
 			case key == "tibber.client_secret":
 				probs.add(key, "", fmt.Errorf("%w: put it in a file named by tibber.client_secret_file (mode 0600) or pass it with systemd LoadCredential=%s:PATH", ErrSecretInConfig, CredentialName))
+			case key == "mqtt.password":
+				probs.add(key, "", fmt.Errorf("%w: put it in a file named by mqtt.password_file (mode 0600) or pass it with systemd LoadCredential=%s:PATH", ErrPasswordInConfig, MQTTCredentialName))
 			case !known[key]:
 				probs.add(key, "", unknownKeyErr(key, specs, "no such key"))
 			default:

@@ -44,6 +44,13 @@ var (
 	// ErrSecretFile is a client secret file (or systemd credential) that is
 	// missing, unreadable, too large, empty, or readable by group or others.
 	ErrSecretFile = errors.New("bad client secret file")
+	// ErrPasswordInConfig is a password key in the [mqtt] section; the
+	// broker password only comes from a file or a systemd credential.
+	ErrPasswordInConfig = errors.New("the MQTT password is never read from the config file")
+	// ErrPasswordFile is an MQTT password file (or systemd credential) that
+	// is missing, unreadable, too large, empty, or readable by group or
+	// others.
+	ErrPasswordFile = errors.New("bad MQTT password file")
 )
 
 // FieldError is one bad configuration key. Value is the offending value as
@@ -77,7 +84,7 @@ func (e FieldError) Error() string {
 }
 
 func (e FieldError) hideValue() bool {
-	return errors.Is(e.Err, ErrUnknownKey) || errors.Is(e.Err, ErrSecretInConfig) ||
+	return errors.Is(e.Err, ErrUnknownKey) || errors.Is(e.Err, ErrSecretInConfig) || errors.Is(e.Err, ErrPasswordInConfig) ||
 		(e.Value == "" && errors.Is(e.Err, ErrWrongType))
 }
 

@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/knadh/koanf/parsers/toml/v2"
@@ -99,5 +100,20 @@ func TestExampleShowsDefaults(t *testing.T) {
 	cfg.Path = ""
 	if want := config.Default(); !reflect.DeepEqual(cfg, want) {
 		t.Errorf("example values differ from Default():\n got %+v\nwant %+v", cfg, want)
+	}
+}
+
+// TestExampleAndReadmeAgreeOnClientRegistration: the example config and
+// the README send the user to the same client management page.
+func TestExampleAndReadmeAgreeOnClientRegistration(t *testing.T) {
+	const page = "https://data-api.tibber.com/clients/manage/"
+	for _, path := range []string{examplePath, "../../README.md"} {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), page) {
+			t.Errorf("%s does not name %s as where a client is registered", path, page)
+		}
 	}
 }

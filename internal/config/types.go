@@ -21,6 +21,7 @@ type Config struct {
 	Sync     Sync     `koanf:"sync"`
 	Notify   Notify   `koanf:"notify"`
 	Log      Log      `koanf:"log"`
+	MQTT     MQTT     `koanf:"mqtt"`
 
 	// ClientSecret is resolved after loading from, in order,
 	// $CREDENTIALS_DIRECTORY/client_secret, tibber.client_secret_file, and
@@ -30,6 +31,13 @@ type Config struct {
 	// ClientSecretSource says where ClientSecret came from ("credentials",
 	// "file", "environment", or "" when unset), for logs and status.
 	ClientSecretSource string `koanf:"-"`
+	// MQTTPassword is the broker password, resolved after loading from
+	// $CREDENTIALS_DIRECTORY/mqtt_password or mqtt.password_file (mode
+	// 0600). It is never read from the TOML file, a flag or the environment.
+	MQTTPassword logging.Secret `koanf:"-"`
+	// MQTTPasswordSource says where MQTTPassword came from ("credentials",
+	// "file", or "" when unset).
+	MQTTPasswordSource string `koanf:"-"`
 	// Path is the config file that was loaded ("" when none existed).
 	Path string `koanf:"-"`
 }
@@ -107,3 +115,29 @@ type Log struct {
 	// Format is auto (tint on a terminal, logfmt otherwise), tint, logfmt or json.
 	Format string `koanf:"format"`
 }
+
+// MQTT is the [mqtt] section. Publishing is off unless URL is set.
+type MQTT struct {
+	// URL is the broker: mqtt://host[:1883] or mqtts://host[:8883].
+	URL string `koanf:"url"`
+	// CAFile is a PEM file of CA certificates to trust instead of the
+	// system's (mqtts:// only).
+	CAFile string `koanf:"ca_file"`
+	// Username is the broker user ("" for anonymous).
+	Username string `koanf:"username"`
+	// PasswordFile holds the broker password (mode 0600, like the client
+	// secret); $CREDENTIALS_DIRECTORY/mqtt_password takes precedence.
+	PasswordFile string `koanf:"password_file"`
+	// ClientID is the MQTT client id; "" means tibbersync-<short host id>.
+	ClientID string `koanf:"client_id"`
+	// TopicPrefix starts every topic tibbersync publishes (default tibbersync).
+	TopicPrefix string `koanf:"topic_prefix"`
+	// DiscoveryPrefix is Home Assistant's discovery prefix (default
+	// homeassistant); "" turns discovery off.
+	DiscoveryPrefix string `koanf:"discovery_prefix"`
+	// QoS of every publish: 0, 1 or 2 (default 1).
+	QoS int `koanf:"qos"`
+}
+
+// Enabled reports whether MQTT publishing is configured.
+func (m MQTT) Enabled() bool { return m.URL != "" }

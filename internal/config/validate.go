@@ -85,6 +85,8 @@ func (c Config) validate(p *problems) {
 	}
 	checkDuration(p, "notify.reminder", c.Notify.Reminder, true)
 
+	c.MQTT.validate(p)
+
 	if !slices.Contains(logLevels, c.Log.Level) {
 		p.addf("log.level", c.Log.Level, ErrBadValue, "want one of %s", strings.Join(logLevels, ", "))
 	}

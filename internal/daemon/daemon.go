@@ -25,12 +25,15 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/tibbersync/tibbersync/internal/auth"
 	"github.com/tibbersync/tibbersync/internal/clock"
 	"github.com/tibbersync/tibbersync/internal/config"
 	"github.com/tibbersync/tibbersync/internal/jobs"
 	"github.com/tibbersync/tibbersync/internal/metrics"
 	"github.com/tibbersync/tibbersync/internal/model"
+	"github.com/tibbersync/tibbersync/internal/mqtt"
 	"github.com/tibbersync/tibbersync/internal/notify"
 	"github.com/tibbersync/tibbersync/internal/store"
 	"github.com/tibbersync/tibbersync/internal/tibber"
@@ -136,6 +139,7 @@ type Daemon struct {
 	metrics  *metrics.Metrics
 	sched    *jobs.Scheduler
 	srv      *web.Server
+	mqtt     *mqtt.Publisher // nil unless [mqtt].url is set
 	// clientConfigured is true when both the client id and the secret are known.
 	clientConfigured bool
 
@@ -220,6 +224,10 @@ func Open(ctx context.Context, cfg config.Config, o Options) (_ *Daemon, err err
 	if err := d.openStores(ctx); err != nil {
 		return nil, configErr(err)
 	}
+	// Before the components: the bridge registers itself as an observer.
+	if err := d.buildMQTT(); err != nil {
+		return nil, configErr(err)
+	}
 	if err := d.buildComponents(); err != nil {
 		return nil, configErr(err)
 	}
@@ -229,7 +237,79 @@ func Open(ctx context.Context, cfg config.Config, o Options) (_ *Daemon, err err
 		}
 		d.log.Error("read token state", "err", err)
 	}
+	d.closeStaleRuns(ctx)
 	return d, nil
+}
+
+// mayWork says whether jobs may work: a run before authorization (or
+// while re-authorization is required) is recorded as skipped without any
+// work, so a history run with no stored devices is never an "ok" run.
+func (d *Daemon) mayWork(ctx context.Context) error {
+	st, err := d.source.Status(ctx)
+	if err != nil || !st.State.Sticky() {
+		// An unreadable state is left to the token source, which the run
+		// asks next.
+		return nil
+	}
+	return fmt.Errorf("%w (%s)", model.ErrNotAuthorized, st.State)
+}
+
+// closeStaleRuns closes the "running" rows of runs whose process died
+// (crash, kill, power loss) as interrupted. Rows of a live process (a
+// `tibbersync sync` next to the daemon) stay running.
+func (d *Daemon) closeStaleRuns(ctx context.Context) {
+	n, err := d.data.CloseStaleRuns(ctx, processAlive)
+	switch {
+	case err != nil:
+		d.log.Warn("close runs left running by an earlier process", "err", err)
+	case n > 0:
+		d.log.Info("runs left running by an earlier process recorded as interrupted", "runs", n)
+	}
+}
+
+// processAlive reports whether a process with pid exists.
+func processAlive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	err := unix.Kill(pid, 0)
+	return err == nil || errors.Is(err, unix.EPERM)
+}
+
+// recordJobState updates job_state after a run made outside the scheduler
+// (`tibbersync sync`), the way the scheduler records its own runs, so that
+// sync_health and /readyz see it.
+func (d *Daemon) recordJobState(ctx context.Context, r model.Run) {
+	if r.Job == "" {
+		return
+	}
+	st, err := d.data.JobState(ctx, r.Job)
+	if err != nil {
+		d.log.Warn("read job state", "job", r.Job, "err", err)
+		return
+	}
+	st.Job = r.Job
+	if r.StartedAt.After(st.LastRunAt) {
+		st.LastRunAt = r.StartedAt
+	}
+	switch r.Status {
+	case jobs.StatusOK, jobs.StatusPartial:
+		st.LastSuccessAt = r.FinishedAt
+		st.ConsecutiveFailures = 0
+		st.BreakerUntil = time.Time{}
+		st.LastError = r.Error
+	case jobs.StatusFailed:
+		st.ConsecutiveFailures++
+		st.LastError = r.Error
+	default:
+		// skipped or interrupted: neither a success nor a failure.
+		return
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := d.data.SaveJobState(sctx, st); err != nil {
+		d.log.Warn("save job state", "job", r.Job, "err", err)
+	}
 }
 
 // openStores opens data.db and tokens.db.
@@ -362,6 +442,7 @@ func (d *Daemon) buildComponents() error {
 		BackfillDays:       cfg.History.BackfillDays,
 		Lookback:           cfg.History.Lookback,
 		Progress:           o.Progress,
+		Authorized:         d.mayWork,
 	}
 	if err := d.buildScheduler(); err != nil {
 		return err
@@ -415,6 +496,7 @@ func (d *Daemon) grantedScopes() []string {
 // are told.
 func (d *Daemon) RunJob(ctx context.Context, job string) (model.Run, error) {
 	r, err := d.runJob(ctx, job)
+	d.recordJobState(ctx, r)
 	d.observeRun(ctx, r, err)
 	return r, err
 }

@@ -53,6 +53,10 @@ func (d *Daemon) buildWeb() error {
 	if d.flow != nil {
 		wopts.Flow = d.flow
 	}
+	if d.mqtt != nil {
+		wopts.MQTT = d.mqtt.Status
+		d.metrics.ObserveMQTT(d.mqtt.Status)
+	}
 	srv, err := web.New(wopts)
 	if err != nil {
 		return err
@@ -85,6 +89,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	close(d.ready)
 
+	// History runs again right after the first devices run only when it
+	// has no devices to work on yet; with devices stored, its own first run
+	// covers them, and a second run back to back would repeat the work.
+	if n, err := d.activeDevices(ctx); err == nil && n > 0 {
+		d.historyAfterDevices.Store(false)
+	}
 	runCtx, cancel := context.WithCancel(ctx)
 	wg := d.startLoops(runCtx, sd, url)
 	<-ctx.Done()
@@ -100,6 +110,21 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.sched.Wait()
 	d.log.Info("stopped")
 	return nil
+}
+
+// activeDevices counts the devices stored and not removed.
+func (d *Daemon) activeDevices(ctx context.Context) (int, error) {
+	homes, err := d.data.ActiveHomeDevices(ctx)
+	if err != nil {
+		return 0, err
+	}
+	seen := map[string]bool{}
+	for _, devs := range homes {
+		for _, dev := range devs {
+			seen[dev.ID] = true
+		}
+	}
+	return len(seen), nil
 }
 
 // logAuthHint tells the user at start-up what to do, if anything.
@@ -120,7 +145,7 @@ func (d *Daemon) logAuthHint(st model.AuthStatus, err error, url string) {
 	}
 }
 
-// startLoops starts the scheduler, the notifier and the maintenance loop
+// startLoops starts the scheduler, the notifier, the MQTT bridge and the maintenance loop
 // (the scheduler and maintenance only without ManualSchedule).
 func (d *Daemon) startLoops(ctx context.Context, sd *sdnotify.Notifier, url string) *sync.WaitGroup {
 	var wg sync.WaitGroup
@@ -134,6 +159,10 @@ func (d *Daemon) startLoops(ctx context.Context, sd *sdnotify.Notifier, url stri
 	}
 	if d.notifier != nil {
 		wg.Go(func() { d.notifier.Run(ctx) })
+	}
+	if d.mqtt != nil {
+		// Publishes "offline" and disconnects when ctx ends.
+		wg.Go(func() { _ = d.mqtt.Run(ctx) })
 	}
 	return &wg
 }

@@ -187,14 +187,16 @@ func crashSequence(t *testing.T, seed uint64, st *crashStats) {
 			t.Fatalf("run %d without a kill: status %q, error %q", attempt, res.run.Status, res.run.Error)
 		}
 		st.kills++
-		if res.run.Status != jobs.StatusFailed || res.run.Error == "" || res.err == nil {
-			t.Errorf("killed run %d: status %q error %q (%v), want failed", attempt, res.run.Status, res.run.Error, res.err)
+		// The kill cancels the run's context, as a shutdown does: the run
+		// is interrupted (resumable), not failed.
+		if res.run.Status != jobs.StatusInterrupted || res.run.Error == "" || res.err == nil {
+			t.Errorf("killed run %d: status %q error %q (%v), want interrupted", attempt, res.run.Status, res.run.Error, res.err)
 		}
 
 		// Restart on the same files.
 		e.reopen()
 		e.checkIntegrity()
-		if last := e.lastRun(); last.Status != jobs.StatusFailed {
+		if last := e.lastRun(); last.Status != jobs.StatusInterrupted {
 			t.Errorf("killed run %d recorded as %q", attempt, last.Status)
 		}
 		pending = map[string]string{}

@@ -24,17 +24,14 @@ import (
 
 	_ "modernc.org/sqlite" // the read-only analyst connection
 
-	"github.com/tibbersync/tibbersync/internal/auth"
 	"github.com/tibbersync/tibbersync/internal/cisummary"
 	"github.com/tibbersync/tibbersync/internal/clock"
 	"github.com/tibbersync/tibbersync/internal/config"
+	"github.com/tibbersync/tibbersync/internal/daemon"
 	"github.com/tibbersync/tibbersync/internal/jobs"
-	"github.com/tibbersync/tibbersync/internal/logging"
 	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/simulator"
-	"github.com/tibbersync/tibbersync/internal/store"
 	"github.com/tibbersync/tibbersync/internal/tibber"
-	"github.com/tibbersync/tibbersync/internal/tokenstore"
 	"github.com/tibbersync/tibbersync/internal/version"
 )
 
@@ -83,19 +80,8 @@ type env struct {
 	dir      string
 	dataPath string
 	logs     *syncBuffer
-	app      *app
+	app      *daemon.Daemon
 	ro       *sql.DB
-}
-
-// app is what cmd/tibbersync's openApp builds, minus metrics and notify.
-type app struct {
-	cfg     config.Config
-	data    *store.DB
-	secrets *tokenstore.Store
-	source  *auth.Source
-	flow    *auth.Flow
-	api     *tibber.Client
-	syncer  *jobs.Syncer
 }
 
 // newEnv starts the simulator, opens the daemon's components and
@@ -123,7 +109,7 @@ func newEnv(t *testing.T, cfg envConfig) *env {
 		// be in tokens.db only, never in the analysts' data.db or the log.
 		refresh := e.sim.CurrentRefreshToken()
 		if e.app != nil {
-			e.app.close()
+			e.app.Close()
 		}
 		if refresh != "" {
 			e.checkNoSecret(refresh)
@@ -178,14 +164,7 @@ func (e *env) checkNoSecret(secret string) {
 func (e *env) config() config.Config {
 	cfg := config.Default()
 	cfg.Storage.Dir = e.dir
-	cfg.Tibber.ClientID = simulator.DefaultClientID
-	cfg.ClientSecret = logging.NewSecret(simulator.DefaultClientSecret)
-	cfg.ClientSecretSource = "test"
-	cfg.Tibber.RedirectURL = simulator.DefaultRedirectURI
-	cfg.Tibber.AuthURL = e.srv.URL + "/connect/authorize"
-	cfg.Tibber.TokenURL = e.srv.URL + "/connect/token"
-	cfg.Tibber.UserinfoURL = e.srv.URL + "/connect/userinfo"
-	cfg.Tibber.APIURL = e.srv.URL
+	simulator.Configure(&cfg, e.srv.URL, "")
 	// The limiter waits in real time; the tests must not.
 	cfg.Tibber.RequestsPerSecond = 1000
 	if e.cfg.backfillDays > 0 {
@@ -200,117 +179,35 @@ func (e *env) config() config.Config {
 	return cfg
 }
 
-// open builds the components the way cmd/tibbersync's openApp does, on the
-// environment's state directory.
-func (e *env) open() *app {
+// open opens the daemon (internal/daemon, the product's wiring) on the
+// environment's state directory, with the test's clock, hooks and an
+// unlimited request rate.
+func (e *env) open() *daemon.Daemon {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cfg := e.config()
 	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	a := &app{cfg: cfg}
-	var err error
-	a.data, err = store.Open(ctx, filepath.Join(cfg.Storage.Dir, "data.db"), store.Options{
-		Clock: e.clk, Logger: log.With("component", "store"),
+	d, err := daemon.Open(ctx, e.config(), daemon.Options{
+		Logger:     log,
+		Clock:      e.clk,
+		NotBefore:  e.cfg.start.Add(-24 * time.Hour),
+		HTTPClient: e.hc,
+		WrapAPI:    e.cfg.wrap,
+		WrapStore:  e.cfg.wrapStore,
+		Progress:   e.cfg.progress,
 	})
 	if err != nil {
-		e.t.Fatalf("store.Open: %v", err)
+		e.t.Fatalf("daemon.Open: %v", err)
 	}
-	a.secrets, err = tokenstore.Open(ctx, cfg.Storage.Dir, e.clk)
-	if err != nil {
-		a.close()
-		e.t.Fatalf("tokenstore.Open: %v", err)
-	}
-	authOpts := auth.Options{
-		ClientID:     cfg.Tibber.ClientID,
-		ClientSecret: cfg.ClientSecret,
-		AuthURL:      cfg.Tibber.AuthURL,
-		TokenURL:     cfg.Tibber.TokenURL,
-		UserinfoURL:  cfg.Tibber.UserinfoURL,
-		RedirectURL:  cfg.Tibber.RedirectURL,
-		Scopes:       cfg.Tibber.Scopes,
-		HTTPClient:   e.hc,
-		UserAgent:    version.UserAgent(),
-		Store:        a.secrets,
-		Status:       a.data,
-		Clock:        e.clk,
-		Logger:       log.With("component", "auth"),
-		NotBefore:    e.cfg.start.Add(-24 * time.Hour),
-	}
-	if a.flow, err = auth.NewFlow(authOpts); err != nil {
-		a.close()
-		e.t.Fatalf("auth.NewFlow: %v", err)
-	}
-	if a.source, err = auth.NewSource(authOpts); err != nil {
-		a.close()
-		e.t.Fatalf("auth.NewSource: %v", err)
-	}
-	if err := a.source.Init(ctx); err != nil {
-		a.close()
-		e.t.Fatalf("source.Init: %v", err)
-	}
-	a.api, err = tibber.New(tibber.Options{
-		BaseURL:        cfg.Tibber.APIURL,
-		HTTPClient:     e.hc,
-		Tokens:         a.source,
-		UserAgent:      version.UserAgent(),
-		Clock:          e.clk,
-		MaxBodyBytes:   cfg.Tibber.MaxResponseBytes,
-		RequestTimeout: cfg.Tibber.RequestTimeout,
-		RateLimit:      cfg.Tibber.RequestsPerSecond,
-		Logger:         log.With("component", "tibber"),
-	})
-	if err != nil {
-		a.close()
-		e.t.Fatalf("tibber.New: %v", err)
-	}
-	var api jobs.API = a.api
-	if e.cfg.wrap != nil {
-		api = e.cfg.wrap(a.api)
-	}
-	var st jobs.Store = a.data
-	if e.cfg.wrapStore != nil {
-		st = e.cfg.wrapStore(a.data)
-	}
-	a.syncer = &jobs.Syncer{
-		API:                api,
-		Store:              st,
-		Clock:              e.clk,
-		Logger:             log.With("component", "jobs"),
-		Concurrency:        cfg.Sync.Concurrency,
-		GrantedScopes:      a.grantedScopes,
-		HistoryResolutions: cfg.History.Resolutions,
-		BackfillDays:       cfg.History.BackfillDays,
-		Lookback:           cfg.History.Lookback,
-		Progress:           e.cfg.progress,
-	}
-	return a
+	return d
 }
 
-// reopen closes data.db and tokens.db and opens new components on the same
-// files, as a restarted daemon would.
+// reopen closes data.db and tokens.db and opens the daemon again on the
+// same files, as a restarted daemon would.
 func (e *env) reopen() {
 	e.t.Helper()
-	e.app.close()
+	e.app.Close()
 	e.app = e.open()
-}
-
-// grantedScopes returns the scopes of the stored grant (for category_access).
-func (a *app) grantedScopes() []string {
-	st, err := a.source.Status(context.Background())
-	if err != nil {
-		return nil
-	}
-	return st.GrantedScopes
-}
-
-func (a *app) close() {
-	if a.data != nil {
-		a.data.Close()
-	}
-	if a.secrets != nil {
-		a.secrets.Close()
-	}
 }
 
 // authorize runs the authorization as the setup page does: Flow.Start, the
@@ -320,7 +217,7 @@ func (e *env) authorize() {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	authURL, err := e.app.flow.Start(ctx)
+	authURL, err := e.app.Flow().Start(ctx)
 	if err != nil {
 		e.t.Fatalf("flow.Start: %v", err)
 	}
@@ -347,7 +244,7 @@ func (e *env) authorize() {
 	if err != nil {
 		e.t.Fatalf("authorize redirect: %v", err)
 	}
-	st, err := e.app.flow.Complete(ctx, redirected)
+	st, err := e.app.Flow().Complete(ctx, redirected)
 	if err != nil {
 		e.t.Fatalf("flow.Complete: %v", err)
 	}
@@ -375,7 +272,7 @@ func (e *env) run(job string) runResult {
 func (e *env) runCtx(ctx context.Context, job string) runResult {
 	e.t.Helper()
 	mark := e.fe.mark()
-	r, err := e.app.syncer.Run(ctx, job)
+	r, err := e.app.RunJob(ctx, job)
 	if ctx.Err() == context.DeadlineExceeded {
 		e.t.Fatalf("%s run did not finish within its deadline", job)
 	}

@@ -88,16 +88,12 @@ func runChild(role string) int {
 		return exitFailed
 	}
 	defer r.close()
-	if err := r.source.Init(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "child: init:", err)
-		return exitFailed
-	}
 	fmt.Fprintln(os.Stdout, readyLine)
 	switch role {
 	case childLoop:
 		for ctx.Err() == nil {
 			for _, job := range []string{jobs.JobHomes, jobs.JobDevices, jobs.JobHistory} {
-				if _, err := r.syncer.Run(ctx, job); errNotAuthorized(err) {
+				if _, err := r.RunJob(ctx, job); errNotAuthorized(err) {
 					fmt.Fprintln(os.Stderr, "child: not authorized:", err)
 					return exitNotAuthorized
 				}
@@ -107,7 +103,7 @@ func runChild(role string) int {
 	case childOnce:
 		code := 0
 		for _, job := range strings.Split(os.Getenv(envJobs), ",") {
-			run, err := r.syncer.Run(ctx, job)
+			run, err := r.RunJob(ctx, job)
 			fmt.Fprintf(os.Stdout, "%s%s %s requests=%d rows=%d error=%q\n", runPrefix, job, run.Status, run.Requests, run.RowsWritten, run.Error)
 			switch {
 			case run.Status == jobs.StatusSkipped || errNotAuthorized(err):

@@ -36,9 +36,6 @@ func setupGrant(t *testing.T, ctx context.Context, o rigOptions) {
 		t.Fatal(err)
 	}
 	defer r.close()
-	if err := r.source.Init(ctx); err != nil {
-		t.Fatal(err)
-	}
 	if st, err := r.authorize(ctx); err != nil {
 		t.Fatal(err)
 	} else if st.State != "ok" {

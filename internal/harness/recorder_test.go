@@ -81,13 +81,13 @@ const jobHeader = "X-Harness-Job"
 
 type jobKey struct{}
 
-// jobRunner runs the syncer with the job's name in the context, where
-// jobTransport finds it.
-type jobRunner struct{ syncer *jobs.Syncer }
+// jobRunner wraps the daemon's runner: it puts the job's name in the
+// context, where jobTransport finds it.
+type jobRunner struct{ next jobs.Runner }
 
 // Run implements jobs.Runner.
 func (j jobRunner) Run(ctx context.Context, job string) (model.Run, error) {
-	return j.syncer.Run(context.WithValue(ctx, jobKey{}, job), job)
+	return j.next.Run(context.WithValue(ctx, jobKey{}, job), job)
 }
 
 // jobTransport labels each request with the job in its context.

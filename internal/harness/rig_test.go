@@ -10,24 +10,21 @@ import (
 	"math"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/tibbersync/tibbersync/internal/auth"
 	"github.com/tibbersync/tibbersync/internal/clock"
+	"github.com/tibbersync/tibbersync/internal/config"
+	"github.com/tibbersync/tibbersync/internal/daemon"
 	"github.com/tibbersync/tibbersync/internal/jobs"
 	"github.com/tibbersync/tibbersync/internal/logging"
 	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/simulator"
-	"github.com/tibbersync/tibbersync/internal/store"
-	"github.com/tibbersync/tibbersync/internal/tibber"
-	"github.com/tibbersync/tibbersync/internal/tokenstore"
 	"github.com/tibbersync/tibbersync/internal/version"
 )
 
-// rigOptions configure the in-process wiring of the daemon's components.
+// rigOptions configure the daemon a harness process opens.
 type rigOptions struct {
 	dir    string // storage dir (data.db, secrets/tokens.db)
 	simURL string // simulator base URL
@@ -41,141 +38,74 @@ type rigOptions struct {
 	rateLimit    float64
 	backfillDays int
 	resolutions  []string
-	notifier     auth.Notifier
 	// wrapTransport, when set, wraps the shared HTTP client's transport.
 	wrapTransport func(http.RoundTripper) http.RoundTripper
+	// wrapRunner wraps the scheduler's runner (daemon.Options.WrapRunner).
+	wrapRunner func(jobs.Runner) jobs.Runner
+	// observers are told about every run and auth change.
+	observers []daemon.Observer
 }
 
-// rig is the daemon's write path, wired exactly as cmd/tibbersync/app.go
-// wires it (openApp), minus the web server and metrics: store, tokenstore,
-// auth.Source and auth.Flow, the Data API client and the jobs.Syncer.
+// rigNotBefore is the build-time floor (R26) of every rig: before the
+// fake clocks of the tests.
+var rigNotBefore = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// rig is the daemon (internal/daemon, the product's wiring) opened on a
+// harness's state directory; with a reporter, every commit to data.db and
+// tokens.db is reported after it returned.
 type rig struct {
-	data    *store.DB
-	secrets *tokenstore.Store
-	source  *auth.Source
-	flow    *auth.Flow
-	api     *tibber.Client
-	syncer  *jobs.Syncer
-	store   jobs.Store // data, wrapped by the commit reporter when reporting
+	*daemon.Daemon
 }
 
 // openRig opens data.db and tokens.db under o.dir and builds every
 // component. It makes no network call.
 func openRig(ctx context.Context, o rigOptions) (*rig, error) {
-	if o.clock == nil {
-		o.clock = clock.Real{}
-	}
 	if o.log == nil {
 		o.log = logging.Discard()
 	}
-	r := &rig{}
-	if err := os.MkdirAll(o.dir, 0o750); err != nil {
-		return nil, fmt.Errorf("open rig: create storage dir: %w", err)
+	cfg := config.Default()
+	cfg.Storage.Dir = o.dir
+	simulator.Configure(&cfg, o.simURL, o.redirectURL)
+	if o.backfillDays > 0 {
+		cfg.History.BackfillDays = o.backfillDays
 	}
-	var err error
-	r.data, err = store.Open(ctx, filepath.Join(o.dir, "data.db"), store.Options{
-		Clock: o.clock, Logger: o.log.With("component", "store"),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("open rig: %w", err)
-	}
-	r.secrets, err = tokenstore.Open(ctx, o.dir, o.clock)
-	if err != nil {
-		r.data.Close()
-		return nil, fmt.Errorf("open rig: %w", err)
-	}
-	var rep *reporter
-	var tokens auth.TokenStore = r.secrets
-	r.store = r.data
-	if o.report != nil {
-		rep = &reporter{w: o.report}
-		tokens = reportingTokens{Store: r.secrets, rep: rep}
-		r.store = reportingStore{DB: r.data, rep: rep}
-	}
-	if o.redirectURL == "" {
-		o.redirectURL = simulator.DefaultRedirectURI
-	}
-	hc := tibber.NewHTTPClient(30 * time.Second)
-	if o.wrapTransport != nil {
-		hc.Transport = o.wrapTransport(hc.Transport)
-	}
-	authOpts := auth.Options{
-		ClientID:     simulator.DefaultClientID,
-		ClientSecret: logging.NewSecret(simulator.DefaultClientSecret),
-		AuthURL:      o.simURL + "/connect/authorize",
-		TokenURL:     o.simURL + "/connect/token",
-		UserinfoURL:  o.simURL + "/connect/userinfo",
-		RedirectURL:  o.redirectURL,
-		HTTPClient:   hc,
-		UserAgent:    version.UserAgent(),
-		Store:        tokens,
-		Status:       r.data,
-		Notifier:     o.notifier,
-		Clock:        o.clock,
-		Logger:       o.log.With("component", "auth"),
-	}
-	if r.flow, err = auth.NewFlow(authOpts); err != nil {
-		r.close()
-		return nil, fmt.Errorf("open rig: flow: %w", err)
-	}
-	if r.source, err = auth.NewSource(authOpts); err != nil {
-		r.close()
-		return nil, fmt.Errorf("open rig: token source: %w", err)
+	if len(o.resolutions) > 0 {
+		cfg.History.Resolutions = o.resolutions
 	}
 	rate := o.rateLimit
 	if rate <= 0 {
-		rate = math.Inf(1)
+		rate = daemon.Unlimited
 	}
-	r.api, err = tibber.New(tibber.Options{
-		BaseURL:    o.simURL,
-		HTTPClient: hc,
-		Tokens:     r.source,
-		UserAgent:  version.UserAgent(),
-		Clock:      o.clock,
-		RateLimit:  rate,
-		Logger:     o.log.With("component", "tibber"),
-	})
+	do := daemon.Options{
+		Logger:        o.log,
+		Clock:         o.clock,
+		NotBefore:     rigNotBefore,
+		RateLimit:     rate,
+		WrapTransport: o.wrapTransport,
+		WrapRunner:    o.wrapRunner,
+		Observers:     o.observers,
+		// The harnesses drive the scheduler themselves, if at all.
+		ManualSchedule: true,
+	}
+	if o.report != nil {
+		rep := &reporter{w: o.report}
+		do.WrapStore = func(s jobs.Store) jobs.Store { return reportingStore{Store: s, rep: rep} }
+		do.WrapTokens = func(s auth.TokenStore) auth.TokenStore { return reportingTokens{TokenStore: s, rep: rep} }
+	}
+	d, err := daemon.Open(ctx, cfg, do)
 	if err != nil {
-		r.close()
-		return nil, fmt.Errorf("open rig: data api client: %w", err)
+		return nil, fmt.Errorf("open rig: %w", err)
 	}
-	resolutions := o.resolutions
-	if len(resolutions) == 0 {
-		resolutions = []string{"hour", "day"}
-	}
-	r.syncer = &jobs.Syncer{
-		API:                r.api,
-		Store:              r.store,
-		Clock:              o.clock,
-		Logger:             o.log.With("component", "jobs"),
-		Concurrency:        jobs.DefaultConcurrency,
-		HistoryResolutions: resolutions,
-		BackfillDays:       o.backfillDays,
-		GrantedScopes: func() []string {
-			st, err := r.source.Status(context.Background())
-			if err != nil {
-				return nil
-			}
-			return st.GrantedScopes
-		},
-	}
-	return r, nil
+	return &rig{d}, nil
 }
 
-func (r *rig) close() {
-	if r.data != nil {
-		r.data.Close()
-	}
-	if r.secrets != nil {
-		r.secrets.Close()
-	}
-}
+func (r *rig) close() { _ = r.Close() }
 
 // authorize runs the authorization code flow against a simulator with
 // AutoConsent, as a browser would: Flow.Start, the authorize redirect, and
 // Flow.Complete with the redirected URL.
 func (r *rig) authorize(ctx context.Context) (model.AuthStatus, error) {
-	authURL, err := r.flow.Start(ctx)
+	authURL, err := r.Flow().Start(ctx)
 	if err != nil {
 		return model.AuthStatus{}, fmt.Errorf("authorize: %w", err)
 	}
@@ -183,7 +113,7 @@ func (r *rig) authorize(ctx context.Context) (model.AuthStatus, error) {
 	if err != nil {
 		return model.AuthStatus{}, err
 	}
-	st, err := r.flow.Complete(ctx, loc)
+	st, err := r.Flow().Complete(ctx, loc)
 	if err != nil {
 		return model.AuthStatus{}, fmt.Errorf("authorize: complete: %w", err)
 	}
@@ -268,16 +198,16 @@ func (r *reporter) report(c commitReport) {
 	_, _ = r.w.Write(line)
 }
 
-// reportingStore is the real *store.DB; it reports each commit after it
-// returned. It implements jobs.Store.
+// reportingStore is data.db as the syncer sees it; it reports each commit
+// after it returned. It implements jobs.Store.
 type reportingStore struct {
-	*store.DB
+	jobs.Store
 	rep *reporter
 }
 
 // SaveInventory implements jobs.Store.
 func (s reportingStore) SaveInventory(ctx context.Context, run model.Run, b model.InventoryBatch) (model.Run, error) {
-	saved, err := s.DB.SaveInventory(ctx, run, b)
+	saved, err := s.Store.SaveInventory(ctx, run, b)
 	if err == nil {
 		c := commitReport{Kind: commitRun, RunID: saved.ID, Job: saved.Job, Status: saved.Status, FinishedMS: saved.FinishedAt.UnixMilli()}
 		for _, d := range b.Details {
@@ -290,7 +220,7 @@ func (s reportingStore) SaveInventory(ctx context.Context, run model.Run, b mode
 
 // RecordRun implements jobs.Store.
 func (s reportingStore) RecordRun(ctx context.Context, run model.Run) (int64, error) {
-	id, err := s.DB.RecordRun(ctx, run)
+	id, err := s.Store.RecordRun(ctx, run)
 	if err == nil {
 		s.rep.report(commitReport{Kind: commitRun, RunID: id, Job: run.Job, Status: run.Status, FinishedMS: run.FinishedAt.UnixMilli()})
 	}
@@ -299,7 +229,7 @@ func (s reportingStore) RecordRun(ctx context.Context, run model.Run) (int64, er
 
 // SaveHistoryPage implements jobs.Store.
 func (s reportingStore) SaveHistoryPage(ctx context.Context, deviceID, resolution string, page model.HistoryPage, cp model.HistoryCheckpoint) (model.HistoryResult, error) {
-	res, err := s.DB.SaveHistoryPage(ctx, deviceID, resolution, page, cp)
+	res, err := s.Store.SaveHistoryPage(ctx, deviceID, resolution, page, cp)
 	if err == nil {
 		c := commitReport{Kind: commitPage, Device: deviceID, Resolution: resolution}
 		last := cp.LastPeriod
@@ -338,16 +268,16 @@ func storedItems(page model.HistoryPage) []model.HistoryItem {
 	return out
 }
 
-// reportingTokens is the real *tokenstore.Store; it reports each committed
+// reportingTokens is tokens.db as auth sees it; it reports each committed
 // token generation. It implements auth.TokenStore.
 type reportingTokens struct {
-	*tokenstore.Store
+	auth.TokenStore
 	rep *reporter
 }
 
 // SaveGrant implements auth.TokenStore.
 func (s reportingTokens) SaveGrant(ctx context.Context, tok model.Token, at time.Time) (int64, error) {
-	gen, err := s.Store.SaveGrant(ctx, tok, at)
+	gen, err := s.TokenStore.SaveGrant(ctx, tok, at)
 	if err == nil {
 		s.rep.report(commitReport{Kind: commitToken, Generation: gen})
 	}
@@ -356,7 +286,7 @@ func (s reportingTokens) SaveGrant(ctx context.Context, tok model.Token, at time
 
 // SaveRefreshed implements auth.TokenStore.
 func (s reportingTokens) SaveRefreshed(ctx context.Context, tok model.Token, base int64) (int64, error) {
-	gen, err := s.Store.SaveRefreshed(ctx, tok, base)
+	gen, err := s.TokenStore.SaveRefreshed(ctx, tok, base)
 	if err == nil {
 		s.rep.report(commitReport{Kind: commitToken, Generation: gen})
 	}

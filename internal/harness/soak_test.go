@@ -19,7 +19,7 @@ import (
 
 	"github.com/tibbersync/tibbersync/internal/cisummary"
 	"github.com/tibbersync/tibbersync/internal/clock"
-	"github.com/tibbersync/tibbersync/internal/config"
+	"github.com/tibbersync/tibbersync/internal/daemon"
 	"github.com/tibbersync/tibbersync/internal/jobs"
 	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/simulator"
@@ -105,15 +105,25 @@ func TestFaultSoak(t *testing.T) {
 	logs := &lockedBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	dir := t.TempDir()
+	var runsMu sync.Mutex
+	runs := map[string]int{}
+	statuses := map[string]int{}
+	counter := daemon.ObserverFuncs{Run: func(_ context.Context, run model.Run, _ error) {
+		runsMu.Lock()
+		runs[run.Job]++
+		statuses[run.Status]++
+		runsMu.Unlock()
+	}}
+	// The daemon as the product wires it (its scheduler, runner policy and
+	// history-after-devices chain), driven tick by tick on the fake clock.
 	r, err := openRig(ctx, rigOptions{dir: dir, simURL: srv.URL, clock: clk, log: log, backfillDays: soakBackfill,
-		wrapTransport: func(rt http.RoundTripper) http.RoundTripper { return jobTransport{base: rt} }})
+		wrapTransport: func(rt http.RoundTripper) http.RoundTripper { return jobTransport{base: rt} },
+		wrapRunner:    func(next jobs.Runner) jobs.Runner { return jobRunner{next: next} },
+		observers:     []daemon.Observer{counter}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.close()
-	if err := r.source.Init(ctx); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := r.authorize(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -123,36 +133,15 @@ func TestFaultSoak(t *testing.T) {
 		sim.Faults().Add(f)
 	}
 
-	cfg := config.Default()
+	cfg := r.Config()
 	specs := map[string]string{jobs.JobHomes: cfg.Schedule.Homes, jobs.JobDevices: cfg.Schedule.Devices, jobs.JobHistory: cfg.Schedule.History}
 	rng := rand.New(rand.NewPCG(soakSeed, 1))
 	var rngMu sync.Mutex
-	var runsMu sync.Mutex
-	runs := map[string]int{}
-	statuses := map[string]int{}
-	sched := &jobs.Scheduler{
-		Runner: jobRunner{syncer: r.syncer},
-		Store:  r.data,
-		Clock:  clk,
-		Logger: log,
-		Jitter: cfg.Schedule.Jitter,
-		Rand: func() float64 {
-			rngMu.Lock()
-			defer rngMu.Unlock()
-			return rng.Float64()
-		},
-		OnRun: func(run model.Run, _ error) {
-			runsMu.Lock()
-			runs[run.Job]++
-			statuses[run.Status]++
-			runsMu.Unlock()
-		},
-	}
-	for _, name := range []string{jobs.JobHomes, jobs.JobDevices, jobs.JobHistory} {
-		sched.Jobs = append(sched.Jobs, jobs.Job{Name: name, Spec: specs[name]})
-	}
-	if err := sched.Validate(); err != nil {
-		t.Fatal(err)
+	sched := r.Scheduler()
+	sched.Rand = func() float64 {
+		rngMu.Lock()
+		defer rngMu.Unlock()
+		return rng.Float64()
 	}
 
 	begin := clk.Now()
@@ -165,9 +154,7 @@ func TestFaultSoak(t *testing.T) {
 		sched.RunDue(ctx)
 		sched.Wait()
 		if ticks%2 == 0 { // the daemon's maintenance loop runs every minute
-			if err := r.source.KeepAlive(ctx); err != nil && !errNotAuthorized(err) {
-				t.Logf("keep-alive at %s: %v", clk.Now().Format(time.TimeOnly), err)
-			}
+			r.Maintain(ctx)
 		}
 		clk.Advance(soakTick)
 		ticks++
@@ -175,7 +162,7 @@ func TestFaultSoak(t *testing.T) {
 	simulated := clk.Now().Sub(begin)
 
 	// Final state ok, no refresh-token reuse.
-	st, err := r.source.Status(ctx)
+	st, err := r.Auth().Status(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -280,7 +267,8 @@ type soakBoundResult struct {
 
 // soakBound derives the most Data API requests the schedule allows:
 // Σ over jobs of (cycles × first attempts per cycle) × MaxAttempts, where
-// cycles are the cron slots in the window plus the immediate first run, and
+// cycles are the cron slots in the window plus the immediate first run
+// (and, for history, the run chained after the first devices run), and
 // first attempts come from the account: homes 1 + H, devices 1 + H + D
 // (details), history, per (home, device, resolution) stream, the pages its
 // window can span at PageSize periods per page, plus one.
@@ -298,6 +286,9 @@ func soakBound(t *testing.T, acct simulator.Account, specs map[string]string, be
 		}
 		cycles[job] = n
 	}
+	// The daemon runs history once more right after the first devices run
+	// stored the inventory (internal/daemon's history-after-devices chain).
+	cycles[jobs.JobHistory]++
 	homes, unique := len(acct.Homes), map[string]bool{}
 	pagesPerRun := 0
 	window := max(time.Duration(soakBackfill)*24*time.Hour, lookback+time.Hour)

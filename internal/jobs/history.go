@@ -77,7 +77,7 @@ type streamOutcome struct {
 // the token source said not authorized before any page was stored (partial,
 // naming the stop, when pages were already stored in this run).
 func (s *Syncer) RunHistory(ctx context.Context) (model.Run, error) {
-	run := model.Run{Job: JobHistory, StartedAt: s.now()}
+	run := s.begin(ctx, JobHistory)
 	m := &meter{}
 	ctx = withRequestCounter(ctx, &m.counter)
 	log := s.logger().With("job", JobHistory)
@@ -88,6 +88,15 @@ func (s *Syncer) RunHistory(ctx context.Context) (model.Run, error) {
 	}
 	streams := s.historyStreams(homeDevs)
 	pl := &progressLog{log: log, now: s.now, last: s.now()}
+	if t, ok := s.Store.(RunTracker); ok && run.ID != 0 {
+		every := s.ProgressEvery
+		if every <= 0 {
+			every = time.Second
+		}
+		pl.run = &runProgress{ctx: ctx, t: t, id: run.ID, m: m, log: log, now: s.now, start: run.StartedAt, every: every,
+			p: model.RunProgress{StreamsTotal: len(streams), Fraction: -1}}
+		pl.run.write(true)
+	}
 
 	var (
 		problems             []string
@@ -97,13 +106,19 @@ func (s *Syncer) RunHistory(ctx context.Context) (model.Run, error) {
 		hardFailed, rejected int
 		attempted            int
 	)
-	for _, st := range streams {
+	for i, st := range streams {
 		if err := ctx.Err(); err != nil {
 			fatal = err
 			break
 		}
+		if stopRequested(ctx) {
+			fatal = ErrStopped
+			break
+		}
 		attempted++
+		pl.streamStart(i, st)
 		out := s.syncStream(ctx, m, st, pl)
+		pl.streamDone(i + 1)
 		pages += out.pages
 		rows += out.inserted + out.updated
 		problems = append(problems, out.problems...)
@@ -135,6 +150,10 @@ func (s *Syncer) RunHistory(ctx context.Context) (model.Run, error) {
 			run.Status = StatusSkipped
 		case errors.Is(fatal, model.ErrNotAuthorized):
 			run.Status = StatusPartial
+		case interrupted(ctx, fatal):
+			// Shutdown: every committed page is kept and the run resumes
+			// from its checkpoints next time.
+			run.Status = StatusInterrupted
 		default:
 			run.Status = StatusFailed
 		}
@@ -253,9 +272,16 @@ func (s *Syncer) syncStream(ctx context.Context, m *meter, st historyStream, pl 
 		return streamOutcome{fatal: err}
 	}
 	defer s.closeStream(sr)
+	baseRows, basePoints := pl.rows, pl.points
 	for {
 		if err := ctx.Err(); err != nil {
 			sr.out.fatal = err
+			return sr.out
+		}
+		if stopRequested(ctx) {
+			// Shutdown: end after the last committed page; the checkpoint
+			// resumes from here.
+			sr.out.fatal = ErrStopped
 			return sr.out
 		}
 		page, err := s.fetchPage(ctx, sr)
@@ -269,6 +295,8 @@ func (s *Syncer) syncStream(ctx context.Context, m *meter, st historyStream, pl 
 			sr.out.fatal = err
 			return sr.out
 		}
+		pl.rows = baseRows + sr.out.inserted + sr.out.updated
+		pl.points = basePoints + sr.out.points
 		s.pageProgress(sr, page, pl, !end)
 		if end {
 			return sr.out
@@ -494,22 +522,107 @@ func laterOf(a, b time.Time) time.Time {
 	return a
 }
 
-// progressLog writes INFO progress lines at a modest rate.
+// progressLog writes INFO progress lines at a modest rate, and the run's
+// progress to the store when it records runs in progress.
 type progressLog struct {
-	log   *slog.Logger
-	now   func() time.Time
-	last  time.Time
-	pages int
+	log    *slog.Logger
+	now    func() time.Time
+	last   time.Time
+	pages  int
+	rows   int // rows written by the run so far
+	points int // history items fetched by the run so far
+	run    *runProgress
+}
+
+// streamStart notes that stream i (0-based) begins.
+func (p *progressLog) streamStart(i int, st historyStream) {
+	if p.run == nil {
+		return
+	}
+	name := st.dev.Name
+	if name == "" {
+		name = st.dev.ID
+	}
+	p.run.p.StreamsDone = i
+	p.run.p.Current = name + ", " + st.resolution
+	p.run.p.CurrentReached = time.Time{}
+	p.run.cur = 0
+	p.run.write(false)
+}
+
+// streamDone notes that done streams are finished; always written.
+func (p *progressLog) streamDone(done int) {
+	if p.run == nil {
+		return
+	}
+	p.run.p.StreamsDone = done
+	p.run.p.RowsWritten = p.rows
+	p.run.cur = 0
+	p.run.write(true)
 }
 
 // page notes one page and logs when progressLogInterval passed or every
 // progressLogPages pages.
 func (p *progressLog) page(log *slog.Logger, hp HistoryProgress) {
 	p.pages++
+	if p.run != nil {
+		p.run.p.Pages++
+		p.run.p.Points = p.points
+		p.run.p.RowsWritten = p.rows
+		p.run.p.CurrentReached = hp.Reached
+		if f, ok := progressFraction(hp); ok {
+			p.run.cur = f
+		}
+		p.run.write(false)
+	}
 	now := p.now()
 	if now.Sub(p.last) < progressLogInterval && p.pages%progressLogPages != 0 {
 		return
 	}
 	p.last = now
 	log.Info("history progress", "pages", hp.Pages, "points", hp.Points, "reached", hp.Reached, "target", hp.Target)
+}
+
+// runProgress writes a running history run's progress to the store, at
+// most once per every (stream ends always).
+type runProgress struct {
+	ctx     context.Context
+	t       RunTracker
+	id      int64
+	m       *meter
+	log     *slog.Logger
+	now     func() time.Time
+	start   time.Time
+	every   time.Duration
+	written time.Time
+	cur     float64 // fraction of the current stream done
+	p       model.RunProgress
+	failed  bool // a write failed; logged once
+}
+
+func (r *runProgress) write(force bool) {
+	now := r.now()
+	if !force && !r.written.IsZero() && now.Sub(r.written) < r.every {
+		return
+	}
+	r.written = now
+	r.p.Requests = r.m.requests()
+	r.p.UpdatedAt = now.UTC()
+	r.p.Fraction, r.p.ETA = -1, time.Time{}
+	if r.p.StreamsTotal > 0 {
+		f := (float64(r.p.StreamsDone) + min(max(r.cur, 0), 1)) / float64(r.p.StreamsTotal)
+		r.p.Fraction = min(f, 1)
+		if elapsed := now.Sub(r.start); f > 0 && f < 1 && elapsed > 0 {
+			r.p.ETA = now.Add(time.Duration(float64(elapsed) * (1 - f) / f)).UTC()
+		}
+	} else {
+		r.p.Fraction = 1
+	}
+	if r.ctx.Err() != nil {
+		return
+	}
+	if err := r.t.UpdateRunProgress(r.ctx, r.id, r.p); err != nil && !r.failed {
+		r.failed = true
+		r.log.Warn("record run progress", "err", err)
+	}
 }

@@ -59,6 +59,13 @@ func TestNextState(t *testing.T) {
 			at:   at,
 			want: model.JobState{Job: "devices", LastRunAt: start, LastSuccessAt: end, NextRunAt: slot, LastError: "1 device failed"},
 		},
+		"an interrupted run is no failure and runs again at the next start": {
+			st:   failing(2),
+			run:  model.Run{Status: StatusInterrupted, Error: "stopped: tibbersync is shutting down"},
+			err:  ErrStopped,
+			at:   at,
+			want: model.JobState{Job: "devices", LastRunAt: start, LastSuccessAt: t0.Add(-time.Hour), NextRunAt: end, ConsecutiveFailures: 2, LastError: "stopped: tibbersync is shutting down"},
+		},
 		"first failure counts, no breaker": {
 			st:   failing(0),
 			run:  model.Run{Status: StatusFailed},

@@ -515,8 +515,8 @@ func nextState(st model.JobState, run model.Run, err error, at runTimes) (model.
 		st.LastSuccessAt = at.end
 		st.ConsecutiveFailures = 0
 		st.BreakerUntil = time.Time{}
-	case StatusFailed:
-		if at.interrupted {
+	case StatusFailed, StatusInterrupted:
+		if at.interrupted || run.Status == StatusInterrupted {
 			// Stopped by shutdown: not the API's fault; run again at the
 			// next start.
 			st.NextRunAt = at.end
@@ -553,6 +553,8 @@ func logRun(log *slog.Logger, run model.Run, err error, state model.JobState, to
 		log.Warn("job failed", append(attrs, "err", errText(err, run))...)
 	case run.Status == StatusFailed:
 		log.Debug("job failed again", append(attrs, "consecutive_failures", state.ConsecutiveFailures, "err", errText(err, run))...)
+	case run.Status == StatusInterrupted:
+		log.Info("job interrupted by shutdown; it resumes at the next start", attrs...)
 	case run.Status == StatusSkipped:
 		log.Debug("job skipped", append(attrs, "err", errText(err, run))...)
 	case run.Status == StatusPartial:
@@ -681,6 +683,8 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	// Jobs outlive ctx by up to stopTimeout, so they get their own context.
 	jobCtx, cancelJobs := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelJobs()
+	// A resumable history run stops at its next page once ctx is done.
+	jobCtx = WithStop(jobCtx, ctx.Done())
 
 	timer := time.NewTimer(tick)
 	defer timer.Stop()

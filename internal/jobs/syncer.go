@@ -27,6 +27,11 @@ const (
 	StatusPartial = "partial"
 	StatusFailed  = "failed"
 	StatusSkipped = "skipped"
+	// StatusRunning marks the row of a run in progress.
+	StatusRunning = "running"
+	// StatusInterrupted is a run cut short by shutdown (or whose process
+	// died): neither a success nor a failure of the API.
+	StatusInterrupted = "interrupted"
 )
 
 // Defaults of the Syncer's knobs.
@@ -83,11 +88,86 @@ type Syncer struct {
 	// Progress, when set, is called after each history page and once when a
 	// stream ends (with Done set).
 	Progress func(HistoryProgress)
+	// Authorized, when set, is asked before a run starts: an error wrapping
+	// model.ErrNotAuthorized records the run as skipped without any work
+	// (a history run before authorization is not an "ok" run that synced
+	// no devices).
+	Authorized func(ctx context.Context) error
+	// ProgressEvery is the least time between two progress writes of a
+	// running history run to the store (default 1s); the end of each stream
+	// is always written.
+	ProgressEvery time.Duration
+}
+
+// RunTracker is implemented by a Store that shows runs while they run
+// (*store.DB): a run's row is written when it starts, with status running,
+// and finished in place by RecordRun or SaveInventory (Run.ID set).
+type RunTracker interface {
+	StartRun(ctx context.Context, run model.Run) (int64, error)
+	UpdateRunProgress(ctx context.Context, id int64, p model.RunProgress) error
+}
+
+// ErrStopped ends a run at a safe point because the process is stopping.
+var ErrStopped = errors.New("stopped: tibbersync is shutting down")
+
+type stopKey struct{}
+
+// WithStop returns ctx carrying stop: once stop is closed, a history run
+// ends after the page it is saving (it resumes from its checkpoint next
+// time) and is recorded as interrupted, instead of running on until its
+// context is cancelled.
+func WithStop(ctx context.Context, stop <-chan struct{}) context.Context {
+	return context.WithValue(ctx, stopKey{}, stop)
+}
+
+// stopRequested reports whether the stop channel of ctx is closed.
+func stopRequested(ctx context.Context) bool {
+	ch, _ := ctx.Value(stopKey{}).(<-chan struct{})
+	if ch == nil {
+		return false
+	}
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// interrupted reports whether err (or ctx) means the run was cut short by
+// shutdown: a cancelled context or a stop request. A run that hit its own
+// deadline is not interrupted but failed.
+func interrupted(ctx context.Context, err error) bool {
+	return errors.Is(err, ErrStopped) || errors.Is(ctx.Err(), context.Canceled)
+}
+
+// begin starts a run: its row is written at once with status running when
+// the store supports it.
+func (s *Syncer) begin(ctx context.Context, job string) model.Run {
+	run := model.Run{Job: job, StartedAt: s.now()}
+	if t, ok := s.Store.(RunTracker); ok {
+		id, err := t.StartRun(ctx, run)
+		if err != nil {
+			s.logger().Warn("record run start", "job", job, "err", err)
+		} else {
+			run.ID = id
+		}
+	}
+	return run
 }
 
 // Run runs the job with the given name once: "homes", "devices" or "history".
 // It implements the scheduler's Runner.
 func (s *Syncer) Run(ctx context.Context, job string) (model.Run, error) {
+	switch job {
+	case JobHomes, JobDevices, JobHistory:
+		if s.Authorized == nil {
+			break
+		}
+		if err := s.Authorized(ctx); err != nil && errors.Is(err, model.ErrNotAuthorized) {
+			return s.abort(ctx, model.Run{Job: job, StartedAt: s.now()}, &meter{}, err)
+		}
+	}
 	switch job {
 	case JobHomes:
 		return s.RunHomes(ctx)
@@ -186,8 +266,11 @@ func (s *Syncer) scopes() []string {
 // ctx was cancelled (shutdown), within recordTimeout.
 func (s *Syncer) abort(ctx context.Context, run model.Run, m *meter, cause error) (model.Run, error) {
 	run.Status = StatusFailed
-	if errors.Is(cause, model.ErrNotAuthorized) {
+	switch {
+	case errors.Is(cause, model.ErrNotAuthorized):
 		run.Status = StatusSkipped
+	case interrupted(ctx, cause):
+		run.Status = StatusInterrupted
 	}
 	run.Error = cause.Error()
 	return s.record(ctx, run, m, cause)
@@ -256,6 +339,7 @@ type pipeline struct {
 	queue   []func()
 	pending int             // queued or running items
 	claimed map[string]bool // device ids whose detail some home fetches
+	seen    map[string]bool // device ids any list named
 	stopErr error           // a token error: no further call may be made
 }
 
@@ -291,6 +375,13 @@ func (p *pipeline) worker() {
 	}
 }
 
+// claimedDevices is every device id a saved list named.
+func (p *pipeline) claimedDevices() map[string]bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.seen
+}
+
 // called records one finished API call; a token error stops the run.
 func (p *pipeline) called(err error) {
 	p.m.done(err)
@@ -324,6 +415,9 @@ func (p *pipeline) list(h *homeState) {
 	}
 	h.devs = cleanDevices(devs, h.home.ID, &h.res.problems)
 	p.mu.Lock()
+	for _, d := range h.devs {
+		p.seen[d.ID] = true
+	}
 	if p.withDetails {
 		for _, d := range h.devs {
 			if !p.claimed[d.ID] {
@@ -411,7 +505,7 @@ func (p *pipeline) save(h *homeState) {
 }
 
 func (s *Syncer) runInventory(ctx context.Context, job string, withDetails bool) (model.Run, error) {
-	run := model.Run{Job: job, StartedAt: s.now()}
+	run := s.begin(ctx, job)
 	m := &meter{}
 	ctx = withRequestCounter(ctx, &m.counter)
 	log := s.logger().With("job", job)
@@ -434,6 +528,7 @@ func (s *Syncer) runInventory(ctx context.Context, job string, withDetails bool)
 		// waits for the saver, so fetched homes cannot pile up in memory.
 		saves:   make(chan *homeState, 1),
 		claimed: map[string]bool{},
+		seen:    map[string]bool{},
 	}
 	p.cond = sync.NewCond(&p.mu)
 	states := make([]*homeState, len(homes))
@@ -487,6 +582,9 @@ func (s *Syncer) runInventory(ctx context.Context, job string, withDetails bool)
 	}
 	run.Error = summarize(problems, detailFailed, targets)
 	run.Requests = m.requests()
+	// What the run saw, whether or not it changed anything: the homes job
+	// says "2 homes, 9 devices" even when the devices job stored them first.
+	run.Progress = &model.RunProgress{Homes: len(homes), Devices: len(p.claimedDevices()), Requests: run.Requests, Fraction: 1}
 	run.FinishedAt = s.now()
 
 	// The homes list (removed homes), devices no active home lists any

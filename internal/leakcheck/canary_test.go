@@ -7,13 +7,11 @@ import (
 	"fmt"
 	"html"
 	"io"
-	"math"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -25,16 +23,13 @@ import (
 	"github.com/tibbersync/tibbersync/internal/auth"
 	"github.com/tibbersync/tibbersync/internal/clock"
 	"github.com/tibbersync/tibbersync/internal/config"
+	"github.com/tibbersync/tibbersync/internal/daemon"
 	"github.com/tibbersync/tibbersync/internal/jobs"
 	"github.com/tibbersync/tibbersync/internal/logging"
-	"github.com/tibbersync/tibbersync/internal/metrics"
 	"github.com/tibbersync/tibbersync/internal/model"
-	"github.com/tibbersync/tibbersync/internal/notify"
 	"github.com/tibbersync/tibbersync/internal/simulator"
 	"github.com/tibbersync/tibbersync/internal/store"
-	"github.com/tibbersync/tibbersync/internal/tibber"
 	"github.com/tibbersync/tibbersync/internal/tokenstore"
-	"github.com/tibbersync/tibbersync/internal/version"
 	"github.com/tibbersync/tibbersync/internal/web"
 )
 
@@ -96,13 +91,12 @@ func (e *errLog) joined() []byte {
 	return []byte(strings.Join(e.errs, "\n"))
 }
 
-// panicRunner runs jobs through the syncer with the daemon's cycle
-// deadline, or panics with a queued value instead.
+// panicRunner wraps the daemon's runner: it runs jobs through it, or
+// panics with a queued value instead.
 type panicRunner struct {
-	syncer  *jobs.Syncer
-	timeout time.Duration
-	mu      sync.Mutex
-	queue   []any
+	next  jobs.Runner
+	mu    sync.Mutex
+	queue []any
 }
 
 func (r *panicRunner) panicWith(v any) {
@@ -120,16 +114,13 @@ func (r *panicRunner) Run(ctx context.Context, job string) (model.Run, error) {
 		panic(p)
 	}
 	r.mu.Unlock()
-	ctx, cancel := context.WithTimeout(ctx, r.timeout)
-	defer cancel()
-	return r.syncer.Run(ctx, job)
+	return r.next.Run(ctx, job)
 }
 
-// statusSource is app.Summary from cmd/tibbersync (data.db summary plus
-// token expiry estimates), with a one-shot panic for the web handler test.
+// statusSource is data.db as the daemon's web server reads it, with a
+// one-shot panic for the web handler test.
 type statusSource struct {
-	data   *store.DB
-	source *auth.Source
+	web.StatusSource
 	panicV atomic.Pointer[any]
 }
 
@@ -137,22 +128,7 @@ func (s *statusSource) Summary(ctx context.Context) (model.Summary, error) {
 	if p := s.panicV.Swap(nil); p != nil {
 		panic(*p)
 	}
-	sum, err := s.data.Summary(ctx)
-	if err != nil {
-		return sum, err
-	}
-	if tok, ok, err := s.source.Token(ctx); err == nil && ok {
-		sum.Auth.AccessExpiresAt = tok.Expiry
-		sum.Auth.RefreshIssuedAt = tok.RefreshIssuedAt
-		if !tok.RefreshIssuedAt.IsZero() {
-			sum.Auth.RefreshExpiresEst = tok.RefreshIssuedAt.Add(30 * 24 * time.Hour)
-		}
-	}
-	return sum, nil
-}
-
-func (s *statusSource) CapabilitySeries(ctx context.Context, id string, since time.Time) ([]model.Series, error) {
-	return s.data.CapabilitySeries(ctx, id, since)
+	return s.StatusSource.Summary(ctx)
 }
 
 // pageLog records the body of every response tibbersync's web server sends
@@ -200,8 +176,9 @@ func (h *hookLog) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
-// harness is the daemon wired as cmd/tibbersync's openApp and daemon.run
-// wire it, against the simulator behind a recording proxy, on a fake clock.
+// harness is the daemon (internal/daemon, the product's wiring) against the
+// simulator behind a recording proxy, on a fake clock, with the scheduler
+// driven by the test.
 type harness struct {
 	t      *testing.T
 	ctx    context.Context
@@ -215,17 +192,14 @@ type harness struct {
 	errs   *errLog
 	hook   *hookLog
 
+	d        *daemon.Daemon
 	data     *store.DB
 	secrets  *tokenstore.Store
 	source   *auth.Source
 	flow     *auth.Flow
-	api      *tibber.Client
-	metrics  *metrics.Metrics
-	notifier *notify.Notifier
 	sched    *jobs.Scheduler
 	runner   *panicRunner
 	status   *statusSource
-	srv      *web.Server
 	webURL   string
 	redirect string
 
@@ -236,9 +210,9 @@ type harness struct {
 	// stopStderr ends the capture of fd 2 and returns what was written.
 	stopStderr func() []byte
 
-	stopNotifier context.CancelFunc
-	notifierDone chan struct{}
-	closed       bool
+	stopDaemon context.CancelFunc
+	daemonDone chan error
+	closed     bool
 }
 
 func newHarness(t *testing.T, ctx context.Context) *harness {
@@ -254,8 +228,12 @@ func newHarness(t *testing.T, ctx context.Context) *harness {
 	h.logs = sinks
 
 	// The web port must be known before the simulator registers the
-	// redirect URI; it stays reserved until the web server binds it.
-	webAddr, release := reservePort(t)
+	// redirect URI: the socket is bound now and handed to the daemon.
+	webLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	webAddr := webLn.Addr().String()
 	_, port, _ := net.SplitHostPort(webAddr)
 	h.redirect = "http://localhost:" + port + "/callback"
 
@@ -279,152 +257,51 @@ func newHarness(t *testing.T, ctx context.Context) *harness {
 	cfg := config.Default()
 	cfg.Storage.Dir = h.dir
 	cfg.Web.Listen = webAddr
-	cfg.Tibber.ClientID = simulator.DefaultClientID
+	simulator.Configure(&cfg, simSrv.URL, h.redirect)
 	cfg.ClientSecret = logging.NewSecret(canaryClientSecret)
-	cfg.Tibber.RedirectURL = h.redirect
-	cfg.Tibber.AuthURL = simSrv.URL + "/connect/authorize"
-	cfg.Tibber.TokenURL = simSrv.URL + "/connect/token"
-	cfg.Tibber.UserinfoURL = simSrv.URL + "/connect/userinfo"
-	cfg.Tibber.APIURL = simSrv.URL
 	cfg.Tibber.RequestTimeout = 10 * time.Second
 	cfg.History.BackfillDays = 2
 	cfg.Schedule = config.Schedule{Devices: "@every 5m", Homes: "@every 1h", History: "@every 1h"}
 	cfg.Notify.WebhookURL = hookSrv.URL + "/hook?token=" + canaryWebhookToken
 
-	// What follows is openApp (cmd/tibbersync/app.go) with the test's clock,
-	// logger and an unlimited request rate.
-	if err := os.MkdirAll(h.dir, 0o750); err != nil {
-		t.Fatal(err)
-	}
-	var err error
-	h.data, err = store.Open(ctx, filepath.Join(h.dir, "data.db"), store.Options{Clock: h.clk, Logger: logger.With("component", "store")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.secrets, err = tokenstore.Open(ctx, h.dir, h.clk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hc := tibber.NewHTTPClient(cfg.Tibber.RequestTimeout)
-	h.metrics = metrics.New()
-	h.notifier = notify.New(notify.Options{
-		WebhookURL: cfg.Notify.WebhookURL,
-		Reminder:   cfg.Notify.Reminder,
-		UserAgent:  version.UserAgent(),
-		Clock:      hybridClock{h.clk},
-		Logger:     logger.With("component", "notify"),
-		StatusURL:  "http://" + webAddr + "/",
-		Timeout:    5 * time.Second,
-	})
-	authOpts := auth.Options{
-		ClientID:     cfg.Tibber.ClientID,
-		ClientSecret: cfg.ClientSecret,
-		AuthURL:      cfg.Tibber.AuthURL,
-		TokenURL:     cfg.Tibber.TokenURL,
-		UserinfoURL:  cfg.Tibber.UserinfoURL,
-		RedirectURL:  cfg.Tibber.RedirectURL,
-		Scopes:       cfg.Tibber.Scopes,
-		HTTPClient:   hc,
-		UserAgent:    version.UserAgent(),
-		Store:        h.secrets,
-		Status:       h.data,
-		Notifier:     h.notifier,
-		Clock:        h.clk,
-		Logger:       logger.With("component", "auth"),
-		NotBefore:    notBefore,
-	}
-	if h.flow, err = auth.NewFlow(authOpts); err != nil {
-		t.Fatal(err)
-	}
-	if h.source, err = auth.NewSource(authOpts); err != nil {
-		t.Fatal(err)
-	}
-	h.api, err = tibber.New(tibber.Options{
-		BaseURL:        cfg.Tibber.APIURL,
-		HTTPClient:     hc,
-		Tokens:         h.source,
-		UserAgent:      version.UserAgent(),
+	// The daemon as the product wires it, with the test's clock, logger,
+	// an unlimited request rate, and hooks for panics and run errors.
+	h.d, err = daemon.Open(ctx, cfg, daemon.Options{
+		Logger:         logger,
 		Clock:          h.clk,
-		MaxBodyBytes:   cfg.Tibber.MaxResponseBytes,
-		RequestTimeout: cfg.Tibber.RequestTimeout,
-		RateLimit:      math.Inf(1),
-		Logger:         logger.With("component", "tibber"),
-		Observer:       metricsObserver{h.metrics},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	syncer := &jobs.Syncer{
-		API:                h.api,
-		Store:              h.data,
-		Clock:              h.clk,
-		Logger:             logger.With("component", "jobs"),
-		Concurrency:        cfg.Sync.Concurrency,
-		GrantedScopes:      h.grantedScopes,
-		HistoryResolutions: cfg.History.Resolutions,
-		BackfillDays:       cfg.History.BackfillDays,
-		Lookback:           cfg.History.Lookback,
-	}
-	if err := h.source.Init(ctx); err != nil {
-		t.Fatal(err)
-	}
-
-	// And daemon.run (cmd/tibbersync/run.go): scheduler, web server, notifier.
-	h.runner = &panicRunner{syncer: syncer, timeout: cfg.Sync.CycleTimeout}
-	h.sched = &jobs.Scheduler{
-		Runner:    h.runner,
-		Store:     h.data,
-		Clock:     h.clk,
-		Logger:    logger.With("component", "scheduler"),
-		NotBefore: notBefore,
-		OnRun: func(r model.Run, err error) {
-			h.metrics.ObserveRun(r.Job, r.Status, r.RowsWritten, r.FinishedAt)
+		NotifyClock:    hybridClock{h.clk},
+		NotBefore:      notBefore,
+		RateLimit:      daemon.Unlimited,
+		Metrics:        true,
+		Listener:       webLn,
+		ManualSchedule: true,
+		WrapRunner: func(next jobs.Runner) jobs.Runner {
+			h.runner = &panicRunner{next: next}
+			return h.runner
+		},
+		WrapStatus: func(next web.StatusSource) web.StatusSource {
+			h.status = &statusSource{StatusSource: next}
+			return h.status
+		},
+		Observers: []daemon.Observer{daemon.ObserverFuncs{Run: func(_ context.Context, r model.Run, err error) {
 			h.errs.add(r.Error)
 			h.errs.addErr(err)
-		},
-	}
-	for _, name := range []string{"homes", "devices", "history"} {
-		spec := map[string]string{"homes": cfg.Schedule.Homes, "devices": cfg.Schedule.Devices, "history": cfg.Schedule.History}[name]
-		h.sched.Jobs = append(h.sched.Jobs, jobs.Job{Name: name, Spec: spec})
-	}
-	if err := h.sched.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	h.status = &statusSource{data: h.data, source: h.source}
-	h.srv, err = web.New(web.Options{
-		Listen:           webAddr,
-		RedirectURL:      cfg.Tibber.RedirectURL,
-		ClientID:         cfg.Tibber.ClientID,
-		Scopes:           cfg.Tibber.Scopes,
-		ClientConfigured: true,
-		Flow:             h.flow,
-		Status:           h.status,
-		JobIntervals:     map[string]time.Duration{"homes": time.Hour, "devices": 5 * time.Minute, "history": time.Hour},
-		Metrics:          h.metrics,
-		Clock:            h.clk,
-		Logger:           logger.With("component", "web"),
-		OnAuthorized: func(st model.AuthStatus) {
-			logger.Info("authorized; starting jobs", "email", st.Email, "granted_scopes", st.GrantedScopes)
-			for _, name := range []string{"homes", "devices", "history"} {
-				h.sched.Trigger(name)
-			}
-		},
+		}}},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	release()
-	if err := h.srv.Open(); err != nil {
-		t.Fatal(err)
+	h.data, h.secrets, h.source, h.flow, h.sched = h.d.Store(), h.d.Tokens(), h.d.Auth(), h.d.Flow(), h.d.Scheduler()
+	dctx, cancel := context.WithCancel(ctx)
+	h.stopDaemon = cancel
+	h.daemonDone = make(chan error, 1)
+	go func() { h.daemonDone <- h.d.Run(dctx) }()
+	select {
+	case <-h.d.Ready():
+	case err := <-h.daemonDone:
+		t.Fatalf("daemon: %v", err)
 	}
-	h.webURL = h.srv.URL()
-	nctx, cancel := context.WithCancel(ctx)
-	h.stopNotifier = cancel
-	h.notifierDone = make(chan struct{})
-	go func() {
-		defer close(h.notifierDone)
-		h.notifier.Run(nctx)
-	}()
+	h.webURL = h.d.URL()
 
 	h.pages = &pageLog{base: uaTransport{http.DefaultTransport}, port: port}
 	jar, _ := cookiejar.New(nil)
@@ -433,25 +310,6 @@ func newHarness(t *testing.T, ctx context.Context) *harness {
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	t.Cleanup(h.close)
 	return h
-}
-
-// metricsObserver is cmd/tibbersync's bridge from the Data API client to the metrics.
-type metricsObserver struct{ m *metrics.Metrics }
-
-func (o metricsObserver) ObserveRequest(endpoint string, status int) {
-	o.m.ObserveRequest(endpoint, status)
-	if status == http.StatusTooManyRequests {
-		o.m.Observe429(endpoint)
-	}
-}
-func (o metricsObserver) ObserveRetry(endpoint string) { o.m.ObserveRetry(endpoint) }
-
-func (h *harness) grantedScopes() []string {
-	st, err := h.source.Status(context.Background())
-	if err != nil {
-		return nil
-	}
-	return st.GrantedScopes
 }
 
 // close stops everything and closes both databases (checkpointing data.db
@@ -463,44 +321,48 @@ func (h *harness) close() {
 	h.closed = true
 	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := h.srv.Close(cctx); err != nil {
-		h.t.Errorf("close web server: %v", err)
-	}
-	h.sched.Wait()
-	h.stopNotifier()
+	// Run stops the web server and the notifier and waits for the jobs.
+	h.stopDaemon()
 	select {
-	case <-h.notifierDone:
+	case err := <-h.daemonDone:
+		if err != nil {
+			h.t.Errorf("daemon run: %v", err)
+		}
 	case <-cctx.Done():
-		h.t.Error("notifier did not stop")
+		h.t.Error("daemon did not stop")
 	}
 	if _, err := h.data.Checkpoint(cctx); err != nil {
 		h.t.Errorf("checkpoint data.db: %v", err)
 	}
-	if err := h.data.Close(); err != nil {
-		h.t.Errorf("close data.db: %v", err)
-	}
-	if err := h.secrets.Close(); err != nil {
-		h.t.Errorf("close tokens.db: %v", err)
+	if err := h.d.Close(); err != nil {
+		h.t.Errorf("close daemon: %v", err)
 	}
 }
 
 // runJobs triggers the named jobs (or lets due ones start when none are
-// named) and waits for them.
+// named) and waits for them, and for the runs they trigger in turn (the
+// daemon's history after the first devices run), as the scheduler's loop
+// would run them at once.
 func (h *harness) runJobs(names ...string) {
 	h.t.Helper()
 	for _, n := range names {
 		h.sched.Trigger(n)
 	}
-	h.sched.RunDue(h.ctx)
-	done := make(chan struct{})
-	go func() {
-		h.sched.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-h.ctx.Done():
-		h.t.Fatal("jobs did not finish in time")
+	for range 4 {
+		started := h.sched.RunDue(h.ctx)
+		done := make(chan struct{})
+		go func() {
+			h.sched.Wait()
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-h.ctx.Done():
+			h.t.Fatal("jobs did not finish in time")
+		}
+		if len(started) == 0 {
+			return
+		}
 	}
 }
 

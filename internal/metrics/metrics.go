@@ -50,6 +50,8 @@ type Metrics struct {
 	rowsWritten *prometheus.CounterVec
 	lastSuccess *prometheus.GaugeVec
 	consecFails *prometheus.GaugeVec
+	jobRunning  *prometheus.GaugeVec
+	jobProgress *prometheus.GaugeVec
 
 	bytesWritten atomic.Int64
 
@@ -88,7 +90,7 @@ func New() *Metrics {
 	}, []string{"endpoint"})
 	m.jobRuns = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Name: "job_runs_total",
-		Help: "Finished job runs by job and status (ok, partial, failed, skipped).",
+		Help: "Finished job runs by job and status (ok, partial, failed, skipped, interrupted).",
 	}, []string{"job", "status"})
 	m.rowsWritten = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Name: "rows_written_total",
@@ -101,6 +103,14 @@ func New() *Metrics {
 	m.consecFails = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: Namespace, Name: "job_consecutive_failures",
 		Help: "Failed runs of the job since its last successful run.",
+	}, []string{"job"})
+	m.jobRunning = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: Namespace, Name: "job_running",
+		Help: "1 while a run of the job is in progress, else 0.",
+	}, []string{"job"})
+	m.jobProgress = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: Namespace, Name: "job_progress_ratio",
+		Help: "Estimated share (0 to 1) of the running run done; absent when no run is in progress or it cannot be estimated.",
 	}, []string{"job"})
 	bytesWritten := prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Namespace: Namespace, Name: "db_bytes_written_total",
@@ -143,7 +153,7 @@ func New() *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.requests, m.retries, m.throttled,
-		m.jobRuns, m.rowsWritten, m.lastSuccess, m.consecFails,
+		m.jobRuns, m.rowsWritten, m.lastSuccess, m.consecFails, m.jobRunning, m.jobProgress,
 		bytesWritten,
 		m.accessExpiry, m.refreshExpiry, m.reauth, m.authState,
 		m.dbSize, m.walSize, m.tableRows, m.summaryErrors,
@@ -304,6 +314,15 @@ func (m *Metrics) UpdateFromSummary(s model.Summary, now time.Time) {
 		}
 		m.fails[j.Job] = j.ConsecutiveFailures
 		m.consecFails.WithLabelValues(j.Job).Set(float64(j.ConsecutiveFailures))
+		running := 0.0
+		m.jobProgress.DeleteLabelValues(j.Job)
+		if j.Running {
+			running = 1
+			if p := j.Progress; p != nil && p.Fraction >= 0 {
+				m.jobProgress.WithLabelValues(j.Job).Set(p.Fraction)
+			}
+		}
+		m.jobRunning.WithLabelValues(j.Job).Set(running)
 	}
 }
 

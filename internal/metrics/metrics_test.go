@@ -131,7 +131,7 @@ func fullSummary() model.Summary {
 		},
 		Jobs: []model.JobSummary{
 			{Job: "devices", LastSuccessAt: t0.Add(-5 * time.Minute), ConsecutiveFailures: 0},
-			{Job: "history", LastSuccessAt: t0.Add(-2 * time.Hour), ConsecutiveFailures: 4},
+			{Job: "history", LastSuccessAt: t0.Add(-2 * time.Hour), ConsecutiveFailures: 4, Running: true, Progress: &model.RunProgress{StreamsDone: 1, StreamsTotal: 4, Fraction: 0.25}},
 		},
 		Tables:      map[string]int64{"devices": 3, "device_history": 12345},
 		DataDBBytes: 4096 * 10,
@@ -152,6 +152,9 @@ func exercise(m *metrics.Metrics) {
 	m.SetBytesWritten(1 << 20)
 	m.ObserveSummaryError()
 	m.UpdateFromSummary(fullSummary(), t0)
+	m.ObserveMQTT(func() model.MQTTStatus {
+		return model.MQTTStatus{Connected: true, MessagesPublished: 42, Errors: 2, LastError: "connection refused", LastErrorAt: t0}
+	})
 }
 
 func TestEveryDocumentedMetricIsExportedAndViceVersa(t *testing.T) {
@@ -197,6 +200,10 @@ func TestObservationsShowUp(t *testing.T) {
 		"Requests200":       {"tibbersync_http_requests_total", map[string]string{"endpoint": "devices", "status": "200"}, 2},
 		"TransportError":    {"tibbersync_http_requests_total", map[string]string{"endpoint": "token", "status": metrics.StatusTransportError}, 1},
 		"Throttled":         {"tibbersync_http_throttled_total", map[string]string{"endpoint": "history"}, 1},
+		"MQTTConnected":     {"tibbersync_mqtt_connected", nil, 1},
+		"MQTTPublished":     {"tibbersync_mqtt_messages_published_total", nil, 42},
+		"MQTTErrors":        {"tibbersync_mqtt_errors_total", nil, 2},
+		"MQTTLastError":     {"tibbersync_mqtt_last_error_timestamp_seconds", nil, float64(t0.Unix())},
 		"Retries":           {"tibbersync_http_retries_total", map[string]string{"endpoint": "history"}, 1},
 		"RunsOK":            {"tibbersync_job_runs_total", map[string]string{"job": "devices", "status": "ok"}, 1},
 		"RowsWritten":       {"tibbersync_rows_written_total", map[string]string{"job": "devices"}, 7},

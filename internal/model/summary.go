@@ -52,6 +52,17 @@ type JobSummary struct {
 	LastRowsWritten     int       `json:"last_rows_written"`
 	RowsWrittenTotal    int64     `json:"rows_written_total"`
 	BreakerUntil        time.Time `json:"breaker_until,omitzero"`
+	// Running is true while a run of the job is in progress (its sync_runs
+	// row says "running"); LastStatus and LastError then describe the last
+	// finished run.
+	Running bool `json:"running"`
+	// RunningSince is when the run in progress started.
+	RunningSince time.Time `json:"running_since,omitzero"`
+	// Progress of the run in progress, nil when none is running.
+	Progress *RunProgress `json:"progress,omitempty"`
+	// LastProgress is what the last finished run recorded (homes and
+	// devices seen, streams done), nil when it recorded nothing.
+	LastProgress *RunProgress `json:"last_progress,omitempty"`
 }
 
 // DeviceSummary is one device with a few headline values.
@@ -81,4 +92,67 @@ type Series struct {
 	CapabilityID string        `json:"capability_id"`
 	Unit         string        `json:"unit"`
 	Points       []SeriesPoint `json:"points"`
+}
+
+// RunProgress is how far a running job has got, as stored in
+// sync_runs.progress (JSON) and shown by every status surface. Fields that
+// do not apply to a job are zero.
+type RunProgress struct {
+	// StreamsDone and StreamsTotal count the history (device, resolution)
+	// streams of the run: finished ones and all.
+	StreamsDone  int `json:"streams_done"`
+	StreamsTotal int `json:"streams_total"`
+	// Pages and Points are the history pages and items fetched so far.
+	Pages  int `json:"pages"`
+	Points int `json:"points"`
+	// Homes and Devices the run saw (homes and devices jobs).
+	Homes   int `json:"homes,omitempty"`
+	Devices int `json:"devices,omitempty"`
+	// Requests and RowsWritten so far in this run.
+	Requests    int `json:"requests"`
+	RowsWritten int `json:"rows_written"`
+	// Current names the stream in progress ("Home battery, hour").
+	Current string `json:"current,omitempty"`
+	// CurrentReached is the newest period the current stream has stored.
+	CurrentReached time.Time `json:"current_reached,omitzero"`
+	// Fraction is the estimated share of the run done, 0..1; -1 when unknown.
+	Fraction float64 `json:"fraction"`
+	// ETA is the estimated end of the run; zero when it cannot be estimated.
+	ETA time.Time `json:"eta,omitzero"`
+	// UpdatedAt is when this progress was recorded.
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// HistoryPoint is one stored history period of one metric.
+type HistoryPoint struct {
+	// Start is the period's UTC start; Offset the home's UTC offset Tibber
+	// reported for it, so Start.Add(Offset) is the local wall time.
+	Start  time.Time     `json:"start"`
+	Offset time.Duration `json:"offset"`
+	Value  float64       `json:"value"`
+}
+
+// HistorySeries is one device's stored history of one metric at one
+// resolution, oldest first.
+type HistorySeries struct {
+	DeviceID   string         `json:"device_id"`
+	DeviceName string         `json:"device_name"`
+	Resolution string         `json:"resolution"`
+	Metric     string         `json:"metric"`
+	Points     []HistoryPoint `json:"points"`
+}
+
+// HistoryUnit is the unit of a history metric as the Data API documents
+// it: energy flows in Wh, state of charge in %, temperatures in °C; "" when
+// unknown.
+func HistoryUnit(metric string) string {
+	switch {
+	case len(metric) > 11 && metric[:11] == "energyFlow.":
+		return "Wh"
+	case metric == "storage.stateOfCharge":
+		return "%"
+	case len(metric) > 5 && metric[:5] == "temp.":
+		return "°C"
+	}
+	return ""
 }

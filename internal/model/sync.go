@@ -13,11 +13,14 @@ type Run struct {
 	Job        string // "homes", "devices", "history"
 	StartedAt  time.Time
 	FinishedAt time.Time
-	Status     string // "ok", "partial", "failed", "skipped"
+	Status     string // "running", "ok", "partial", "failed", "skipped", "interrupted"
 	Error      string // human-readable, never a secret; "" when ok
 	Requests   int    // HTTP requests made by the run
 	// RowsWritten is filled in by the store when the run is saved with a batch.
 	RowsWritten int
+	// Progress, when set, is stored in sync_runs.progress with the finished
+	// run: what it saw (homes, devices) or how far it got.
+	Progress *RunProgress
 }
 
 // InventoryBatch is everything one homes or devices cycle fetched. It is

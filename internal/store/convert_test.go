@@ -25,7 +25,12 @@ const releaseDB = "testdata/release-0002.db"
 
 const releaseRows = 1645
 
-// copyRelease copies the release database into a fresh directory.
+// compactVersion is the migration that brings the compact layout.
+const compactVersion = 4
+
+// copyRelease copies the release database into a fresh directory and
+// applies the migrations before the compact layout, as the release before
+// it would have: the results to keep are that schema's.
 func copyRelease(t *testing.T) string {
 	t.Helper()
 	b, err := os.ReadFile(releaseDB)
@@ -35,6 +40,9 @@ func copyRelease(t *testing.T) string {
 	path := filepath.Join(t.TempDir(), "data.db")
 	if err := os.WriteFile(path, b, 0o640); err != nil {
 		t.Fatal(err)
+	}
+	if err := store.MigrateToForTest(context.Background(), path, compactVersion-1); err != nil {
+		t.Fatalf("migrate the release database to version %d: %v", compactVersion-1, err)
 	}
 	return path
 }

@@ -59,6 +59,10 @@ func (db *DB) SaveInventory(ctx context.Context, run model.Run, b model.Inventor
 		return run, fmt.Errorf("save inventory: %w", err)
 	}
 	run.RowsWritten += int(after - before)
+	// The run's duration includes this save.
+	if now := db.clock.Now(); now.After(run.FinishedAt) {
+		run.FinishedAt = now
+	}
 	id, err := insertRun(ctx, tx, run)
 	if err != nil {
 		return run, fmt.Errorf("save inventory: %w", err)

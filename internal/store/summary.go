@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -176,7 +177,7 @@ WHERE job = ?1`, name).Scan(&next, &last, &success, &j.ConsecutiveFailures, &bre
 		var (
 			started, finished sql.NullInt64
 			status            string
-			runErr            sql.NullString
+			runErr, progress  sql.NullString
 		)
 		err = tx.QueryRowContext(ctx, `SELECT
     started_at,
@@ -184,11 +185,18 @@ WHERE job = ?1`, name).Scan(&next, &last, &success, &j.ConsecutiveFailures, &bre
     status,
     error,
     requests,
-    rows_written
+    rows_written,
+    progress
 FROM sync_runs
-WHERE job = ?1
+WHERE job = ?1 AND status <> 'running'
 ORDER BY started_at DESC, id DESC
-LIMIT 1`, name).Scan(&started, &finished, &status, &runErr, &j.LastRequests, &j.LastRowsWritten)
+LIMIT 1`, name).Scan(&started, &finished, &status, &runErr, &j.LastRequests, &j.LastRowsWritten, &progress)
+		if progress.Valid && progress.String != "" {
+			var p model.RunProgress
+			if json.Unmarshal([]byte(progress.String), &p) == nil {
+				j.LastProgress = &p
+			}
+		}
 		switch {
 		case err == sql.ErrNoRows:
 		case err != nil:
@@ -202,6 +210,9 @@ LIMIT 1`, name).Scan(&started, &finished, &status, &runErr, &j.LastRequests, &j.
 				j.LastError = runErr.String
 			}
 		}
+		if err := summaryRunning(ctx, tx, &j); err != nil {
+			return err
+		}
 		if j.RowsWrittenTotal, err = rowsWrittenTotal(ctx, tx, name); err != nil {
 			return fmt.Errorf("job %s rows written: %w", name, err)
 		}
@@ -209,7 +220,7 @@ LIMIT 1`, name).Scan(&started, &finished, &status, &runErr, &j.LastRequests, &j.
 			// The newest ok run, walking sync_runs_by_job backwards; a job
 			// whose last success is unknown has few runs.
 			var ok sql.NullInt64
-			err := tx.QueryRowContext(ctx, `SELECT finished_at FROM sync_runs WHERE job = ?1 AND status = 'ok'
+			err := tx.QueryRowContext(ctx, `SELECT finished_at FROM sync_runs WHERE job = ?1 AND status IN ('ok', 'partial')
 ORDER BY started_at DESC LIMIT 1`, name).Scan(&ok)
 			if err != nil && err != sql.ErrNoRows {
 				return fmt.Errorf("job %s last success: %w", name, err)
@@ -218,6 +229,39 @@ ORDER BY started_at DESC LIMIT 1`, name).Scan(&ok)
 		}
 		s.Jobs = append(s.Jobs, j)
 	}
+	return nil
+}
+
+// summaryRunning fills in the run of j.Job in progress, if any: the newest
+// "running" row (a crashed process's row is closed at the next start).
+func summaryRunning(ctx context.Context, tx *sql.Tx, j *model.JobSummary) error {
+	var (
+		started  int64
+		progress sql.NullString
+		requests int
+		rows     int
+	)
+	// Only the job's newest run can be in progress (a job never runs twice
+	// at once, and a dead process's row is closed at the next start), so
+	// this reads one index entry, not every run of the job.
+	err := tx.QueryRowContext(ctx, `SELECT started_at, progress, requests, rows_written
+FROM (SELECT started_at, progress, requests, rows_written, status
+      FROM sync_runs WHERE job = ?1 ORDER BY started_at DESC, id DESC LIMIT 1)
+WHERE status = 'running'`, j.Job).Scan(&started, &progress, &requests, &rows)
+	switch {
+	case err == sql.ErrNoRows:
+		return nil
+	case err != nil:
+		return fmt.Errorf("job %s run in progress: %w", j.Job, err)
+	}
+	j.Running = true
+	j.RunningSince = time.UnixMilli(started).UTC()
+	p := model.RunProgress{Fraction: -1, Requests: requests, RowsWritten: rows}
+	if progress.Valid && progress.String != "" {
+		// Written by this program; a row it cannot read shows as unknown progress.
+		_ = json.Unmarshal([]byte(progress.String), &p)
+	}
+	j.Progress = &p
 	return nil
 }
 

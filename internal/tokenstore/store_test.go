@@ -314,28 +314,6 @@ func TestAttempts(t *testing.T) {
 	}
 }
 
-func TestClientSecret(t *testing.T) {
-	ctx := context.Background()
-	dir := t.TempDir()
-	s := mustOpen(t, dir, clock.NewFake(t0))
-	got, err := s.ClientSecret(ctx)
-	if err != nil || !got.Empty() {
-		t.Fatalf("ClientSecret before save = %v, %v", got, err)
-	}
-	if err := s.SaveClientSecret(ctx, logging.NewSecret("s3cret")); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.SaveClientSecret(ctx, logging.NewSecret("s3cret-2")); err != nil {
-		t.Fatal(err)
-	}
-	_ = s.Close()
-	s = mustOpen(t, dir, clock.NewFake(t0))
-	got, err = s.ClientSecret(ctx)
-	if err != nil || got.Reveal() != "s3cret-2" {
-		t.Fatalf("ClientSecret=%q, %v", got.Reveal(), err)
-	}
-}
-
 func TestDSN(t *testing.T) {
 	dsn := tokenstore.DSN("/var/lib/tibber sync/secrets/tokens.db")
 	for _, want := range []string{"file:/var/lib/tibber%20sync/secrets/tokens.db?", "journal_mode%28WAL%29", "synchronous%28FULL%29", "secure_delete%28ON%29", "_txlock=immediate", "_busy_timeout=10000"} {

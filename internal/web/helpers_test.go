@@ -57,6 +57,14 @@ func (f *fakeFlow) counts() (starts, completes int) {
 type fakeStatus struct {
 	SummaryFn func(ctx context.Context) (model.Summary, error)
 	SeriesFn  func(ctx context.Context, capabilityID string, since time.Time) ([]model.Series, error)
+	HistoryFn func(ctx context.Context, resolution string, from, to time.Time) ([]model.HistorySeries, error)
+}
+
+func (f *fakeStatus) HistorySeries(ctx context.Context, resolution string, from, to time.Time) ([]model.HistorySeries, error) {
+	if f.HistoryFn == nil {
+		return nil, nil
+	}
+	return f.HistoryFn(ctx, resolution, from, to)
 }
 
 var _ web.StatusSource = (*fakeStatus)(nil)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tibbersync/tibbersync/internal/clock"
+	"github.com/tibbersync/tibbersync/internal/health"
 	"github.com/tibbersync/tibbersync/internal/logging"
 	"github.com/tibbersync/tibbersync/internal/metrics"
 	"github.com/tibbersync/tibbersync/internal/model"
@@ -70,8 +71,12 @@ type Options struct {
 	// the browser to /setup and /readyz reports not ready.
 	Status StatusSource
 	// JobIntervals is each job's schedule interval; /readyz wants a success
-	// within 3× of it.
+	// within 3× of it (health.Evaluate).
 	JobIntervals map[string]time.Duration
+	// ExtraChecks, when set, adds checks (storage health, for example) to
+	// the one health verdict behind /readyz and the page's banner; `status`
+	// must pass the same checks to health.Evaluate.
+	ExtraChecks func(ctx context.Context) []health.Check
 	// Metrics is served at /metrics; nil answers 404 there.
 	Metrics *metrics.Metrics
 
@@ -98,6 +103,9 @@ type Options struct {
 	// PairingCode is the one-time code that unlocks /setup when the server
 	// listens beyond loopback. A random one is generated when empty.
 	PairingCode logging.Secret
+
+	// MQTT, when set, reports the MQTT bridge's state for the status page.
+	MQTT func() model.MQTTStatus
 
 	// Charts are the status page charts (default DefaultCharts()).
 	Charts []ChartSpec

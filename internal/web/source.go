@@ -17,6 +17,10 @@ type StatusSource interface {
 	// CapabilitySeries returns, per device, the values of one capability
 	// observed since the given time, oldest first.
 	CapabilitySeries(ctx context.Context, capabilityID string, since time.Time) ([]model.Series, error)
+	// HistorySeries returns the stored history of the main metrics of
+	// every device at one resolution, period starts in [from, to), reading
+	// only that window.
+	HistorySeries(ctx context.Context, resolution string, from, to time.Time) ([]model.HistorySeries, error)
 }
 
 // UserMessager is implemented by errors that carry a message written for the

@@ -7,16 +7,14 @@ import (
 	"net/http"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/tibbersync/tibbersync/internal/health"
 	"github.com/tibbersync/tibbersync/internal/metrics"
 	"github.com/tibbersync/tibbersync/internal/model"
 )
-
-// StaleFactor is how many job intervals may pass without a success before
-// /readyz reports the job as stale.
-const StaleFactor = 3
 
 // statusTimeout bounds the reads behind one status page, /readyz or scrape.
 const statusTimeout = 10 * time.Second
@@ -33,8 +31,46 @@ type statusView struct {
 	DBSize      string
 	WALSize     string
 	Devices     []deviceView
-	Charts      []chartView
-	ChartHours  int
+	// Health is the one verdict (health.Evaluate) the banner shows.
+	Healthy  bool
+	Problems []string
+	// Now holds the current readings of the main capabilities.
+	Now []nowView
+	// DeviceCharts are the history charts, per device with history.
+	DeviceCharts []deviceChartsView
+	HistoryError string
+	MQTT         *mqttView
+}
+
+// mqttView is the MQTT bridge section of the status page.
+type mqttView struct {
+	Broker      string
+	State       string
+	StateClass  string
+	Since       string
+	Published   int64
+	Errors      int64
+	LastError   string
+	LastErrorAt string
+}
+
+// mqttView describes the MQTT bridge, or nil when MQTT is off.
+func (s *Server) mqttView(now time.Time) *mqttView {
+	if s.opts.MQTT == nil {
+		return nil
+	}
+	st := s.opts.MQTT()
+	v := &mqttView{Broker: st.Broker, State: "not connected", StateClass: "bad", Since: s.fmtWhen(st.Since, now),
+		Published: st.MessagesPublished, Errors: st.Errors, LastError: st.LastError, LastErrorAt: s.fmtWhen(st.LastErrorAt, now)}
+	if st.Connected {
+		v.State, v.StateClass = "connected", "ok"
+	}
+	return v
+}
+
+// nowView is one current reading.
+type nowView struct {
+	Device, What, Value string
 }
 
 type bannerView struct {
@@ -48,6 +84,10 @@ type bannerView struct {
 }
 
 type authView struct {
+	// Blocked is set in setup_required, reauth_required and config_error:
+	// no token is usable, so no renewal is promised; Action says what to do.
+	Blocked      bool
+	Action       string
 	State        string
 	StateClass   string
 	Since        string
@@ -60,6 +100,8 @@ type authView struct {
 }
 
 type jobView struct {
+	Running     bool
+	Progress    string
 	Name        string
 	LastRun     string
 	Status      string
@@ -111,18 +153,32 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v := s.statusView(sum, now)
+	s.applyVerdict(&v, s.judge(ctx, sum, now), sum)
 	since := now.Add(-ChartWindow)
 	for _, spec := range s.charts {
 		series, err := s.opts.Status.CapabilitySeries(ctx, spec.CapabilityID, since)
 		if err != nil {
-			s.log.Warn("read chart series", "capability", spec.CapabilityID, "err", err)
-			v.Charts = append(v.Charts, chartView{Title: spec.Title, CapabilityID: spec.CapabilityID, Error: "could not be read: " + err.Error()})
+			s.log.Warn("read current values", "capability", spec.CapabilityID, "err", err)
 			continue
 		}
-		if cv, ok := s.buildChart(spec, series, since, now); ok {
-			v.Charts = append(v.Charts, cv)
+		for _, sr := range series {
+			if len(sr.Points) == 0 {
+				continue
+			}
+			last := sr.Points[len(sr.Points)-1]
+			name := sr.DeviceName
+			if name == "" {
+				name = sr.DeviceID
+			}
+			unit := ""
+			if sr.Unit != "" {
+				unit = " " + sr.Unit
+			}
+			v.Now = append(v.Now, nowView{Device: name, What: spec.Title, Value: fmtValue(last.Value) + unit})
 		}
 	}
+	slices.SortStableFunc(v.Now, func(a, b nowView) int { return strings.Compare(a.Device, b.Device) })
+	v.HistoryError = s.addHistoryCharts(ctx, &v, sum, now)
 	s.render(w, http.StatusOK, "status.html", v)
 }
 
@@ -142,11 +198,20 @@ func (s *Server) statusView(sum model.Summary, now time.Time) statusView {
 		GeneratedAt: s.fmtTime(now),
 		DBSize:      humanBytes(sum.DataDBBytes),
 		WALSize:     humanBytes(sum.WALBytes),
-		ChartHours:  int(ChartWindow / time.Hour),
 	}
 	switch a.State {
 	case model.AuthOK:
 	case model.AuthSetupRequired, "":
+		if !s.opts.ClientConfigured {
+			// Connecting cannot work yet: point at the steps, not at a
+			// Connect button.
+			v.Banner = &bannerView{
+				Class: "warn", Title: "Tibber client not configured",
+				Text:      "Register a client at Tibber and configure it before connecting: " + s.opts.ConfigHint + ".",
+				ActionURL: "/setup", ActionLabel: "Setup steps",
+			}
+			break
+		}
 		v.Banner = &bannerView{
 			Class: "warn", Title: "Not connected to Tibber yet",
 			Text:      "tibbersync needs your consent at Tibber once before it can sync anything.",
@@ -177,6 +242,7 @@ func (s *Server) statusView(sum model.Summary, now time.Time) statusView {
 	}
 
 	v.Auth = authView{
+		Blocked:      a.State != model.AuthOK,
 		State:        string(a.State),
 		StateClass:   stateClass(a.State),
 		Since:        s.fmtWhen(a.Since, now),
@@ -188,6 +254,21 @@ func (s *Server) statusView(sum model.Summary, now time.Time) statusView {
 	}
 	if v.Auth.State == "" {
 		v.Auth.State = "unknown"
+	}
+	if v.Auth.Blocked {
+		// No usable token: promising a renewal or a refresh-token lifetime
+		// would be false. Say what to do instead.
+		v.Auth.AccessToken, v.Auth.RefreshToken = "", ""
+		switch {
+		case !s.opts.ClientConfigured:
+			v.Auth.Action = "Configure the client first: " + s.opts.ConfigHint + ". Then restart tibbersync and connect on the setup page."
+		case a.State == model.AuthReauthRequired:
+			v.Auth.Action = "Authorize again on the setup page (Re-authorize above) or run 'tibbersync setup'. Nothing is synced until then; stored data is kept."
+		case a.State == model.AuthConfigError:
+			v.Auth.Action = "Fix the client id, secret, redirect URL or scopes in the configuration, restart tibbersync, then authorize again on the setup page."
+		default:
+			v.Auth.Action = "Connect to Tibber on the setup page or run 'tibbersync setup'."
+		}
 	}
 	if len(a.GrantedScopes) > 0 {
 		var invisible []model.Category
@@ -217,6 +298,13 @@ func (s *Server) statusView(sum model.Summary, now time.Time) statusView {
 		}
 		if jv.Status == "" {
 			jv.Status = "never run"
+		}
+		if j.Running {
+			jv.Running = true
+			jv.Progress = s.progressText(j, now)
+		}
+		if p := j.LastProgress; p != nil && (p.Homes > 0 || p.Devices > 0) {
+			jv.Rows = fmt.Sprintf("saw %s, %s; ", plural(p.Homes, "home"), plural(p.Devices, "device")) + jv.Rows
 		}
 		if j.BreakerUntil.After(now) {
 			jv.Breaker = "paused after repeated failures until " + s.fmtWhen(j.BreakerUntil, now)
@@ -253,7 +341,119 @@ func (s *Server) statusView(sum model.Summary, now time.Time) statusView {
 		}
 		v.Devices = append(v.Devices, dv)
 	}
+	v.MQTT = s.mqttView(now)
 	return v
+}
+
+// plural renders "1 home", "3 homes".
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return strconv.Itoa(n) + " " + word + "s"
+}
+
+// progressText describes a run in progress: since when, how far, and when
+// it should end.
+func (s *Server) progressText(j model.JobSummary, now time.Time) string {
+	var b strings.Builder
+	b.WriteString("running since " + s.fmtWhen(j.RunningSince, now))
+	p := j.Progress
+	if p == nil {
+		return b.String()
+	}
+	if p.StreamsTotal > 0 {
+		fmt.Fprintf(&b, "; %d of %d streams done", p.StreamsDone, p.StreamsTotal)
+	}
+	if p.Pages > 0 {
+		fmt.Fprintf(&b, ", %s pages, %s points", humanCount(int64(p.Pages)), humanCount(int64(p.Points)))
+	}
+	if p.Current != "" {
+		b.WriteString("; now: " + p.Current)
+		if !p.CurrentReached.IsZero() {
+			b.WriteString(" (reached " + s.fmtTime(p.CurrentReached) + ")")
+		}
+	}
+	if p.Fraction >= 0 {
+		fmt.Fprintf(&b, "; %d%%", int(p.Fraction*100))
+	}
+	if !p.ETA.IsZero() {
+		b.WriteString("; expected to finish " + s.fmtWhen(p.ETA, now))
+	}
+	return b.String()
+}
+
+// applyVerdict puts the one health verdict on the page: an auth banner is
+// already set by statusView; any other failing check gets its own banner.
+func (s *Server) applyVerdict(v *statusView, verdict health.Verdict, sum model.Summary) {
+	v.Healthy = verdict.Healthy
+	v.Problems = verdict.Problems()
+	c, bad := verdict.Failing()
+	if !bad || v.Banner != nil {
+		return
+	}
+	b := &bannerView{Class: "warn", Title: "Not healthy: " + c.Name, Text: c.Detail}
+	if c.Code != health.CodeStale {
+		b.Class = "error"
+	}
+	for _, j := range sum.Jobs {
+		if "job "+j.Job == c.Name && j.Running {
+			b.Title = "Working: " + j.Job + " is running"
+			b.Text = c.Detail + ". Health turns ok once the run succeeds."
+		}
+	}
+	if c.Action != "" {
+		b.Reason = c.Action
+	}
+	v.Banner = b
+}
+
+// addHistoryCharts adds the per-device history charts: the last 7 days
+// hourly and the last 30 days daily. It returns an error text for the page
+// when history cannot be read.
+func (s *Server) addHistoryCharts(ctx context.Context, v *statusView, sum model.Summary, now time.Time) string {
+	hourFrom, dayFrom := now.Add(-HourlyWindow), now.Add(-DailyWindow)
+	hourly, err := s.opts.Status.HistorySeries(ctx, model.ResolutionHour, hourFrom, now)
+	if err != nil {
+		s.log.Warn("read history for charts", "err", err)
+		return "History could not be read: " + err.Error()
+	}
+	daily, err := s.opts.Status.HistorySeries(ctx, model.ResolutionDay, dayFrom, now)
+	if err != nil {
+		s.log.Warn("read history for charts", "err", err)
+		return "History could not be read: " + err.Error()
+	}
+	h := buildHistoryCharts(hourly, model.ResolutionHour, hourFrom, now)
+	d := buildHistoryCharts(daily, model.ResolutionDay, dayFrom, now)
+	for _, dev := range sum.Devices {
+		charts := append(h[dev.ID], d[dev.ID]...)
+		if len(charts) == 0 {
+			continue
+		}
+		// Hourly then daily per metric group, in the groups' order.
+		slices.SortStableFunc(charts, func(a, b historyChartView) int {
+			return strings.Compare(groupOrder(a.ID), groupOrder(b.ID))
+		})
+		name := dev.Name
+		if name == "" {
+			name = dev.ID
+		}
+		for i := range charts {
+			charts[i].ID = "history-" + strconv.Itoa(len(v.DeviceCharts)) + "-" + strings.TrimPrefix(charts[i].ID, "history-")
+		}
+		v.DeviceCharts = append(v.DeviceCharts, deviceChartsView{DeviceID: dev.ID, Name: name, Charts: charts})
+	}
+	return ""
+}
+
+// groupOrder sorts chart ids ("history-energy-hour") by metric group.
+func groupOrder(id string) string {
+	for i, g := range historyGroups {
+		if strings.Contains(id, "-"+g.key+"-") {
+			return strconv.Itoa(i)
+		}
+	}
+	return "9"
 }
 
 func (s *Server) accessExpiry(a model.AuthSummary, now time.Time) string {
@@ -316,32 +516,23 @@ func (s *Server) handleHealthz(w http.ResponseWriter, _ *http.Request) {
 	_, _ = w.Write([]byte("ok\n"))
 }
 
-// check is one line of /readyz.
-type check struct {
-	Name   string
-	OK     bool
-	Detail string
-}
-
-// handleReadyz is 200 when authorized and every job with a known interval
-// succeeded within StaleFactor intervals, else 503; the body lists every
-// check.
+// handleReadyz is 200 when health.Evaluate finds everything healthy (the
+// same verdict as `tibbersync status` and the page's banner), else 503; the
+// body lists every check.
 func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), statusTimeout)
 	defer cancel()
-	checks := s.readiness(ctx)
-	ready := true
+	v := s.verdict(ctx)
 	var b strings.Builder
-	for _, c := range checks {
+	for _, c := range v.Checks {
 		mark := "ok"
 		if !c.OK {
 			mark = "FAIL"
-			ready = false
 		}
 		fmt.Fprintf(&b, "%s %s: %s\n", mark, c.Name, c.Detail)
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	if ready {
+	if v.Healthy {
 		w.WriteHeader(http.StatusOK)
 		_, _ = fmt.Fprintf(w, "ready\n%s", b.String())
 		return
@@ -350,66 +541,25 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 	_, _ = fmt.Fprintf(w, "not ready\n%s", b.String())
 }
 
-func (s *Server) readiness(ctx context.Context) []check {
+// verdict reads the summary and judges it.
+func (s *Server) verdict(ctx context.Context) health.Verdict {
 	if s.opts.Status == nil {
-		return []check{{Name: "status", Detail: "no status source in this mode"}}
+		return health.Verdict{ExitCode: health.CodeError, Checks: []health.Check{{Name: "status", Detail: "no status source in this mode", Code: health.CodeError}}}
 	}
 	sum, err := s.opts.Status.Summary(ctx)
 	if err != nil {
-		return []check{{Name: "status", Detail: "cannot read data.db: " + err.Error()}}
+		return health.Verdict{ExitCode: health.CodeError, Checks: []health.Check{{Name: "status", Detail: "cannot read data.db: " + err.Error(), Code: health.CodeError}}}
 	}
-	now := s.clock.Now()
-	var checks []check
-	auth := check{Name: "auth", OK: sum.Auth.State == model.AuthOK, Detail: "state " + string(sum.Auth.State)}
-	if sum.Auth.State == "" {
-		auth.Detail = "state unknown"
-	}
-	if !auth.OK && sum.Auth.Reason != "" {
-		auth.Detail += " (" + sum.Auth.Reason + ")"
-	}
-	checks = append(checks, auth)
+	return s.judge(ctx, sum, s.clock.Now())
+}
 
-	jobs := map[string]model.JobSummary{}
-	for _, j := range sum.Jobs {
-		jobs[j.Job] = j
+// judge is health.Evaluate with the server's job intervals and extra checks.
+func (s *Server) judge(ctx context.Context, sum model.Summary, now time.Time) health.Verdict {
+	var extra []health.Check
+	if s.opts.ExtraChecks != nil {
+		extra = s.opts.ExtraChecks(ctx)
 	}
-	names := make([]string, 0, len(s.opts.JobIntervals))
-	for name := range s.opts.JobIntervals {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	up := now.Sub(s.started)
-	for _, name := range names {
-		interval := s.opts.JobIntervals[name]
-		if interval <= 0 {
-			continue
-		}
-		limit := StaleFactor * interval
-		c := check{Name: "job " + name}
-		last := jobs[name].LastSuccessAt
-		switch {
-		case last.IsZero() && up <= limit:
-			c.OK = true
-			c.Detail = fmt.Sprintf("no success yet; started %s ago, limit %s", humanDuration(up), humanDuration(limit))
-		case last.IsZero():
-			c.Detail = fmt.Sprintf("no success in %s since start, limit %s (%d× %s)", humanDuration(up), humanDuration(limit), StaleFactor, humanDuration(interval))
-		case now.Sub(last) <= limit:
-			c.OK = true
-			c.Detail = fmt.Sprintf("last success %s ago, limit %s", humanDuration(max(0, now.Sub(last))), humanDuration(limit))
-		case up <= limit:
-			// Restarted after a pause: give the job its grace before
-			// calling old data stale.
-			c.OK = true
-			c.Detail = fmt.Sprintf("last success %s ago, but started only %s ago; limit %s", humanDuration(now.Sub(last)), humanDuration(up), humanDuration(limit))
-		default:
-			c.Detail = fmt.Sprintf("last success %s ago, limit %s (%d× %s)", humanDuration(now.Sub(last)), humanDuration(limit), StaleFactor, humanDuration(interval))
-		}
-		if j, ok := jobs[name]; ok && !c.OK && j.LastError != "" {
-			c.Detail += "; last error: " + j.LastError
-		}
-		checks = append(checks, c)
-	}
-	return checks
+	return health.Evaluate(sum, s.opts.JobIntervals, now, extra...)
 }
 
 // handleMetrics refreshes the state metrics from the summary, then serves

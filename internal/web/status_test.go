@@ -6,7 +6,6 @@ import (
 	"encoding/xml"
 	"errors"
 	"io"
-	"math"
 	"net/http"
 	"os"
 	"regexp"
@@ -21,9 +20,9 @@ import (
 	promodel "github.com/prometheus/common/model"
 
 	"github.com/tibbersync/tibbersync/internal/clock"
+	"github.com/tibbersync/tibbersync/internal/health"
 	"github.com/tibbersync/tibbersync/internal/metrics"
 	"github.com/tibbersync/tibbersync/internal/model"
-	"github.com/tibbersync/tibbersync/internal/web"
 )
 
 const evilName = `<script>alert("x")</script>`
@@ -44,7 +43,8 @@ func richSummary() model.Summary {
 		},
 		Jobs: []model.JobSummary{
 			{Job: "devices", LastRunAt: t0.Add(-2 * time.Minute), LastSuccessAt: t0.Add(-2 * time.Minute), LastStatus: "ok", NextRunAt: t0.Add(3 * time.Minute), LastRowsWritten: 12, RowsWrittenTotal: 34567},
-			{Job: "history", LastRunAt: t0.Add(-10 * time.Minute), LastSuccessAt: t0.Add(-70 * time.Minute), LastStatus: "failed", LastError: "history of device X: HTTP 503", ConsecutiveFailures: 2, NextRunAt: t0.Add(50 * time.Minute)},
+			{Job: "history", LastRunAt: t0.Add(-10 * time.Minute), LastSuccessAt: t0.Add(-70 * time.Minute), LastStatus: "failed", LastError: "history of device X: HTTP 503", ConsecutiveFailures: 2, NextRunAt: t0.Add(50 * time.Minute),
+				Running: true, RunningSince: t0.Add(-3 * time.Minute), Progress: &model.RunProgress{StreamsDone: 2, StreamsTotal: 8, Pages: 40, Points: 1900, Current: "Home battery, hour", Fraction: 0.3, ETA: t0.Add(7 * time.Minute)}},
 		},
 		Tables:      map[string]int64{"devices": 2, "device_history": 1234567},
 		DataDBBytes: 5 << 20,
@@ -71,37 +71,55 @@ func socSeries() []model.Series {
 	}
 }
 
-type svgPolyline struct {
-	Points string `xml:"points,attr"`
+type svgPath struct {
+	D      string `xml:"d,attr"`
 	Stroke string `xml:"stroke,attr"`
 	Title  string `xml:"title"`
 }
 
 type svgDoc struct {
-	XMLName   xml.Name      `xml:"svg"`
-	ViewBox   string        `xml:"viewBox,attr"`
-	Polylines []svgPolyline `xml:"polyline"`
-	Texts     []string      `xml:"text"`
+	XMLName    xml.Name  `xml:"svg"`
+	ViewBox    string    `xml:"viewBox,attr"`
+	Source     string    `xml:"data-source,attr"`
+	Resolution string    `xml:"data-resolution,attr"`
+	Paths      []svgPath `xml:"path"`
+	Texts      []string  `xml:"text"`
 }
 
-// chartSVG cuts the chart of one capability out of the page and parses it
-// as XML, which also proves the SVG is well-formed.
-func chartSVG(t *testing.T, body, capability string) svgDoc {
+// historySVG cuts the history chart with the given figure id out of the
+// page and parses it as XML, which also proves the SVG is well-formed.
+func historySVG(t *testing.T, body, id string) svgDoc {
 	t.Helper()
-	fig := strings.Index(body, `id="chart-`+capability+`"`)
+	fig := strings.Index(body, `id="`+id+`"`)
 	if fig < 0 {
-		t.Fatalf("no chart for %s", capability)
+		t.Fatalf("no chart %s", id)
 	}
 	start := strings.Index(body[fig:], "<svg")
 	end := strings.Index(body[fig:], "</svg>")
 	if start < 0 || end < start {
-		t.Fatalf("no svg in chart %s", capability)
+		t.Fatalf("no svg in chart %s", id)
 	}
 	var doc svgDoc
 	if err := xml.Unmarshal([]byte(body[fig+start:fig+end+len("</svg>")]), &doc); err != nil {
 		t.Fatalf("chart svg is not well-formed XML: %v", err)
 	}
 	return doc
+}
+
+// hourlySoC is 7 days of hourly state of charge of the battery before now,
+// in Europe/Oslo, with a three-hour gap.
+func hourlySoC(now time.Time) []model.HistorySeries {
+	osl, _ := time.LoadLocation("Europe/Oslo")
+	var pts []model.HistoryPoint
+	for h := time.Duration(7 * 24); h >= 1; h-- {
+		start := now.Add(-h * time.Hour).Truncate(time.Hour)
+		if h > 30 && h <= 33 {
+			continue // a gap of three hours
+		}
+		_, off := start.In(osl).Zone()
+		pts = append(pts, model.HistoryPoint{Start: start, Offset: time.Duration(off) * time.Second, Value: float64(h % 100)})
+	}
+	return []model.HistorySeries{{DeviceID: "d1", DeviceName: "Home battery", Resolution: "hour", Metric: "storage.stateOfCharge", Points: pts}}
 }
 
 type pt struct{ x, y float64 }
@@ -125,13 +143,26 @@ func parsePoints(t *testing.T, s string) []pt {
 }
 
 func TestStatusPageRendersEverything(t *testing.T) {
-	opts := baseOptions(&syncBuffer{})
+	logs := &syncBuffer{}
+	opts := baseOptions(logs)
 	var (
 		mu     sync.Mutex
 		asked  = map[string]time.Time{}
 		series = map[string][]model.Series{"storage.stateOfCharge": socSeries()}
 	)
+	var hourFrom, hourTo, dayFrom time.Time
 	opts.Status = &fakeStatus{
+		HistoryFn: func(_ context.Context, res string, from, to time.Time) ([]model.HistorySeries, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if res == "day" {
+				dayFrom = from
+				return []model.HistorySeries{{DeviceID: "d1", DeviceName: "Home battery", Resolution: "day", Metric: "energyFlow.gridImport",
+					Points: []model.HistoryPoint{{Start: t0.Add(-48 * time.Hour), Offset: time.Hour, Value: 12000}, {Start: t0.Add(-24 * time.Hour), Offset: time.Hour, Value: 9000}}}}, nil
+			}
+			hourFrom, hourTo = from, to
+			return hourlySoC(t0), nil
+		},
 		SummaryFn: func(context.Context) (model.Summary, error) { return richSummary(), nil },
 		SeriesFn: func(_ context.Context, capability string, since time.Time) ([]model.Series, error) {
 			mu.Lock()
@@ -143,7 +174,7 @@ func TestStatusPageRendersEverything(t *testing.T) {
 	_, ts := handlerServer(t, opts)
 	r := get(t, noRedirect(), ts.URL+"/")
 	if r.status != http.StatusOK {
-		t.Fatalf("status %d\n%s", r.status, r.body)
+		t.Fatalf("status %d\n%s\n%s", r.status, r.body, logs.String())
 	}
 	if ct := r.header.Get("Content-Type"); ct != "text/html; charset=utf-8" {
 		t.Errorf("Content-Type=%q", ct)
@@ -158,11 +189,13 @@ func TestStatusPageRendersEverything(t *testing.T) {
 		"about 27 days left",
 		"history of device X: HTTP 503",
 		"2 failures in a row",
+		`<span class="running-badge">running</span>`, "2 of 8 streams done", "now: Home battery, hour", "30%", "expected to finish 2025-03-01 12:07 UTC (in 7 min)",
 		"<code>device_history</code>",
 		"1\u202f234\u202f567",
 		"5.0 MiB", "300.0 KiB",
 		"Homevolt", "74 %", "55.5 %",
-		"Last 24 hours",
+		`<h2>Now</h2>`, "80 %", // the newest reading of the vehicle, in the "now" panel
+		`data-source="history"`,
 	)
 	if strings.Contains(r.body, "<script") {
 		t.Fatal("device name reached the page unescaped")
@@ -177,59 +210,34 @@ func TestStatusPageRendersEverything(t *testing.T) {
 		}
 	}
 
-	// Every chart was asked for the last 24 h; charts without data are left out.
+	// History is read for the indexed windows only: 7 days hourly, 30 days daily.
 	mu.Lock()
-	for _, spec := range web.DefaultCharts() {
-		if got, ok := asked[spec.CapabilityID]; !ok || !got.Equal(t0.Add(-web.ChartWindow)) {
-			t.Errorf("series %s asked since %v (asked=%v), want %v", spec.CapabilityID, got, ok, t0.Add(-24*time.Hour))
-		}
+	if !hourTo.Equal(t0) || !hourFrom.Equal(t0.Add(-7*24*time.Hour)) || !dayFrom.Equal(t0.Add(-30*24*time.Hour)) {
+		t.Errorf("history asked for hour [%v, %v], day from %v", hourFrom, hourTo, dayFrom)
 	}
 	mu.Unlock()
-	if strings.Contains(r.body, `id="chart-temp.current"`) {
-		t.Error("empty temperature chart rendered")
-	}
 
-	doc := chartSVG(t, r.body, "storage.stateOfCharge")
-	if len(doc.Polylines) != 2 {
-		t.Fatalf("polylines=%d, want 2", len(doc.Polylines))
+	soc := historySVG(t, r.body, "history-0-soc-hour")
+	if soc.Source != "history" || soc.Resolution != "hour" || len(soc.Paths) != 1 {
+		t.Fatalf("soc chart: source %q resolution %q paths %d", soc.Source, soc.Resolution, len(soc.Paths))
 	}
-	byName := map[string]svgPolyline{}
-	for _, p := range doc.Polylines {
-		byName[p.Title] = p
+	// The three-hour gap breaks the line: two "M" commands.
+	if n := strings.Count(soc.Paths[0].D, "M"); n != 2 {
+		t.Errorf("path has %d segments, want 2 (one gap): %.80s", n, soc.Paths[0].D)
 	}
-	bat, ok := byName["Home battery"]
-	if !ok {
-		t.Fatalf("no polyline titled Home battery: %+v", doc.Polylines)
-	}
-	if _, ok := byName[evilName]; !ok {
-		t.Fatalf("evil device name not round-tripped as text: %+v", doc.Polylines)
-	}
-	if bat.Stroke == byName[evilName].Stroke {
-		t.Error("two devices share a colour")
-	}
-	pts := parsePoints(t, bat.Points)
-	if len(pts) != 3 {
-		t.Fatalf("battery points=%d (%q), want 3 (the one outside 24 h dropped)", len(pts), bat.Points)
-	}
-	// Time runs left to right, proportionally: -23h, -12h, -1h.
-	if !(pts[0].x < pts[1].x && pts[1].x < pts[2].x) {
-		t.Fatalf("x not increasing: %v", pts)
-	}
-	if got, want := (pts[1].x-pts[0].x)/(pts[2].x-pts[0].x), 11.0/22.0; math.Abs(got-want) > 0.01 {
-		t.Errorf("x proportion=%v, want %v", got, want)
-	}
-	// 100 % is on top, 0 % at the bottom, 50 % half-way (fixed 0–100 axis).
-	if !(pts[1].y < pts[0].y && pts[0].y < pts[2].y) {
-		t.Fatalf("y order wrong for 50/100/0 %%: %v", pts)
-	}
-	if mid := (pts[1].y + pts[2].y) / 2; math.Abs(pts[0].y-mid) > 0.11 {
-		t.Errorf("y of 50%%=%v, want %v", pts[0].y, mid)
-	}
-	labels := strings.Join(doc.Texts, "|")
-	for _, want := range []string{"100 %", "0 %"} {
+	// Midnight ticks are the home's local midnights (Oslo, +01:00 in March).
+	labels := strings.Join(soc.Texts, "|")
+	for _, want := range []string{"100", "0", "Fri 28"} {
 		if !strings.Contains(labels, want) {
 			t.Errorf("axis labels %q lack %q", labels, want)
 		}
+	}
+	energy := historySVG(t, r.body, "history-0-energy-day")
+	if energy.Resolution != "day" || len(energy.Paths) != 1 || energy.Paths[0].Title != "gridImport" {
+		t.Fatalf("daily energy chart: %+v", energy)
+	}
+	if !strings.Contains(r.body, "Energy flows</strong> <span class=\"note\">last 30 days, daily, Wh") {
+		t.Error("daily energy chart lacks its window and unit")
 	}
 }
 
@@ -327,8 +335,15 @@ func TestReadyz(t *testing.T) {
 		mustContain(t, r.body, wants...)
 	}
 
-	// Just started, nothing ran yet: ready (within the grace period).
-	ready(http.StatusOK, "ready\n", "ok auth", "ok job devices: no success yet")
+	// Just started, nothing ran yet: not ready, and it says why. There is
+	// no grace period that `tibbersync status` could not see.
+	ready(http.StatusServiceUnavailable, "not ready\n", "ok auth", "FAIL job devices: no success yet")
+
+	// A run in progress is named.
+	set(func(s *model.Summary) {
+		s.Jobs = []model.JobSummary{{Job: "devices", Running: true, RunningSince: t0.Add(-time.Minute)}}
+	})
+	ready(http.StatusServiceUnavailable, "FAIL job devices: no success yet; running since 1 min ago")
 
 	// Auth flips.
 	set(func(s *model.Summary) {
@@ -336,13 +351,9 @@ func TestReadyz(t *testing.T) {
 	})
 	ready(http.StatusServiceUnavailable, "not ready\n", "FAIL auth: state reauth_required (invalid_grant)")
 	set(func(s *model.Summary) { s.Auth = model.AuthSummary{State: model.AuthOK} })
-	ready(http.StatusOK)
 
-	// devices never succeeds for more than 3× 5 min: stale.
+	// A success two minutes ago makes it ready.
 	fake.Advance(16 * time.Minute)
-	ready(http.StatusServiceUnavailable, "FAIL job devices: no success in 16 min since start, limit 15 min", "ok job homes")
-
-	// A success two minutes ago makes it ready again.
 	set(func(s *model.Summary) {
 		s.Jobs = []model.JobSummary{
 			{Job: "devices", LastSuccessAt: t0.Add(14 * time.Minute)},
@@ -357,24 +368,44 @@ func TestReadyz(t *testing.T) {
 	ready(http.StatusServiceUnavailable, "FAIL job devices: last success 16 min ago, limit 15 min", "last error: HTTP 503", "ok job homes")
 }
 
-func TestReadyzGraceAfterRestart(t *testing.T) {
-	// The daemon was down for a day: old successes are not stale until the
-	// job had 3 intervals to run.
-	opts := baseOptions(&syncBuffer{})
-	fake := clock.NewFake(t0)
-	opts.Clock = fake
-	opts.JobIntervals = map[string]time.Duration{"devices": 5 * time.Minute}
-	opts.Status = &fakeStatus{SummaryFn: func(context.Context) (model.Summary, error) {
-		return model.Summary{Auth: model.AuthSummary{State: model.AuthOK},
-			Jobs: []model.JobSummary{{Job: "devices", LastSuccessAt: t0.Add(-24 * time.Hour)}}}, nil
-	}}
-	_, ts := handlerServer(t, opts)
-	if r := get(t, noRedirect(), ts.URL+"/readyz"); r.status != http.StatusOK {
-		t.Fatalf("right after restart: %d\n%s", r.status, r.body)
-	}
-	fake.Advance(16 * time.Minute)
-	if r := get(t, noRedirect(), ts.URL+"/readyz"); r.status != http.StatusServiceUnavailable {
-		t.Fatalf("16 min after restart without success: %d\n%s", r.status, r.body)
+// TestReadyzAgreesWithVerdict: /readyz, the page's banner and
+// health.Evaluate (behind `tibbersync status`) give the same verdict on the
+// same summary at the same moment, including right after a restart with
+// old successes, which the server once called ready while `status` did not.
+func TestReadyzAgreesWithVerdict(t *testing.T) {
+	iv := map[string]time.Duration{"devices": 5 * time.Minute, "homes": time.Hour}
+	for name, sum := range map[string]model.Summary{
+		"AfterRestart": {Auth: model.AuthSummary{State: model.AuthOK},
+			Jobs: []model.JobSummary{{Job: "devices", LastSuccessAt: t0.Add(-24 * time.Hour)}, {Job: "homes", LastSuccessAt: t0.Add(-time.Minute)}}},
+		"FirstBackfillRunning": {Auth: model.AuthSummary{State: model.AuthOK},
+			Jobs: []model.JobSummary{{Job: "devices", LastSuccessAt: t0}, {Job: "homes", Running: true, RunningSince: t0.Add(-time.Minute),
+				Progress: &model.RunProgress{StreamsDone: 1, StreamsTotal: 4, Fraction: 0.3}}}},
+		"Healthy": {Auth: model.AuthSummary{State: model.AuthOK},
+			Jobs: []model.JobSummary{{Job: "devices", LastSuccessAt: t0}, {Job: "homes", LastSuccessAt: t0}}},
+		"SetupRequired": {Auth: model.AuthSummary{State: model.AuthSetupRequired}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			opts := baseOptions(&syncBuffer{})
+			opts.Clock = clock.NewFake(t0)
+			opts.JobIntervals = iv
+			opts.Status = &fakeStatus{SummaryFn: func(context.Context) (model.Summary, error) { return sum, nil }}
+			_, ts := handlerServer(t, opts)
+			want := health.Evaluate(sum, iv, t0)
+			r := get(t, noRedirect(), ts.URL+"/readyz")
+			if (r.status == http.StatusOK) != want.Healthy {
+				t.Fatalf("/readyz %d, verdict healthy=%v\n%s", r.status, want.Healthy, r.body)
+			}
+			page := get(t, noRedirect(), ts.URL+"/")
+			if strings.Contains(page.body, `<strong>Healthy</strong>`) != want.Healthy {
+				t.Fatalf("page health disagrees with verdict healthy=%v", want.Healthy)
+			}
+			if !want.Healthy && !strings.Contains(page.body, `class="banner`) {
+				t.Fatal("unhealthy, but the page shows no banner")
+			}
+			if want.Healthy && strings.Contains(page.body, `class="banner`) {
+				t.Fatal("healthy, but the page shows a banner")
+			}
+		})
 	}
 }
 
@@ -457,6 +488,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	m.ObserveRun("devices", "ok", 12, t0)
 	m.SetBytesWritten(4096)
 	m.ObserveSummaryError()
+	m.ObserveMQTT(func() model.MQTTStatus { return model.MQTTStatus{Connected: true, LastErrorAt: t0} })
 
 	fams := scrapeMetrics(t, s.URL()+"/metrics")
 	for _, name := range documentedMetrics(t) {

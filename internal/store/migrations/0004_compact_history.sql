@@ -1,4 +1,4 @@
--- 0003_compact_history.sql: history in an integer-keyed layout, and row
+-- 0004_compact_history.sql: history in an integer-keyed layout, and row
 -- counts kept as the store writes.
 --
 -- device_history repeated the device id (~80 characters), the metric name
@@ -102,10 +102,14 @@ JOIN history_writes AS w ON w.id = v.write_id
 LEFT JOIN history_revisions AS r ON r.series_id = v.series_id AND r.period_s = v.period_s;
 
 -- Local time is period_start shifted by the offset Tibber reported for that
--- period, so DST days have 23 or 25 rows per metric.
+-- period, so DST days have 23 or 25 rows per metric. The views read the
+-- tables directly (not device_history), so a filter on device, metric or
+-- time uses their keys; home_name lists the homes that list the device now.
 CREATE VIEW history_hourly AS
 SELECT
     s.device_id,
+    d.name AS device_name,
+    n.home_name,
     s.metric,
     date(v.period_s + v.utc_offset_s, 'unixepoch') AS local_date,
     CAST(strftime('%H', v.period_s + v.utc_offset_s, 'unixepoch') AS INTEGER) AS local_hour,
@@ -117,23 +121,39 @@ SELECT
     v.value
 FROM history_values AS v
 JOIN history_series AS s ON s.id = v.series_id
+LEFT JOIN devices AS d ON d.id = s.device_id
+LEFT JOIN (
+    SELECT hd.device_id, group_concat(coalesce(nullif(hm.name, ''), hm.id), ', ') AS home_name
+    FROM home_devices AS hd JOIN homes AS hm ON hm.id = hd.home_id
+    WHERE hd.removed_at IS NULL AND hm.removed_at IS NULL
+    GROUP BY hd.device_id
+) AS n ON n.device_id = s.device_id
 WHERE s.resolution = 'hour';
 
 CREATE VIEW history_daily AS
 SELECT
     s.device_id,
+    d.name AS device_name,
+    n.home_name,
     s.metric,
-    date(d.period_s + d.utc_offset_s, 'unixepoch') AS local_date,
-    d.value,
+    date(dv.period_s + dv.utc_offset_s, 'unixepoch') AS local_date,
+    dv.value,
     coalesce((SELECT count(*) FROM history_values AS h
       WHERE h.series_id = (SELECT hs.id FROM history_series AS hs
                             WHERE hs.device_id = s.device_id AND hs.resolution = 'hour' AND hs.metric = s.metric)
-        AND h.period_s >= d.period_s - 3600
-        AND h.period_s < d.period_s + 93600
+        AND h.period_s >= dv.period_s - 3600
+        AND h.period_s < dv.period_s + 93600
         AND date(h.period_s + h.utc_offset_s, 'unixepoch')
-          = date(d.period_s + d.utc_offset_s, 'unixepoch')), 0) AS hours,
-    strftime('%Y-%m-%dT%H:%M:%fZ', d.period_s, 'unixepoch') AS period_start,
-    d.utc_offset_s
-FROM history_values AS d
-JOIN history_series AS s ON s.id = d.series_id
+          = date(dv.period_s + dv.utc_offset_s, 'unixepoch')), 0) AS hours,
+    strftime('%Y-%m-%dT%H:%M:%fZ', dv.period_s, 'unixepoch') AS period_start,
+    dv.utc_offset_s
+FROM history_values AS dv
+JOIN history_series AS s ON s.id = dv.series_id
+LEFT JOIN devices AS d ON d.id = s.device_id
+LEFT JOIN (
+    SELECT hd.device_id, group_concat(coalesce(nullif(hm.name, ''), hm.id), ', ') AS home_name
+    FROM home_devices AS hd JOIN homes AS hm ON hm.id = hd.home_id
+    WHERE hd.removed_at IS NULL AND hm.removed_at IS NULL
+    GROUP BY hd.device_id
+) AS n ON n.device_id = s.device_id
 WHERE s.resolution = 'day';

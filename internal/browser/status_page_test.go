@@ -1,0 +1,283 @@
+package browser
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/tibbersync/tibbersync/internal/auth"
+	"github.com/tibbersync/tibbersync/internal/clock"
+	"github.com/tibbersync/tibbersync/internal/jobs"
+	"github.com/tibbersync/tibbersync/internal/logging"
+	"github.com/tibbersync/tibbersync/internal/model"
+	"github.com/tibbersync/tibbersync/internal/simulator"
+	"github.com/tibbersync/tibbersync/internal/store"
+	"github.com/tibbersync/tibbersync/internal/tibber"
+	"github.com/tibbersync/tibbersync/internal/tokenstore"
+	"github.com/tibbersync/tibbersync/internal/version"
+	"github.com/tibbersync/tibbersync/internal/web"
+)
+
+// docsShots are the README's screenshots of the status page; the test
+// refreshes them in docs/ when TIBBERSYNC_UPDATE_SCREENSHOTS is set.
+var docsShots = map[string]string{"status-desktop.png": "../../docs/status-desktop.png", "status-phone.png": "../../docs/status-phone.png"}
+
+// layoutReport is what the page measures about itself in the browser.
+type layoutReport struct {
+	Width    float64   `json:"w"`
+	Overflow float64   `json:"over"`
+	Tables   []float64 `json:"tables"`
+	MinFont  float64   `json:"minFont"`
+	Texts    int       `json:"n"`
+	Charts   int       `json:"charts"`
+}
+
+const measureLayout = `(() => {
+  const w = window.innerWidth;
+  const over = document.documentElement.scrollWidth - w;
+  const tables = ['jobs', 'devices'].map(id => { const t = document.getElementById(id); return t ? t.getBoundingClientRect().right - w : -1000; });
+  let minFont = 1e9, n = 0, charts = 0;
+  for (const svg of document.querySelectorAll('svg[data-source="history"]')) {
+    charts++;
+    const scale = svg.getBoundingClientRect().width / svg.viewBox.baseVal.width;
+    for (const t of svg.querySelectorAll('text')) { n++; minFont = Math.min(minFont, parseFloat(getComputedStyle(t).fontSize) * scale); }
+  }
+  return JSON.stringify({w, over, tables, minFont, n, charts});
+})()`
+
+// TestStatusPageInChromium syncs homes, devices and a 30-day history
+// backfill from the simulator, then opens the status page in headless
+// Chromium on a desktop and on a 390-px phone: history charts are there, no
+// key column scrolls sideways on the phone, and chart text renders at 11 px
+// or more. It saves status-desktop.png and status-phone.png under
+// test-output/browser/ (and in docs/ with TIBBERSYNC_UPDATE_SCREENSHOTS=1).
+func TestStatusPageInChromium(t *testing.T) {
+	if _, err := os.Stat(chromiumPath); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("Chromium is required in CI but %s is missing (%v)", chromiumPath, err)
+		}
+		appendSummary(t, "browser: status page SKIPPED, no Chromium at "+chromiumPath)
+		t.Skipf("\n%s\n!!! SKIPPED: no Chromium at %s (%v).\n%s", strings.Repeat("!", 78), chromiumPath, err, strings.Repeat("!", 78))
+	}
+	began := time.Now()
+	outDir, err := filepath.Abs(outputDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name := range docsShots {
+		if err := os.Remove(filepath.Join(outDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
+	}
+	pageURL := newSyncedStatusServer(t)
+
+	sessionCtx, cancelSession := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancelSession()
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(sessionCtx,
+		append(chromedp.DefaultExecAllocatorOptions[:],
+			chromedp.ExecPath(chromiumPath),
+			chromedp.Headless,
+			chromedp.NoSandbox,
+			chromedp.DisableGPU,
+			chromedp.NoFirstRun,
+			chromedp.Flag("disable-background-networking", true),
+			chromedp.Flag("disable-component-update", true),
+			chromedp.Flag("disable-sync", true),
+			chromedp.Flag("disable-dev-shm-usage", true),
+			chromedp.UserDataDir(t.TempDir()),
+			chromedp.WindowSize(1100, 900),
+		)...)
+	defer cancelAlloc()
+	browserCtx, cancelBrowser := chromedp.NewContext(allocCtx)
+	defer cancelBrowser()
+	if err := chromedp.Do(browserCtx); err != nil {
+		t.Fatalf("start Chromium: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(browserCtx, 75*time.Second)
+	defer cancel()
+
+	shot := func(name string) chromedp.Action[chromedp.Void] {
+		return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+			png, err := chromedp.FullScreenshot(100)(ctx, t)
+			if err != nil {
+				return fmt.Errorf("screenshot %s: %w", name, err)
+			}
+			return os.WriteFile(filepath.Join(outDir, name), png, 0o644)
+		})
+	}
+	measure := func(what string, width, height int64, mobile bool, name string) layoutReport {
+		t.Helper()
+		var raw string
+		opts := []chromedp.EmulateViewportOption{}
+		if mobile {
+			opts = append(opts, chromedp.EmulateMobile, chromedp.EmulateTouch, chromedp.EmulateScale(2))
+		}
+		if err := chromedp.Do(ctx,
+			chromedp.EmulateViewport(width, height, opts...),
+			chromedp.Navigate(pageURL),
+			chromedp.WaitVisible(chromedp.CSS(`svg[data-source="history"]`)),
+			into(chromedp.Evaluate[string](measureLayout), &raw),
+			shot(name),
+		); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		var r layoutReport
+		if err := json.Unmarshal([]byte(raw), &r); err != nil {
+			t.Fatalf("%s: layout report %q: %v", what, raw, err)
+		}
+		return r
+	}
+
+	desk := measure("desktop", 1100, 900, false, "status-desktop.png")
+	phone := measure("phone", 390, 844, true, "status-phone.png")
+	for what, r := range map[string]layoutReport{"desktop": desk, "phone": phone} {
+		if r.Charts < 2 || r.Texts == 0 {
+			t.Errorf("%s: %d history charts with %d labels, want charts from the backfill", what, r.Charts, r.Texts)
+		}
+		if r.MinFont < 11 {
+			t.Errorf("%s: chart text renders at %.1f px, want at least 11", what, r.MinFont)
+		}
+		if r.Overflow > 0 {
+			t.Errorf("%s: the page scrolls sideways by %.0f px", what, r.Overflow)
+		}
+		for i, over := range r.Tables {
+			if over > 0 {
+				t.Errorf("%s: table %d reaches %.0f px beyond the viewport", what, i, over)
+			}
+		}
+	}
+	if phone.Width != 390 {
+		t.Errorf("phone viewport is %.0f px wide, want 390", phone.Width)
+	}
+	for name, doc := range docsShots {
+		png, err := os.ReadFile(filepath.Join(outDir, name))
+		if err != nil || len(png) < 5000 {
+			t.Fatalf("screenshot %s missing or empty: %v", name, err)
+		}
+		if os.Getenv("TIBBERSYNC_UPDATE_SCREENSHOTS") != "" {
+			if err := os.WriteFile(doc, png, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	line := fmt.Sprintf("browser: status page after a 30-day backfill: %d history charts, chart text ≥ %.1f px on a 390-px phone, no sideways scroll; 2 screenshots, %.1fs",
+		phone.Charts, phone.MinFont, time.Since(began).Seconds())
+	t.Log(line)
+	if !t.Failed() {
+		appendSummary(t, line)
+	}
+}
+
+// newSyncedStatusServer authorizes against the simulator, runs homes,
+// devices and a 30-day history backfill into a fresh data.db, and serves
+// the status page on loopback. It returns the page's URL.
+func newSyncedStatusServer(t *testing.T) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	redirect := "http://localhost:8765/callback"
+	sim := simulator.New(simulator.Options{Seed: 3, AutoConsent: true, RedirectURIs: []string{redirect}, Homes: 1})
+	t.Cleanup(sim.Close)
+	simSrv := httptest.NewServer(sim)
+	t.Cleanup(simSrv.Close)
+	sim.SetBaseURL(simSrv.URL)
+
+	dir := t.TempDir()
+	data, err := store.Open(ctx, filepath.Join(dir, "data.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { data.Close() })
+	secrets, err := tokenstore.Open(ctx, dir, clock.Real{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { secrets.Close() })
+	aopts := auth.Options{
+		ClientID:     simulator.DefaultClientID,
+		ClientSecret: logging.NewSecret(simulator.DefaultClientSecret),
+		AuthURL:      simSrv.URL + "/connect/authorize",
+		TokenURL:     simSrv.URL + "/connect/token",
+		UserinfoURL:  simSrv.URL + "/connect/userinfo",
+		RedirectURL:  redirect,
+		UserAgent:    version.UserAgent(),
+		Store:        secrets,
+		Status:       data,
+		Logger:       logging.Discard(),
+	}
+	flow, err := auth.NewFlow(aopts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	source, err := auth.NewSource(aopts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := source.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	authURL, err := flow.Start(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, authURL, nil)
+	req.Header.Set("User-Agent", version.UserAgent())
+	resp, err := noFollow.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc, err := resp.Location()
+	if err != nil {
+		t.Fatalf("authorize did not redirect: %s", resp.Status)
+	}
+	if _, err := flow.Complete(ctx, loc); err != nil {
+		t.Fatal(err)
+	}
+	api, err := tibber.New(tibber.Options{BaseURL: simSrv.URL, Tokens: source, UserAgent: version.UserAgent(), RateLimit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	syncer := &jobs.Syncer{API: api, Store: data, HistoryResolutions: []string{model.ResolutionHour, model.ResolutionDay}, BackfillDays: 30}
+	for _, job := range []string{jobs.JobHomes, jobs.JobDevices, jobs.JobHistory} {
+		if r, err := syncer.Run(ctx, job); err != nil || r.Status != jobs.StatusOK {
+			t.Fatalf("%s: %+v %v", job, r, err)
+		}
+	}
+	srv, err := web.New(web.Options{
+		Listen:           "127.0.0.1:0",
+		RedirectURL:      redirect,
+		ClientID:         simulator.DefaultClientID,
+		ClientConfigured: true,
+		Flow:             flow,
+		Status:           data,
+		JobIntervals:     map[string]time.Duration{"homes": time.Hour, "devices": 5 * time.Minute, "history": time.Hour},
+		Logger:           logging.Discard(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Open(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Close(cctx)
+	})
+	return srv.URL() + "/"
+}
