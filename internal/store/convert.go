@@ -210,6 +210,10 @@ JOIN history_series AS s ON s.device_id = l.device_id AND s.resolution = l.resol
 	if err != nil {
 		return 0, fmt.Errorf("delete moved rows: %w", err)
 	}
+	// Every moved row is one history value.
+	if err := addInserted(ctx, tx, "history_values", moved); err != nil {
+		return 0, err
+	}
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("commit: %w", err)
 	}

@@ -19,6 +19,23 @@ import (
 func insertedCounter(table string) string { return "inserted:" + table }
 func deletedCounter(table string) string  { return "deleted:" + table }
 
+// insertsCountedByStore are tables whose inserts the store counts itself,
+// once per transaction, instead of by a trigger per row: history_values
+// takes millions of rows, and a trigger per row would add an UPDATE of
+// counters to each. Their deletes still go through a trigger.
+var insertsCountedByStore = map[string]bool{"history_values": true}
+
+// addInserted adds n to table's inserted counter within tx.
+func addInserted(ctx context.Context, tx *tx, table string, n int64) error {
+	if n == 0 {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE counters SET value = value + ?1 WHERE name = ?2`, n, insertedCounter(table)); err != nil {
+		return fmt.Errorf("count inserted rows of %s: %w", table, err)
+	}
+	return nil
+}
+
 // uncountedTables have no row-count triggers: counters itself, the
 // migration bookkeeping and the legacy history table that the conversion
 // empties and drops.
@@ -50,11 +67,15 @@ func (db *DB) ensureCounters(ctx context.Context) error {
 	}
 	for _, t := range missing {
 		ins, del := quoteText(insertedCounter(t)), quoteText(deletedCounter(t))
+		insertTrigger := `CREATE TRIGGER ` + quoteIdent("count_"+t+"_insert") + ` AFTER INSERT ON ` + quoteIdent(t) + `
+BEGIN UPDATE counters SET value = value + 1 WHERE name = ` + ins + `; END`
+		if insertsCountedByStore[t] {
+			insertTrigger = `SELECT 1`
+		}
 		for _, q := range []string{
 			`DROP TRIGGER IF EXISTS ` + quoteIdent("count_"+t+"_insert"),
 			`DROP TRIGGER IF EXISTS ` + quoteIdent("count_"+t+"_delete"),
-			`CREATE TRIGGER ` + quoteIdent("count_"+t+"_insert") + ` AFTER INSERT ON ` + quoteIdent(t) + `
-BEGIN UPDATE counters SET value = value + 1 WHERE name = ` + ins + `; END`,
+			insertTrigger,
 			`CREATE TRIGGER ` + quoteIdent("count_"+t+"_delete") + ` AFTER DELETE ON ` + quoteIdent(t) + `
 BEGIN UPDATE counters SET value = value + 1 WHERE name = ` + del + `; END`,
 			`INSERT INTO counters (name, value) SELECT ` + ins + `, count(*) FROM ` + quoteIdent(t) + `
@@ -80,12 +101,13 @@ type querier interface {
 // tablesWithoutCounter lists the tables that lack their row-count
 // triggers or counters row.
 func tablesWithoutCounter(ctx context.Context, q querier) ([]string, error) {
-	rows, err := q.QueryContext(ctx, `SELECT t.name FROM sqlite_master AS t
+	rows, err := q.QueryContext(ctx, `SELECT t.name,
+    EXISTS (SELECT 1 FROM sqlite_master AS g WHERE g.type = 'trigger' AND g.name = 'count_' || t.name || '_insert'),
+    EXISTS (SELECT 1 FROM sqlite_master AS g WHERE g.type = 'trigger' AND g.name = 'count_' || t.name || '_delete')
+      AND EXISTS (SELECT 1 FROM counters AS c WHERE c.name = 'inserted:' || t.name)
+      AND EXISTS (SELECT 1 FROM counters AS c WHERE c.name = 'deleted:' || t.name)
+FROM sqlite_master AS t
 WHERE t.type = 'table' AND t.name NOT LIKE 'sqlite\_%' ESCAPE '\'
-  AND (NOT EXISTS (SELECT 1 FROM sqlite_master AS g WHERE g.type = 'trigger' AND g.name = 'count_' || t.name || '_insert')
-    OR NOT EXISTS (SELECT 1 FROM sqlite_master AS g WHERE g.type = 'trigger' AND g.name = 'count_' || t.name || '_delete')
-    OR NOT EXISTS (SELECT 1 FROM counters AS c WHERE c.name = 'inserted:' || t.name)
-    OR NOT EXISTS (SELECT 1 FROM counters AS c WHERE c.name = 'deleted:' || t.name))
 ORDER BY t.name`)
 	if err != nil {
 		return nil, fmt.Errorf("row counters: %w", err)
@@ -93,11 +115,17 @@ ORDER BY t.name`)
 	defer func() { _ = rows.Close() }()
 	var out []string
 	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
+		var (
+			n                  string
+			hasInsert, hasRest bool
+		)
+		if err := rows.Scan(&n, &hasInsert, &hasRest); err != nil {
 			return nil, fmt.Errorf("row counters: %w", err)
 		}
-		if !uncountedTables[n] {
+		if uncountedTables[n] {
+			continue
+		}
+		if !hasRest || hasInsert == insertsCountedByStore[n] {
 			out = append(out, n)
 		}
 	}
@@ -105,6 +133,7 @@ ORDER BY t.name`)
 }
 
 // triggerChangesSQL is how many row changes the row-count triggers have
-// made: one per counted insert or delete.
+// made: one per counted insert or delete (history_values' inserts are
+// counted by the store, not by a trigger).
 const triggerChangesSQL = `SELECT coalesce(sum(value), 0) FROM counters
-WHERE name GLOB 'inserted:*' OR name GLOB 'deleted:*'`
+WHERE (name GLOB 'inserted:*' AND name <> 'inserted:history_values') OR name GLOB 'deleted:*'`

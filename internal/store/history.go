@@ -77,6 +77,9 @@ func (db *DB) SaveHistoryPage(ctx context.Context, deviceID, resolution string, 
 	if err := w.finish(ctx); err != nil {
 		return res, fmt.Errorf("save history page: %w", err)
 	}
+	if err := addInserted(ctx, tx, "history_values", int64(res.Inserted)); err != nil {
+		return res, fmt.Errorf("save history page: %w", err)
+	}
 
 	cp.DeviceID, cp.Resolution = deviceID, resolution
 	if newest.After(cp.LastPeriod) {
