@@ -9,7 +9,7 @@ GOBIN   := $(shell $(GO) env GOPATH)/bin
 STATICCHECK_VERSION := v0.8.2
 DIST    := dist
 
-.PHONY: all build test stress-test unit lint staticcheck run demo bench cross docker version clean ci
+.PHONY: all build test stress-test unit lint staticcheck run demo bench cross package docker version clean ci
 
 all: build
 
@@ -53,13 +53,32 @@ bench: build
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(DIST)/tibbersync-bench ./cmd/tibbersync-bench
 	$(DIST)/tibbersync-bench -binary $(DIST)/tibbersync
 
-## cross: static binaries for linux amd64, arm64 and arm/v7 (Raspberry Pi), with checksums
+## cross: static, stripped binaries for linux amd64, arm64 and armhf (32-bit
+## Raspberry Pi OS: GOARM=6, which runs on every Pi from the Zero/1 up), with checksums
+CROSS_ARCHS := amd64 arm64 armhf
 cross:
 	mkdir -p $(DIST)
 	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(DIST)/tibbersync-linux-amd64 ./cmd/tibbersync
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(DIST)/tibbersync-linux-arm64 ./cmd/tibbersync
-	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(DIST)/tibbersync-linux-armv7 ./cmd/tibbersync
-	cd $(DIST) && sha256sum tibbersync-linux-* > SHA256SUMS
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=6 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(DIST)/tibbersync-linux-armhf ./cmd/tibbersync
+	cd $(DIST) && sha256sum $(addprefix tibbersync-linux-,$(CROSS_ARCHS)) > SHA256SUMS
+
+## package: dist/tibbersync_<version>_{amd64,arm64,armhf}.deb from the cross
+## binaries, with nfpm (a Go tool pinned in go.mod: no download at build time)
+PKG_VERSION ?= $(shell sh packaging/debversion.sh "$(VERSION)" "$$(git log -1 --format=%cd --date=format:%Y%m%d 2>/dev/null)")
+PKG_STAGE   := $(DIST)/pkg-stage
+package: cross
+	rm -rf $(PKG_STAGE) && mkdir -p $(PKG_STAGE)
+	sed 's|^ExecStart=/usr/local/bin/tibbersync |ExecStart=/usr/bin/tibbersync |; s|^# Install: see README.md.*|# Installed by the tibbersync Debian package.|' systemd/tibbersync.service > $(PKG_STAGE)/tibbersync.service
+	grep -q '^ExecStart=/usr/bin/tibbersync run -c /etc/tibbersync/config.toml$$' $(PKG_STAGE)/tibbersync.service
+	sh packaging/changelog.sh "$(PKG_VERSION)" | gzip -9n > $(PKG_STAGE)/changelog.gz
+	{ cat packaging/copyright; echo; echo "Statically linked Go modules (go version -m):"; \
+	  $(GO) version -m $(DIST)/tibbersync-linux-amd64 | awk '$$1=="dep"{print " " $$2 " " $$3}'; } > $(PKG_STAGE)/copyright
+	set -e; for arch in $(CROSS_ARCHS); do \
+	  rm -f $(DIST)/tibbersync_$(PKG_VERSION)_$$arch.deb; \
+	  PKG_ARCH=$$arch PKG_VERSION=$(PKG_VERSION) PKG_BINARY=$(DIST)/tibbersync-linux-$$arch PKG_STAGE=$(PKG_STAGE) \
+	    $(GO) tool nfpm package --packager deb --config packaging/nfpm.yaml --target $(DIST)/tibbersync_$(PKG_VERSION)_$$arch.deb; \
+	done
 
 ## docker: the distroless image (needs a Docker engine)
 docker:

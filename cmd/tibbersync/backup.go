@@ -32,6 +32,15 @@ func cmdBackup(ctx context.Context, g globalFlags, args []string, env *environme
 	if err != nil {
 		return err
 	}
+	// backup stays root (its destination may be anywhere root can write);
+	// whatever SQLite created in the state dir goes to the dir's owner.
+	if o := stateOwnerOf(cfg.Storage.Dir); o != nil {
+		defer func() {
+			if err := o.chownLeftovers(); err != nil {
+				fmt.Fprintf(env.stderr, "tibbersync backup: give state files back to %s: %v\n", o.name, err)
+			}
+		}()
+	}
 	db, err := store.OpenReadOnly(ctx, filepath.Join(cfg.Storage.Dir, "data.db"))
 	if err != nil {
 		return fmt.Errorf("tibbersync backup: %w", err)

@@ -126,6 +126,7 @@ Commands:
   simulate     a local fake Tibber (authorization server + Data API)
   demo         simulator + daemon wired together: a few sync cycles and a summary
   backup FILE  consistent, checked copy of data.db
+  doctor       check the installation (config, state dir, secret, redirect URI, clock, network, daemon, auth) and print fixes
   healthcheck  exit status for Docker HEALTHCHECK
   version      version, commit and Go version
 
@@ -144,6 +145,7 @@ var commands = map[string]command{
 	"simulate":    cmdSimulate,
 	"demo":        cmdDemo,
 	"backup":      cmdBackup,
+	"doctor":      cmdDoctor,
 	"healthcheck": cmdHealthcheck,
 	"version":     cmdVersion,
 }

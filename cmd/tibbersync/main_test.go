@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"html"
 	"io"
@@ -19,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tibbersync/tibbersync/internal/auth"
+	"github.com/tibbersync/tibbersync/internal/daemon"
 	"github.com/tibbersync/tibbersync/internal/simulator"
 	"github.com/tibbersync/tibbersync/internal/testutil"
 )
@@ -418,5 +421,35 @@ func TestRunWithoutClientServesSetupInstructions(t *testing.T) {
 	stop()
 	if code := <-done; code != 0 {
 		t.Fatalf("run exit %d\n%s", code, logs.String())
+	}
+}
+
+// TestExitCodeMapping: main's one mapping from a command's error to the
+// exit code.
+func TestExitCodeMapping(t *testing.T) {
+	for name, tc := range map[string]struct {
+		err  error
+		want int
+	}{
+		"Nil":             {nil, exitOK},
+		"Plain":           {errors.New("boom"), exitError},
+		"WithCode":        {withCode(statusReauthRequired, nil), statusReauthRequired},
+		"WrappedWithCode": {fmt.Errorf("ctx: %w", withCode(exitUsage, errors.New("bad"))), exitUsage},
+		"DaemonConfig":    {fmt.Errorf("tibbersync: %w", &daemon.ConfigError{Err: errors.New("bad dir")}), exitConfig},
+		"AuthConfig":      {fmt.Errorf("tibbersync setup: %w", auth.ErrConfig), exitConfig},
+		"NoClientSecret":  {fmt.Errorf("tibbersync setup: %w", auth.ErrNoClientSecret), exitConfig},
+	} {
+		if got := exitCode(tc.err); got != tc.want {
+			t.Errorf("%s: exitCode(%v) = %d, want %d", name, tc.err, got, tc.want)
+		}
+	}
+	// A silent code prints nothing; a message is printed once, as it is.
+	var out, errb syncBuffer
+	env := &environment{stdin: strings.NewReader(""), stdout: &out, stderr: &errb}
+	if code := runMain(context.Background(), []string{"sync", "weather"}, env); code != exitUsage {
+		t.Fatalf("sync weather: exit %d", code)
+	}
+	if got := errb.String(); strings.Count(got, "unknown job") != 1 || !strings.HasSuffix(got, "\n") {
+		t.Fatalf("stderr %q: want the message once, one line", got)
 	}
 }

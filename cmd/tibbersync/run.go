@@ -67,12 +67,14 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, env *enviro
 		return fmt.Errorf("tibbersync: %w", err)
 	}
 	defer d.Close()
+	stopped := make(chan struct{})
+	defer close(stopped)
 	if ready != nil {
 		go func() {
 			select {
 			case <-d.Ready():
 				ready(d)
-			case <-ctx.Done():
+			case <-stopped: // Run failed before it served
 			}
 		}()
 	}

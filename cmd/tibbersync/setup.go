@@ -36,8 +36,21 @@ func cmdSetup(ctx context.Context, g globalFlags, args []string, env *environmen
 	for _, w := range auth.CheckRedirectURL(cfg.Tibber.RedirectURL, cfg.Web.Listen) {
 		fmt.Fprintf(env.stderr, "warning: %s\n", w)
 	}
+	// A running daemon owns the attempt (control.go); only without one does
+	// this process open the state dir itself.
+	if handled, err := setupThroughDaemon(ctx, cfg, *paste, env); handled {
+		return err
+	}
+	restore, err := actAsStateOwner(cfg.Storage.Dir, "setup")
+	if err != nil {
+		return err
+	}
+	defer restore()
 	d, err := daemon.Open(ctx, cfg, daemon.Options{Logger: log})
 	if err != nil {
+		if hint := permissionHint(cfg, err); hint != "" {
+			return withCode(exitConfig, fmt.Errorf("tibbersync setup: %w\n%s", err, hint))
+		}
 		return fmt.Errorf("tibbersync: %w", err)
 	}
 	defer d.Close()
@@ -55,16 +68,7 @@ func setupPaste(ctx context.Context, d *daemon.Daemon, env *environment) error {
 	if err != nil {
 		return fmt.Errorf("tibbersync setup: %w", err)
 	}
-	fmt.Fprintf(env.stdout, `1. Open this URL in a browser on any machine and log in to Tibber:
-
-%s
-
-2. After you approve, the browser goes to %s...
-   That page may fail to load (nothing listens there): that is fine.
-3. Copy the whole URL from the browser's address bar and paste it here, then press Enter.
-   The attempt is valid for 10 minutes.
-
-URL: `, authURL, d.Config().Tibber.RedirectURL)
+	fmt.Fprintf(env.stdout, pasteInstructions, authURL, d.Config().Tibber.RedirectURL)
 	line, err := readLine(ctx, env.stdin)
 	if err != nil {
 		return fmt.Errorf("\ntibbersync setup: %w", err)
@@ -82,6 +86,19 @@ URL: `, authURL, d.Config().Tibber.RedirectURL)
 	printAuthorized(env.stdout, st)
 	return nil
 }
+
+// pasteInstructions are printed by `setup --paste`, with the authorize URL
+// and the redirect URL.
+const pasteInstructions = `1. Open this URL in a browser on any machine and log in to Tibber:
+
+%s
+
+2. After you approve, the browser goes to %s...
+   That page may fail to load (nothing listens there): that is fine.
+3. Copy the whole URL from the browser's address bar and paste it here, then press Enter.
+   The attempt is valid for 10 minutes.
+
+URL: `
 
 // readLine reads one line from r, giving up when ctx is done.
 func readLine(ctx context.Context, r io.Reader) (string, error) {

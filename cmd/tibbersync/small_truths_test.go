@@ -106,3 +106,22 @@ func TestRunWithoutConfigDoesNotCreateStateDir(t *testing.T) {
 		t.Fatal("run without config created /var/lib/tibbersync")
 	}
 }
+
+// TestSyncUpdatesJobState: runs made outside the scheduler (`tibbersync
+// sync`, RunJob) update job_state like scheduled runs, so sync_health and
+// /readyz see them.
+func TestSyncUpdatesJobState(t *testing.T) {
+	a, _, _ := syncedApp(t)
+	ctx := testCtx(t, 60*time.Second)
+	r, err := a.RunJob(ctx, "homes")
+	if err != nil || r.Status != "ok" {
+		t.Fatalf("homes: %+v %v", r, err)
+	}
+	st, err := a.Store().JobState(ctx, "homes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.LastSuccessAt.Equal(r.FinishedAt) || !st.LastRunAt.Equal(r.StartedAt) || st.ConsecutiveFailures != 0 {
+		t.Fatalf("job_state after a sync run: %+v; run %+v", st, r)
+	}
+}

@@ -67,6 +67,13 @@ func cmdStatus(ctx context.Context, g globalFlags, args []string, env *environme
 	if err != nil {
 		return err
 	}
+	// Run as root on the service's state dir: act as its owner, so that
+	// SQLite's -shm (and any file) it creates stays the daemon's.
+	restore, err := actAsStateOwner(cfg.Storage.Dir, "status")
+	if err != nil {
+		return withCode(statusError, err)
+	}
+	defer restore()
 	path := filepath.Join(cfg.Storage.Dir, "data.db")
 	fail := func(err error) error {
 		if *asJSON {
@@ -103,6 +110,11 @@ func cmdStatus(ctx context.Context, g globalFlags, args []string, env *environme
 // judge is health.Evaluate, the verdict /readyz and the page use too.
 func judge(s model.Summary, intervals map[string]time.Duration, now time.Time, extra ...health.Check) statusReport {
 	v := health.Evaluate(s, intervals, now, extra...)
+	if s.Auth.State != model.AuthOK {
+		// No usable token: no expiry to renew and no refresh-token
+		// lifetime to promise; the auth check's action says what to do.
+		s.Auth.AccessExpiresAt, s.Auth.RefreshExpiresEst = time.Time{}, time.Time{}
+	}
 	rep := statusReport{Summary: s, Healthy: v.Healthy, ExitCode: v.ExitCode, Checks: v.Checks}
 	for _, c := range v.Checks {
 		if c.OK {

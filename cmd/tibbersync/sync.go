@@ -41,6 +41,13 @@ func cmdSync(ctx context.Context, g globalFlags, args []string, env *environment
 	if err != nil {
 		return err
 	}
+	// The secret was read above; the databases are opened as the state
+	// dir's owner when root runs this (no root-owned files left behind).
+	restore, err := actAsStateOwner(cfg.Storage.Dir, "sync")
+	if err != nil {
+		return err
+	}
+	defer restore()
 	o := daemon.Options{Logger: log}
 	if !*noProgress && isTerminal(env.stderr) {
 		o.Progress = jobs.NewProgressBar(env.stderr, nil)

@@ -261,6 +261,10 @@ func TestTruthfulStatusDuringBackfill(t *testing.T) {
 	if code := agree("after the grant was revoked"); code != statusReauthRequired {
 		t.Fatalf("status after a revoked grant: exit %d, want %d", code, statusReauthRequired)
 	}
+	_, rep = statusJSON()
+	if !rep.Auth.AccessExpiresAt.IsZero() || !rep.Auth.RefreshExpiresEst.IsZero() || len(rep.Checks) == 0 || rep.Checks[0].Action == "" {
+		t.Fatalf("status --json after a revoked grant promises expiries or says nothing to do: auth %+v, checks %+v", rep.Auth, rep.Checks)
+	}
 	_, plain = runCmdOut(t, ctx, f, "status")
 	if strings.Contains(plain, "days left") || strings.Contains(plain, "refreshed ahead") || !strings.Contains(plain, "what to do:") {
 		t.Fatalf("status after a revoked grant:\n%s", plain)

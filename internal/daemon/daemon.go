@@ -30,6 +30,7 @@ import (
 	"github.com/tibbersync/tibbersync/internal/auth"
 	"github.com/tibbersync/tibbersync/internal/clock"
 	"github.com/tibbersync/tibbersync/internal/config"
+	"github.com/tibbersync/tibbersync/internal/control"
 	"github.com/tibbersync/tibbersync/internal/jobs"
 	"github.com/tibbersync/tibbersync/internal/metrics"
 	"github.com/tibbersync/tibbersync/internal/model"
@@ -128,11 +129,13 @@ type Daemon struct {
 	log  *slog.Logger
 	clk  clock.Clock
 
-	unlock   func()
-	data     *store.DB
-	secrets  *tokenstore.Store
-	source   *auth.Source
-	flow     *auth.Flow
+	unlock  func()
+	data    *store.DB
+	secrets *tokenstore.Store
+	source  *auth.Source
+	flow    *auth.Flow
+	// ctl is the control socket (control.go), set in Run before serving.
+	ctl      *control.Server
 	api      *tibber.Client
 	syncer   *jobs.Syncer
 	notifier *notify.Notifier

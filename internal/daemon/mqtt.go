@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"path/filepath"
+	"slices"
 
 	"github.com/tibbersync/tibbersync/internal/config"
 	"github.com/tibbersync/tibbersync/internal/model"
@@ -44,7 +45,8 @@ func (d *Daemon) buildMQTT() error {
 		return err
 	}
 	d.mqtt = pub
-	d.opts.Observers = append(d.opts.Observers, ObserverFuncs{
+	// A copy: the caller's slice is never written to.
+	d.opts.Observers = append(slices.Clip(d.opts.Observers), ObserverFuncs{
 		Run: func(_ context.Context, r model.Run, _ error) {
 			if r.Job == "devices" || r.Job == "homes" {
 				pub.DevicesChanged()

@@ -124,6 +124,10 @@ func (d *Daemon) authorized(st model.AuthStatus) {
 	d.historyAfterDevices.Store(true)
 	d.sched.Trigger(jobs.JobHomes)
 	d.sched.Trigger(jobs.JobDevices)
+	if d.ctl != nil {
+		// `tibbersync setup` waiting for the browser learns it is done.
+		d.ctl.Authorized()
+	}
 }
 
 // quietRunner is the scheduler's runner: one run with its deadline. While

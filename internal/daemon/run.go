@@ -73,6 +73,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	for _, w := range auth.CheckRedirectURL(d.cfg.Tibber.RedirectURL, d.cfg.Web.Listen) {
 		d.log.Warn("redirect uri check: " + w)
 	}
+	// The control socket first: the web page's /callback may tell it.
+	d.openControl()
+	if d.ctl != nil {
+		defer d.ctl.Close()
+	}
 	if err := d.srv.Open(); err != nil {
 		return err
 	}
@@ -97,6 +102,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	wg := d.startLoops(runCtx, sd, url)
+	d.serveControl(runCtx, wg)
 	<-ctx.Done()
 	_ = sd.Stopping()
 	d.log.Info("stopping: letting running jobs finish")

@@ -145,7 +145,7 @@ func crashSequence(t *testing.T, seed uint64, st *crashStats) {
 		if attempt > 40 {
 			t.Fatalf("backfill not complete after %d runs", attempt-1)
 		}
-		ctx, stop := context.WithTimeout(context.Background(), runTimeout)
+		ctx, stop := e.runGuard()
 		mu.Lock()
 		cancel, fired, armed = stop, false, false
 		runs++

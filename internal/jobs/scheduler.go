@@ -272,11 +272,13 @@ func (s *Scheduler) RunDue(ctx context.Context) []string {
 		return nil
 	}
 	s.load(ctx)
-	now := s.now()
 	log := s.logger()
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// Read the clock under the lock: a run that finished before it was
+	// taken is never newer than now, and two RunDue calls read it in order.
+	now := s.now()
 
 	// First bring every due time in line with the schedule, even while the
 	// clock is implausible, so NextRuns shows sane values.

@@ -127,6 +127,13 @@ const (
 	rankState
 )
 
+// stableConnection is how long a connection must last before a drop
+// resets the reconnect backoff.
+const stableConnection = time.Minute
+
+// shortConnection is a connection the broker dropped right away.
+const shortConnection = 5 * time.Second
+
 // New checks the options and prepares TLS. It does not connect.
 func New(o Options) (*Publisher, error) {
 	if o.Source == nil {
@@ -247,18 +254,31 @@ func (p *Publisher) Run(ctx context.Context) error {
 			backoff = min(backoff*2, p.o.MaxBackoff)
 			continue
 		}
-		backoff = p.o.MinBackoff
 		p.connected()
+		since := p.o.Clock.Now()
 		err = p.serve(ctx, client, lost)
 		if ctx.Err() != nil {
 			p.goodbye(client)
 			break
 		}
 		client.Disconnect(0)
+		lasted := p.o.Clock.Now().Sub(since)
+		if lasted >= stableConnection {
+			backoff = p.o.MinBackoff
+		}
+		// A connection the broker drops at once (a second client with the
+		// same id, an ACL that refuses our topics) must not turn into a
+		// reconnect-and-republish loop: below stableConnection the backoff
+		// keeps growing, and a very short one says what to check.
+		if lasted < shortConnection {
+			err = fmt.Errorf("%w (dropped within %s of connecting; if this repeats, check that no other client uses mqtt.client_id %q and that the user may publish under %s/#)",
+				err, shortConnection, p.o.ClientID, p.o.TopicPrefix)
+		}
 		p.failed(err)
 		if p.o.Clock.Sleep(ctx, jittered(backoff)) != nil {
 			break
 		}
+		backoff = min(backoff*2, p.o.MaxBackoff)
 	}
 	p.mu.Lock()
 	p.st.Connected, p.st.Stopped = false, true
@@ -597,3 +617,36 @@ func ReadStatusFile(path string) (model.MQTTStatus, error) {
 	}
 	return st, nil
 }
+
+// Probe connects to the broker once, as the bridge would (TLS, user,
+// password), and disconnects, publishing nothing; `tibbersync doctor` uses
+// it. It connects as <client id>-doctor so that it never kicks a running
+// bridge off the broker. The error says what to fix.
+func Probe(ctx context.Context, o Options) error {
+	if o.Source == nil {
+		o.Source = noSource{}
+	}
+	if o.TopicPrefix == "" {
+		o.TopicPrefix = "tibbersync"
+	}
+	o.ClientID = cmp.Or(o.ClientID, "tibbersync") + "-doctor"
+	p, err := New(o)
+	if err != nil {
+		return err
+	}
+	client, _, err := p.connect(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("no answer from %s in time (%w)", p.st.Broker, ctx.Err())
+		}
+		return errors.New(p.describe(err))
+	}
+	client.Disconnect(250)
+	return nil
+}
+
+// noSource is the Source of a Probe, which reads nothing.
+type noSource struct{}
+
+func (noSource) DeviceStates(context.Context) ([]model.DeviceState, error) { return nil, nil }
+func (noSource) AuthStatus(context.Context) (model.AuthStatus, error)      { return model.AuthStatus{}, nil }

@@ -609,3 +609,59 @@ func TestNewRejectsBadOptions(t *testing.T) {
 	}
 	_ = errors.New
 }
+
+// TestSameClientIDDoesNotFlap: two bridges with one client id kick each
+// other off the broker; each backs off (no tight reconnect-and-republish
+// loop) and the error names the likely cause.
+func TestSameClientIDDoesNotFlap(t *testing.T) {
+	b := startBroker(t)
+	o := mqtt.Options{URL: "mqtt://" + b.Plain, ClientID: "tibbersync-twin", QoS: 1}
+	r1 := startPublisher(t, newSource(), o)
+	r2 := startPublisher(t, newSource(), o)
+	waitUntil(t, "both bridges to have been kicked", func() bool {
+		return r1.pub.Status().Errors >= 2 && r2.pub.Status().Errors >= 2
+	})
+	for _, r := range []*rig{r1, r2} {
+		if e := r.pub.Status().LastError; !strings.Contains(e, `mqtt.client_id "tibbersync-twin"`) {
+			t.Errorf("error %q does not point at the shared client id", e)
+		}
+	}
+	// With a 20 ms minimum and a 300 ms maximum backoff, a loop that reset
+	// the backoff on every short connection would reconnect ~50 times a
+	// second; backing off, the two together stay far below that.
+	start := r1.pub.Status().Errors + r2.pub.Status().Errors
+	startPasses := r1.pub.Passes() + r2.pub.Passes()
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond) // observation window; the assertion below is an upper bound
+	}
+	if n := r1.pub.Status().Errors + r2.pub.Status().Errors - start; n > 40 {
+		t.Errorf("%d reconnects in 3 s: the bridges flap", n)
+	}
+	t.Logf("%d drops and %d full publishes in 3 s", r1.pub.Status().Errors+r2.pub.Status().Errors-start, r1.pub.Passes()+r2.pub.Passes()-startPasses)
+}
+
+func TestProbe(t *testing.T) {
+	b := startBroker(t)
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := mqtt.Probe(ctx, mqtt.Options{URL: "mqtt://" + b.Auth, Username: brokerUser, Password: secret.New(brokerPassword)}); err != nil {
+		t.Errorf("probe with the right password: %v", err)
+	}
+	err := mqtt.Probe(ctx, mqtt.Options{URL: "mqtt://" + b.Auth, Username: brokerUser, Password: secret.New("CANARY-wrong-7e")})
+	if err == nil || !strings.Contains(err.Error(), `refused user "tibbersync"`) || strings.Contains(err.Error(), "CANARY") {
+		t.Errorf("probe with a wrong password: %v", err)
+	}
+	if err := mqtt.Probe(ctx, mqtt.Options{URL: "mqtts://localhost:" + port(b.TLS), CAFile: b.CAFile}); err != nil {
+		t.Errorf("TLS probe with the CA: %v", err)
+	}
+	// The probe never kicks a running bridge: it uses its own client id.
+	r := startPublisher(t, newSource(), mqtt.Options{URL: "mqtt://" + b.Plain, ClientID: "tibbersync-live"})
+	waitUntil(t, "the bridge to connect", func() bool { return r.pub.Passes() >= 1 })
+	if err := mqtt.Probe(ctx, mqtt.Options{URL: "mqtt://" + b.Plain, ClientID: "tibbersync-live"}); err != nil {
+		t.Fatal(err)
+	}
+	if st := r.pub.Status(); !st.Connected || st.Errors != 0 {
+		t.Errorf("the probe disturbed the bridge: %+v", st)
+	}
+}

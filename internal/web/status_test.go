@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -120,26 +119,6 @@ func hourlySoC(now time.Time) []model.HistorySeries {
 		pts = append(pts, model.HistoryPoint{Start: start, Offset: time.Duration(off) * time.Second, Value: float64(h % 100)})
 	}
 	return []model.HistorySeries{{DeviceID: "d1", DeviceName: "Home battery", Resolution: "hour", Metric: "storage.stateOfCharge", Points: pts}}
-}
-
-type pt struct{ x, y float64 }
-
-func parsePoints(t *testing.T, s string) []pt {
-	t.Helper()
-	var out []pt
-	for _, f := range strings.Fields(s) {
-		xs, ys, ok := strings.Cut(f, ",")
-		if !ok {
-			t.Fatalf("bad point %q", f)
-		}
-		x, err1 := strconv.ParseFloat(xs, 64)
-		y, err2 := strconv.ParseFloat(ys, 64)
-		if err1 != nil || err2 != nil {
-			t.Fatalf("bad point %q", f)
-		}
-		out = append(out, pt{x, y})
-	}
-	return out
 }
 
 func TestStatusPageRendersEverything(t *testing.T) {
@@ -533,5 +512,28 @@ func TestMetricsNilIs404(t *testing.T) {
 	_, ts := handlerServer(t, baseOptions(&syncBuffer{}))
 	if r := get(t, noRedirect(), ts.URL+"/metrics"); r.status != http.StatusNotFound {
 		t.Fatalf("/metrics without Metrics: %d, want 404", r.status)
+	}
+}
+
+// TestNoConnectButtonWithoutClient: without a configured client the page
+// offers the setup steps, never a Connect button that can only fail.
+func TestNoConnectButtonWithoutClient(t *testing.T) {
+	opts := baseOptions(&syncBuffer{})
+	opts.ClientConfigured = false
+	opts.Flow = nil
+	opts.ConfigHint = "set [tibber].client_id"
+	opts.Status = &fakeStatus{SummaryFn: func(context.Context) (model.Summary, error) {
+		return model.Summary{Auth: model.AuthSummary{State: model.AuthSetupRequired}}, nil
+	}}
+	_, ts := handlerServer(t, opts)
+	r := get(t, noRedirect(), ts.URL+"/")
+	if r.status != http.StatusOK {
+		t.Fatalf("status %d", r.status)
+	}
+	mustContain(t, r.body, "Tibber client not configured", "set [tibber].client_id", `href="/setup">Setup steps</a>`, `id="auth-action"`)
+	for _, bad := range []string{"Connect to Tibber</a>", `href="/setup/start"`, "renewed", "days left"} {
+		if strings.Contains(r.body, bad) {
+			t.Errorf("page without a client offers %q", bad)
+		}
 	}
 }

@@ -1,0 +1,392 @@
+package control
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"os/user"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/tibbersync/tibbersync/internal/model"
+)
+
+// Options configure a Server.
+type Options struct {
+	// Dir is the state directory; the socket is Dir/control.sock.
+	Dir string
+	// Flow is nil when the client id or secret is missing.
+	Flow Flow
+	// ConfigHint says what to configure when Flow is nil.
+	ConfigHint string
+	// Status reads the current auth state.
+	Status func(ctx context.Context) (model.AuthStatus, error)
+	// ParseRedirect turns a pasted text into the redirect URL (auth.ParseRedirect).
+	ParseRedirect func(string) (*url.URL, error)
+	// IsConfigError tells a rejected client configuration from other failures.
+	IsConfigError func(error) bool
+	// OnAuthorized runs after a successful Complete (starts the jobs).
+	OnAuthorized func(model.AuthStatus)
+	RedirectURL  string
+	SetupURL     string
+	Logger       *slog.Logger
+	// GroupsOf returns the group ids of a uid (os/user when nil).
+	GroupsOf func(uid int) ([]int, error)
+	// ExchangeTimeout bounds the code exchange (60s when zero).
+	ExchangeTimeout time.Duration
+	// MaxWait bounds OpWait (15 minutes when zero).
+	MaxWait time.Duration
+}
+
+// Server is the daemon's end of the control channel.
+type Server struct {
+	o       Options
+	ln      *net.UnixListener
+	path    string
+	sockGID int
+	selfUID int
+
+	mu     sync.Mutex
+	gen    int           // incremented on every authorization
+	genCh  chan struct{} // closed and replaced on every authorization
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// Listen creates the socket (mode 0660, group of the state directory). A
+// stale socket left by a crashed daemon is replaced; a live one is an error
+// (the daemon lock normally prevents that).
+func Listen(o Options) (*Server, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.ExchangeTimeout == 0 {
+		o.ExchangeTimeout = 60 * time.Second
+	}
+	if o.MaxWait == 0 {
+		o.MaxWait = 15 * time.Minute
+	}
+	path := SocketPath(o.Dir)
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode().Type() != os.ModeSocket {
+			return nil, fmt.Errorf("control socket %q exists and is not a socket; remove it", path)
+		}
+		if c, err := (&Client{Path: path, DialTimeout: time.Second}).dial(context.Background()); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("control socket %q: another daemon answers on it", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove stale control socket: %w", err)
+		}
+	}
+	addr, done, err := sockAddr(path)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: addr, Net: "unix"})
+	done()
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	// Close removes the socket by its real path (addr may be a /proc name).
+	ln.SetUnlinkOnClose(false)
+	if err := os.Chmod(path, 0o660); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	s := &Server{o: o, ln: ln, path: path, sockGID: -1, selfUID: os.Geteuid(), genCh: make(chan struct{})}
+	if dfi, err := os.Stat(o.Dir); err == nil {
+		if st, ok := dfi.Sys().(*syscall.Stat_t); ok {
+			// The socket takes the state directory's group, so that the
+			// analysts' group can hand over a setup.
+			if err := os.Chown(path, -1, int(st.Gid)); err != nil {
+				o.Logger.Warn("control socket: set group", "err", err)
+			}
+		}
+	}
+	if fi, err := os.Stat(path); err == nil {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			s.sockGID = int(st.Gid)
+		}
+	}
+	return s, nil
+}
+
+// Path is the socket path.
+func (s *Server) Path() string { return s.path }
+
+// Serve accepts connections until ctx is done or Close is called.
+func (s *Server) Serve(ctx context.Context) {
+	go func() {
+		<-ctx.Done()
+		s.Close()
+	}()
+	for {
+		c, err := s.ln.AcceptUnix()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed || errors.Is(err, net.ErrClosed) {
+				break
+			}
+			s.o.Logger.Warn("control socket accept", "err", err)
+			continue
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.handle(ctx, c)
+		}()
+	}
+	s.wg.Wait()
+}
+
+// Close stops listening and removes the socket.
+func (s *Server) Close() {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	s.mu.Unlock()
+	s.ln.Close()
+	_ = os.Remove(s.path)
+}
+
+// Authorized tells waiting clients (the browser flow) that the daemon is
+// authorized now; the daemon calls it from every successful Complete,
+// including the web page's /callback.
+func (s *Server) Authorized() {
+	s.mu.Lock()
+	s.gen++
+	close(s.genCh)
+	s.genCh = make(chan struct{})
+	s.mu.Unlock()
+}
+
+func (s *Server) generation() (int, chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.gen, s.genCh
+}
+
+// Peer is a connecting process as SO_PEERCRED reports it.
+type Peer struct{ PID, UID, GID int }
+
+func peerOf(c *net.UnixConn) (Peer, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return Peer{}, err
+	}
+	var cred *syscall.Ucred
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, serr = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
+	}); err != nil {
+		return Peer{}, err
+	}
+	if serr != nil {
+		return Peer{}, serr
+	}
+	return Peer{PID: int(cred.Pid), UID: int(cred.Uid), GID: int(cred.Gid)}, nil
+}
+
+// overflowUID is the uid an unmapped user appears as inside a user
+// namespace (systemd PrivateUsers=).
+func overflowUID() int {
+	b, err := os.ReadFile("/proc/sys/kernel/overflowuid")
+	if err != nil {
+		return 65534
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return 65534
+	}
+	return n
+}
+
+// allowed decides whether a peer may use the channel: root, the daemon's
+// own user, a member of the socket's group, or an unmapped user (who
+// already passed the socket's 0660 mode).
+func (s *Server) allowed(p Peer) error {
+	if p.UID == 0 || p.UID == s.selfUID || p.UID == overflowUID() {
+		return nil
+	}
+	if s.sockGID >= 0 {
+		if p.GID == s.sockGID {
+			return nil
+		}
+		groupsOf := s.o.GroupsOf
+		if groupsOf == nil {
+			groupsOf = lookupGroups
+		}
+		if gids, err := groupsOf(p.UID); err == nil {
+			for _, g := range gids {
+				if g == s.sockGID {
+					return nil
+				}
+			}
+		}
+	}
+	return fmt.Errorf("uid %d is neither root nor a member of the daemon's group (gid %d): run the command with sudo, or join the group: sudo usermod -aG %s $USER (then log in again)", p.UID, s.sockGID, groupName(s.sockGID))
+}
+
+func lookupGroups(uid int) ([]int, error) {
+	u, err := user.LookupId(strconv.Itoa(uid))
+	if err != nil {
+		return nil, err
+	}
+	ids, err := u.GroupIds()
+	if err != nil {
+		return nil, err
+	}
+	var out []int
+	for _, id := range ids {
+		if n, err := strconv.Atoi(id); err == nil {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+func groupName(gid int) string {
+	if g, err := user.LookupGroupId(strconv.Itoa(gid)); err == nil {
+		return g.Name
+	}
+	return strconv.Itoa(gid)
+}
+
+func (s *Server) handle(ctx context.Context, c *net.UnixConn) {
+	defer c.Close()
+	resp := s.respond(ctx, c)
+	resp.PID = os.Getpid()
+	resp.UID = s.selfUID
+	b, err := encode(resp)
+	if err != nil {
+		return
+	}
+	_ = c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	_, _ = c.Write(b)
+}
+
+func fail(code, format string, args ...any) Response {
+	return Response{Code: code, Error: fmt.Sprintf(format, args...)}
+}
+
+func (s *Server) respond(ctx context.Context, c *net.UnixConn) Response {
+	p, err := peerOf(c)
+	if err != nil {
+		return fail(CodeForbidden, "cannot read the peer's credentials: %v", err)
+	}
+	if err := s.allowed(p); err != nil {
+		s.o.Logger.Warn("control socket: refused a client", "uid", p.UID, "pid", p.PID)
+		return fail(CodeForbidden, "%v", err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	line, err := bufio.NewReaderSize(io.LimitReader(c, 64<<10), 16<<10).ReadBytes('\n')
+	if err != nil && (len(line) == 0 || !errors.Is(err, io.EOF)) {
+		return fail(CodeBadRequest, "read request: %v", err)
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	var req Request
+	if err := json.Unmarshal(line, &req); err != nil {
+		return fail(CodeBadRequest, "bad request: %v", err)
+	}
+	switch req.Op {
+	case OpStatus:
+		return s.status(ctx)
+	case OpStart:
+		if s.o.Flow == nil {
+			return fail(CodeNotConfigured, "the daemon's Tibber client is not configured: %s", s.o.ConfigHint)
+		}
+		gen, _ := s.generation()
+		u, err := s.o.Flow.Start(ctx)
+		if err != nil {
+			return fail(CodeAuth, "start authorization: %v", err)
+		}
+		s.o.Logger.Info("authorization attempt started through the control socket", "uid", p.UID, "pid", p.PID)
+		return Response{OK: true, AuthorizeURL: u, RedirectURL: s.o.RedirectURL, SetupURL: s.o.SetupURL, Generation: gen}
+	case OpComplete:
+		if s.o.Flow == nil {
+			return fail(CodeNotConfigured, "the daemon's Tibber client is not configured: %s", s.o.ConfigHint)
+		}
+		u, err := s.o.ParseRedirect(req.Redirect)
+		if err != nil {
+			return fail(CodeBadRequest, "%v", err)
+		}
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.o.ExchangeTimeout)
+		defer cancel()
+		st, err := s.o.Flow.Complete(cctx, u)
+		if err != nil {
+			if gen, _ := s.generation(); req.After != nil && gen > *req.After {
+				s.o.Logger.Info("pasted redirect not needed: the browser already completed this authorization through the setup page")
+				return s.status(ctx)
+			}
+			code := CodeAuth
+			if s.o.IsConfigError != nil && s.o.IsConfigError(err) {
+				code = CodeConfig
+			}
+			return fail(code, "%v", err)
+		}
+		s.o.Logger.Info("authorized through the control socket", "uid", p.UID, "pid", p.PID)
+		if s.o.OnAuthorized != nil {
+			s.o.OnAuthorized(st)
+		}
+		s.Authorized()
+		return Response{OK: true, Status: &st}
+	case OpWait:
+		return s.wait(ctx, req)
+	default:
+		return fail(CodeBadRequest, "unknown op %q", req.Op)
+	}
+}
+
+func (s *Server) status(ctx context.Context) Response {
+	if s.o.Status == nil {
+		return fail(CodeBadRequest, "status not available")
+	}
+	st, err := s.o.Status(ctx)
+	if err != nil {
+		return fail(CodeAuth, "read auth status: %v", err)
+	}
+	return Response{OK: true, Status: &st, SetupURL: s.o.SetupURL, RedirectURL: s.o.RedirectURL}
+}
+
+// wait blocks until an authorization later than generation req.After.
+func (s *Server) wait(ctx context.Context, req Request) Response {
+	if req.After == nil {
+		return fail(CodeBadRequest, "wait: no generation given")
+	}
+	after := *req.After
+	d := time.Duration(req.TimeoutSeconds) * time.Second
+	if d <= 0 || d > s.o.MaxWait {
+		d = s.o.MaxWait
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		gen, ch := s.generation()
+		if gen > after {
+			return s.status(ctx)
+		}
+		select {
+		case <-ch:
+		case <-t.C:
+			return fail(CodeTimeout, "timed out waiting for the authorization; nothing was stored")
+		case <-ctx.Done():
+			return fail(CodeTimeout, "the daemon is stopping")
+		}
+	}
+}
