@@ -61,6 +61,14 @@ func (db *DB) convertLegacyHistory(ctx context.Context, batch int, progress func
 	if odd > 0 {
 		return fmt.Errorf("convert history: %d device_history rows have a period_start that is not a whole second; nothing was converted, data.db is unchanged (report this)", odd)
 	}
+	if p.Total == 0 {
+		// A new file, or one with no history: nothing to move or compact.
+		if _, err := db.sql.ExecContext(ctx, `DROP TABLE device_history_legacy`); err != nil {
+			return fmt.Errorf("convert history: %w", err)
+		}
+		_, err := db.sql.ExecContext(ctx, `DELETE FROM counters WHERE name IN ('inserted:device_history_legacy', 'deleted:device_history_legacy')`)
+		return err
+	}
 	db.log.Info("converting history to the compact layout", "rows", p.Total, "batch", batch)
 	// Finds the history_writes row of a legacy inserted_at; dropped again
 	// when the conversion ends.

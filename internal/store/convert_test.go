@@ -304,3 +304,24 @@ func assertCountersExact(t *testing.T, db *store.DB) {
 		t.Errorf("Summary.Tables[device_history] = %d, count(*) = %d", got, want)
 	}
 }
+
+// TestNewFileHasNothingToConvert: a new data.db goes straight to the
+// compact layout, without conversion progress or compaction.
+func TestNewFileHasNothingToConvert(t *testing.T) {
+	var progress []store.ConvertProgress
+	path := filepath.Join(t.TempDir(), "data.db")
+	db, err := store.Open(context.Background(), path, store.Options{
+		Clock:           clock.NewFake(t0),
+		ConvertProgress: func(p store.ConvertProgress) { progress = append(progress, p) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if len(progress) != 0 {
+		t.Fatalf("new file reported conversion progress %+v", progress)
+	}
+	if n := count(t, db, `SELECT count(*) FROM sqlite_master WHERE name = 'device_history_legacy'`); n != 0 {
+		t.Fatal("legacy table left in a new file")
+	}
+}
