@@ -397,6 +397,25 @@ func TestPackagedDaemonHeadlessSetup(t *testing.T) {
 		t.Fatalf("outsider setup: exit %d\n%s", out.ProcessState.ExitCode(), outb)
 	}
 
+	// A member of the daemon's group (a supplementary group, as after
+	// `usermod -aG tibbersync`) reaches the daemon: doctor asks it.
+	member := exec.CommandContext(ctx, bin, "-c", confPath, "doctor", "--offline")
+	member.Env = []string{"PATH=/usr/bin:/bin", "HOME=/nonexistent", "NO_COLOR=1"}
+	member.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 4243, Gid: 4243, Groups: []uint32{svcGID}}}
+	mb, _ := member.CombinedOutput()
+	if want := fmt.Sprintf("ok    daemon       running (pid %d, uid %d)", daemon.Process.Pid, svcUID); !strings.Contains(string(mb), want) ||
+		!strings.Contains(string(mb), "ok    auth         ok (from the daemon)") {
+		t.Fatalf("group member's doctor lacks %q and the auth state:\n%s", want, mb)
+	}
+	// The outsider's doctor names the fix.
+	od := exec.CommandContext(ctx, bin, "-c", outsiderConf, "doctor", "--offline")
+	od.Env = []string{"PATH=/usr/bin:/bin", "HOME=/nonexistent", "NO_COLOR=1"}
+	od.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 4242, Gid: 4242, Groups: []uint32{}}}
+	ob, _ := od.CombinedOutput()
+	if od.ProcessState.ExitCode() == 0 || !strings.Contains(string(ob), "FAIL  daemon") || !strings.Contains(string(ob), "usermod -aG tibbersync") {
+		t.Fatalf("outsider's doctor: exit %d\n%s", od.ProcessState.ExitCode(), ob)
+	}
+
 	// Root's CLI commands while the daemon runs, then without it (SQLite
 	// then creates -wal and -shm afresh): nothing root-owned may remain.
 	rootCommands := func(phase string) {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -21,7 +22,7 @@ import (
 // health.Evaluate, the one verdict /readyz and the status page use too.
 const (
 	statusHealthy        = health.CodeHealthy
-	statusError          = health.CodeError // data.db missing or unreadable
+	statusError          = health.CodeError // data.db missing, unreadable or damaged; state dir full or read-only
 	statusStale          = health.CodeStale // authorized, but a job's last success is older than 3× its interval
 	statusSetupRequired  = health.CodeSetupRequired
 	statusReauthRequired = health.CodeReauthRequired
@@ -39,6 +40,31 @@ type statusReport struct {
 	MQTT *mqttReport `json:"mqtt,omitempty"`
 }
 
+// statusQuickCheck bounds status's own quick_check of data.db: a large
+// file on a slow card is reported as not checked rather than holding the
+// command up.
+const statusQuickCheck = 15 * time.Second
+
+// checkStorage is status's own look at the state directory (free space,
+// read-only, writable, by a probe file) and at data.db (a bounded
+// quick_check), independent of the daemon, which may not be running or may
+// be the one in trouble.
+func checkStorage(ctx context.Context, dir, dataPath string) model.StorageHealth {
+	d := store.CheckDir(dir, true)
+	st := model.StorageHealth{Checked: time.Now(), Dir: dir, FreeBytes: d.FreeBytes, Problems: d.Problems}
+	qctx, cancel := context.WithTimeout(ctx, statusQuickCheck)
+	defer cancel()
+	if problems, err := store.QuickCheckFile(qctx, dataPath); err != nil {
+		if errors.Is(err, store.ErrDamaged) {
+			st.Problems = append(st.Problems, err.Error())
+		}
+	} else if len(problems) > 0 {
+		st.Problems = append(st.Problems, fmt.Sprintf("data.db is damaged (quick_check: %s); see docs/operations.md: stop the daemon, keep the file aside, restore the last copy made with tibbersync backup",
+			strings.Join(problems, "; ")))
+	}
+	return st
+}
+
 // statusErrorReport is `status --json` when data.db cannot be read.
 type statusErrorReport struct {
 	Healthy  bool   `json:"healthy"`
@@ -48,9 +74,11 @@ type statusErrorReport struct {
 }
 
 // statusChecks are the checks `status` adds to the summary's verdict, the
-// same ones the daemon's web server adds (none yet; storage health goes
-// here).
-func statusChecks(_ context.Context, _ config.Config) []health.Check { return nil }
+// same ones the daemon's web server adds: storage, checked here directly.
+func statusChecks(ctx context.Context, cfg config.Config) []health.Check {
+	dataPath := filepath.Join(cfg.Storage.Dir, "data.db")
+	return []health.Check{health.StorageCheck(checkStorage(ctx, cfg.Storage.Dir, dataPath))}
+}
 
 // cmdStatus reads data.db read-only; it works while the daemon runs and
 // never opens tokens.db.
@@ -91,6 +119,9 @@ func cmdStatus(ctx context.Context, g globalFlags, args []string, env *environme
 	defer db.Close()
 	s, err := db.Summary(ctx)
 	if err != nil {
+		if store.IsDamaged(err) {
+			err = fmt.Errorf("%w: data.db is damaged; see docs/operations.md: stop the daemon, keep the file aside, restore the last copy made with tibbersync backup", err)
+		}
 		return fail(err)
 	}
 	rep := judge(s, daemon.JobIntervals(cfg), time.Now(), statusChecks(ctx, cfg)...)
@@ -204,6 +235,11 @@ func printStatus(w io.Writer, rep statusReport, now time.Time) {
 		fmt.Fprintf(w, "  %-20s %d\n", t, s.Tables[t])
 	}
 	fmt.Fprintf(w, "\ndata.db: %s, WAL: %s\n", humanBytes(s.DataDBBytes), humanBytes(s.WALBytes))
+	for _, c := range rep.Checks {
+		if c.Name == "storage" {
+			fmt.Fprintf(w, "storage: %s\n", c.Detail)
+		}
+	}
 	printMQTT(w, rep.MQTT)
 }
 

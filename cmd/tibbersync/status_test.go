@@ -42,6 +42,16 @@ func TestJudgeExitCodes(t *testing.T) {
 			{Job: "homes", LastSuccessAt: now.Add(-50 * time.Minute)},
 		}}, statusStale},
 		"NeverSucceeded": {model.Summary{Auth: model.AuthSummary{State: model.AuthOK}, Jobs: []model.JobSummary{{Job: "devices"}}}, statusStale},
+		// Saved while the clock ran 48 h ahead, then corrected: unknown, not fresh.
+		"SuccessInTheFuture": {model.Summary{Auth: model.AuthSummary{State: model.AuthOK}, Jobs: []model.JobSummary{
+			{Job: "devices", LastSuccessAt: now.Add(48 * time.Hour)},
+			{Job: "homes", LastSuccessAt: now.Add(-50 * time.Minute)},
+		}}, statusStale},
+		// A minute ahead is ordinary skew between processes, not suspect.
+		"SuccessJustAhead": {model.Summary{Auth: model.AuthSummary{State: model.AuthOK}, Jobs: []model.JobSummary{
+			{Job: "devices", LastSuccessAt: now.Add(time.Minute)},
+			{Job: "homes", LastSuccessAt: now.Add(-50 * time.Minute)},
+		}}, statusHealthy},
 	} {
 		t.Run(name, func(t *testing.T) {
 			rep := judge(tc.s, iv, now)

@@ -32,6 +32,26 @@ const (
 // could not be committed to tokens.db and lives only in memory (R5).
 const ReasonPersistFailed = "token_persist_failed"
 
+// ReasonStorageUnwritable is the auth status reason while refreshes are
+// postponed because tokens.db cannot be written (disk full, read-only file
+// system, file replaced or deleted).
+const ReasonStorageUnwritable = "token_storage_unwritable"
+
+// ErrStorageUnsafe is wrapped (with model.ErrTokenBackoff) by the error of a
+// refresh that was not sent because its in-flight marker could not be
+// stored: the answer could not have been stored either.
+var ErrStorageUnsafe = errors.New("cannot store tokens safely (disk full / read-only): refresh postponed")
+
+// ErrTokenLost is returned by Close when a refreshed token that was never
+// stored is dropped at shutdown.
+var ErrTokenLost = errors.New("a refreshed token could not be stored and is lost")
+
+// Retries of an unsaved token's commit (R5): every few seconds, doubling.
+const (
+	persistRetryMin = 2 * time.Second
+	persistRetryMax = 30 * time.Second
+)
+
 // refreshKind is why a refresh was asked for.
 type refreshKind int
 
@@ -64,8 +84,15 @@ type Source struct {
 	// blocked states, refreshes and the status methods always re-read.
 	cache *tokenstore.Grant
 
+	// storageErr is the last failure to write the in-flight marker; nil
+	// while tokens.db takes writes.
+	storageErr error
+
 	// persistMu serialises retries of an unsaved commit.
 	persistMu sync.Mutex
+	// closing stops the background retry of an unsaved commit.
+	closing   chan struct{}
+	closeOnce sync.Once
 }
 
 type flight struct {
@@ -86,7 +113,7 @@ func NewSource(opts Options) (*Source, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Source{o: o, log: o.Logger, crash: testCrash.at}, nil
+	return &Source{o: o, log: o.Logger, crash: testCrash.at, closing: make(chan struct{})}, nil
 }
 
 // Init reads the stored state at start: it records setup_required when no
@@ -236,8 +263,11 @@ func (s *Source) Status(ctx context.Context) (model.AuthStatus, error) {
 	}
 	st := g.Status()
 	s.mu.Lock()
-	if s.persistFailed {
+	switch {
+	case s.persistFailed:
 		st.Reason = ReasonPersistFailed
+	case s.storageErr != nil && !st.State.Sticky():
+		st.Reason = ReasonStorageUnwritable
 	}
 	s.mu.Unlock()
 	return st, nil
@@ -387,7 +417,9 @@ func (s *Source) refresh(ctx context.Context, kind refreshKind, rejected logging
 }
 
 // refreshLocked takes the cross-process lock, re-reads the stored grant and
-// refreshes if that is still needed.
+// refreshes if that is still needed. Each step is one function below:
+// stillNeeded, credentials, backingOff, markInFlight, the request itself,
+// refreshedToken and commitRefreshed.
 func (s *Source) refreshLocked(ctx context.Context, kind refreshKind, rejected logging.Secret) (logging.Secret, error) {
 	if err := ctx.Err(); err != nil {
 		return logging.Secret{}, err
@@ -400,92 +432,23 @@ func (s *Source) refreshLocked(ctx context.Context, kind refreshKind, rejected l
 
 	// From here on the refresh must not be abandoned half-way.
 	ctx = context.WithoutCancel(ctx)
-	// Once this refresh writes to the store, the cached grant is stale.
-	dirty := false
-	defer func() {
-		if dirty {
-			s.mu.Lock()
-			s.cache = nil
-			s.mu.Unlock()
-		}
-	}()
-	g, err := s.load(ctx)
-	if err != nil {
-		return logging.Secret{}, err
+	g, now, a := s.stillNeeded(ctx, kind, rejected)
+	if a != nil {
+		return a.tok, a.err
 	}
-	if blocked(g) {
-		return logging.Secret{}, notAuthorized(g)
+	// From here on this refresh may write to the store: the cached grant is
+	// then stale.
+	defer s.dropCache()
+	secret, a := s.credentials(ctx, g)
+	if a != nil {
+		return a.tok, a.err
 	}
-	now := s.o.Clock.Now()
-	if err := s.clockOK(now); err != nil {
-		return logging.Secret{}, err
+	if a := s.backingOff(ctx, g, kind, now); a != nil {
+		return a.tok, a.err
 	}
-	switch kind {
-	case refreshExpiring:
-		if !needsRefresh(g.Token, now) {
-			return g.Token.AccessToken, nil // another goroutine or process refreshed
-		}
-	case refreshKeepAlive:
-		if !s.keepAliveDue(g, now) && !needsRefresh(g.Token, now) {
-			return g.Token.AccessToken, nil
-		}
-	case refreshForced:
-		if !g.Token.AccessToken.Equal(rejected) {
-			return g.Token.AccessToken, nil
-		}
-	}
-	if g.Token.RefreshToken.Empty() {
-		dirty = true
-		s.transition(ctx, g, model.AuthReauthRequired,
-			"no refresh token was issued (is offline_access granted?); authorize again")
-		return logging.Secret{}, s.blockedErr(ctx)
-	}
-	secret, err := clientSecret(ctx, s.o)
-	if err != nil {
-		return logging.Secret{}, err
-	}
-	if secret.Empty() {
-		return logging.Secret{}, fmt.Errorf("%w: %w", model.ErrNotAuthorized, ErrNoClientSecret)
-	}
-	if s.o.ClientID == "" {
-		return logging.Secret{}, fmt.Errorf("%w: %w", model.ErrNotAuthorized, ErrNoClientID)
-	}
-
-	// Backoff (R25), clamped if the clock went back.
-	if !g.Backoff.Next.IsZero() && g.Backoff.Next.After(now) {
-		if g.Backoff.Next.Sub(now) > g.Backoff.Delay {
-			dirty = true
-			g.Backoff.Next = now.Add(g.Backoff.Delay)
-			if err := s.o.Store.SaveBackoff(ctx, g.Generation, g.Backoff); err != nil {
-				s.log.Warn("store token backoff", "err", err)
-			}
-		}
-		if kind != refreshForced && usable(g.Token, now) {
-			return g.Token.AccessToken, nil
-		}
-		return logging.Secret{}, backoffErr(g.Backoff)
-	}
-
-	// Lost-response recovery (R7).
-	dirty = true
-	recovering := g.InFlight.Active()
-	if g.InFlight.Sends >= maxLostSends {
-		s.transition(ctx, g, model.AuthReauthRequired,
-			"refresh response lost: no answer to the refresh and to its one retry; authorize again")
-		return logging.Secret{}, s.blockedErr(ctx)
-	}
-	if recovering {
-		s.log.Info("retrying a refresh whose response was lost, once", "first_sent", g.InFlight.Since)
-	}
-	marker := tokenstore.InFlight{Since: g.InFlight.Since, Sends: g.InFlight.Sends + 1}
-	if marker.Since.IsZero() {
-		marker.Since = now
-	}
-	if err := s.o.Store.SetInFlight(ctx, g.Generation, marker); err != nil {
-		if errors.Is(err, tokenstore.ErrGenerationChanged) {
-			return s.currentAfterChange(ctx)
-		}
-		s.log.Warn("store refresh marker", "err", err)
+	recovering, a := s.markInFlight(ctx, g, kind, now)
+	if a != nil {
+		return a.tok, a.err
 	}
 	crashpoint(s.crash, CrashBeforeRequest)
 
@@ -495,8 +458,150 @@ func (s *Source) refreshLocked(ctx context.Context, kind refreshKind, rejected l
 		return s.refreshFailed(ctx, g, kind, err, recovering, receipt)
 	}
 	crashpoint(s.crash, CrashAfterResponse)
+	tok, rotated := refreshedToken(tr, g.Token, receipt)
+	return s.commitRefreshed(ctx, g, tok, rotated, recovering)
+}
 
-	tok := model.Token{
+// answer is what a refresh step returns when the refresh ends there.
+type answer struct {
+	tok logging.Secret
+	err error
+}
+
+func errAnswer(err error) *answer { return &answer{err: err} }
+
+// dropCache forgets the cached grant, so the next call re-reads the store.
+func (s *Source) dropCache() {
+	s.mu.Lock()
+	s.cache = nil
+	s.mu.Unlock()
+}
+
+// stillNeeded re-reads the grant under the lock and decides whether the
+// refresh of this kind is still needed (another goroutine or process may have
+// done it). A non-nil answer ends the refresh.
+func (s *Source) stillNeeded(ctx context.Context, kind refreshKind, rejected logging.Secret) (tokenstore.Grant, time.Time, *answer) {
+	g, err := s.load(ctx)
+	if err != nil {
+		return g, time.Time{}, errAnswer(err)
+	}
+	if blocked(g) {
+		return g, time.Time{}, errAnswer(notAuthorized(g))
+	}
+	now := s.o.Clock.Now()
+	if err := s.clockOK(now); err != nil {
+		return g, now, errAnswer(err)
+	}
+	current := &answer{tok: g.Token.AccessToken}
+	switch kind {
+	case refreshExpiring:
+		if !needsRefresh(g.Token, now) {
+			return g, now, current
+		}
+	case refreshKeepAlive:
+		if !s.keepAliveDue(g, now) && !needsRefresh(g.Token, now) {
+			return g, now, current
+		}
+	case refreshForced:
+		if !g.Token.AccessToken.Equal(rejected) {
+			return g, now, current
+		}
+	}
+	return g, now, nil
+}
+
+// credentials checks that a refresh can be asked for at all: a refresh
+// token, a client secret and a client id.
+func (s *Source) credentials(ctx context.Context, g tokenstore.Grant) (logging.Secret, *answer) {
+	if g.Token.RefreshToken.Empty() {
+		s.transition(ctx, g, model.AuthReauthRequired,
+			"no refresh token was issued (is offline_access granted?); authorize again")
+		return logging.Secret{}, errAnswer(s.blockedErr(ctx))
+	}
+	secret, err := clientSecret(ctx, s.o)
+	if err != nil {
+		return logging.Secret{}, errAnswer(err)
+	}
+	if secret.Empty() {
+		return logging.Secret{}, errAnswer(fmt.Errorf("%w: %w", model.ErrNotAuthorized, ErrNoClientSecret))
+	}
+	if s.o.ClientID == "" {
+		return logging.Secret{}, errAnswer(fmt.Errorf("%w: %w", model.ErrNotAuthorized, ErrNoClientID))
+	}
+	return secret, nil
+}
+
+// backingOff answers while the token endpoint's backoff runs (R25),
+// clamping a backoff that lies further ahead than its delay (the clock went
+// back).
+func (s *Source) backingOff(ctx context.Context, g tokenstore.Grant, kind refreshKind, now time.Time) *answer {
+	if g.Backoff.Next.IsZero() || !g.Backoff.Next.After(now) {
+		return nil
+	}
+	if g.Backoff.Next.Sub(now) > g.Backoff.Delay {
+		g.Backoff.Next = now.Add(g.Backoff.Delay)
+		if err := s.o.Store.SaveBackoff(ctx, g.Generation, g.Backoff); err != nil {
+			s.log.Warn("store token backoff", "err", err)
+		}
+	}
+	if kind != refreshForced && usable(g.Token, now) {
+		return &answer{tok: g.Token.AccessToken}
+	}
+	return errAnswer(backoffErr(g.Backoff))
+}
+
+// markInFlight durably writes the refresh-in-flight marker before the
+// request is sent (R7). When it cannot be written (disk full, read-only file
+// system, tokens.db replaced or deleted), the refresh is not sent: its
+// answer could not be stored either, and a rotated refresh token that lives
+// only in memory is lost at the next restart. The still-valid token is
+// handed out meanwhile; otherwise the call fails with ErrStorageUnsafe.
+func (s *Source) markInFlight(ctx context.Context, g tokenstore.Grant, kind refreshKind, now time.Time) (recovering bool, a *answer) {
+	recovering = g.InFlight.Active()
+	if g.InFlight.Sends >= maxLostSends {
+		s.transition(ctx, g, model.AuthReauthRequired,
+			"refresh response lost: no answer to the refresh and to its one retry; authorize again")
+		return recovering, errAnswer(s.blockedErr(ctx))
+	}
+	marker := tokenstore.InFlight{Since: g.InFlight.Since, Sends: g.InFlight.Sends + 1}
+	if marker.Since.IsZero() {
+		marker.Since = now
+	}
+	err := s.checkFiles()
+	if err == nil {
+		err = s.o.Store.SetInFlight(ctx, g.Generation, marker)
+	}
+	if errors.Is(err, tokenstore.ErrGenerationChanged) {
+		tok, err := s.currentAfterChange(ctx)
+		return recovering, &answer{tok: tok, err: err}
+	}
+	if err != nil {
+		s.storageFailed(ctx, err)
+		if kind != refreshForced && usable(g.Token, now) {
+			return recovering, &answer{tok: g.Token.AccessToken}
+		}
+		return recovering, errAnswer(fmt.Errorf("%w: %w: %w", model.ErrTokenBackoff, ErrStorageUnsafe, err))
+	}
+	s.storageRecovered(ctx)
+	if recovering {
+		s.log.Info("retrying a refresh whose response was lost, once", "first_sent", g.InFlight.Since)
+	}
+	return recovering, nil
+}
+
+// checkFiles asks the token store, when it can tell, whether tokens.db and
+// its -wal and -shm files are still the ones it opened.
+func (s *Source) checkFiles() error {
+	if c, ok := s.o.Store.(interface{ CheckFiles() error }); ok {
+		return c.CheckFiles()
+	}
+	return nil
+}
+
+// refreshedToken builds the new token from a token response received at
+// receipt; old supplies what the response left out (R5).
+func refreshedToken(tr tokenResponse, old model.Token, receipt time.Time) (tok model.Token, rotated bool) {
+	tok = model.Token{
 		AccessToken:     tr.AccessToken,
 		RefreshToken:    tr.RefreshToken,
 		TokenType:       tr.TokenType,
@@ -509,19 +614,23 @@ func (s *Source) refreshLocked(ctx context.Context, kind refreshKind, rejected l
 		expiresIn = defaultExpiresIn
 	}
 	tok.Expiry = receipt.Add(expiresIn)
-	rotated := !tr.RefreshToken.Empty() && !tr.RefreshToken.Equal(g.Token.RefreshToken)
+	rotated = !tr.RefreshToken.Empty() && !tr.RefreshToken.Equal(old.RefreshToken)
 	if tr.RefreshToken.Empty() {
 		// No refresh_token in the response: keep the old one (R5).
-		tok.RefreshToken = g.Token.RefreshToken
-		tok.RefreshIssuedAt = g.Token.RefreshIssuedAt
+		tok.RefreshToken = old.RefreshToken
+		tok.RefreshIssuedAt = old.RefreshIssuedAt
 	} else if !rotated {
-		tok.RefreshIssuedAt = g.Token.RefreshIssuedAt
+		tok.RefreshIssuedAt = old.RefreshIssuedAt
 	}
 	if tok.Scopes == nil {
-		tok.Scopes = g.Token.Scopes
+		tok.Scopes = old.Scopes
 	}
+	return tok, rotated
+}
 
-	// Persist before use (R5).
+// commitRefreshed persists the refreshed token before it is used (R5); a
+// failed commit keeps it in memory and retries (keepUnsaved).
+func (s *Source) commitRefreshed(ctx context.Context, g tokenstore.Grant, tok model.Token, rotated, recovering bool) (logging.Secret, error) {
 	if _, err := s.o.Store.SaveRefreshed(ctx, tok, g.Generation); err != nil {
 		if errors.Is(err, tokenstore.ErrGenerationChanged) {
 			s.log.Warn("a new authorization was stored during the refresh; using it")
@@ -537,7 +646,7 @@ func (s *Source) refreshLocked(ctx context.Context, kind refreshKind, rejected l
 	crashpoint(s.crash, CrashAfterCommit)
 	s.mirrorTokenTimes(ctx)
 
-	s.log.Info("access token refreshed", "expires_in", expiresIn, "rotated", rotated, "after_lost_response", recovering)
+	s.log.Info("access token refreshed", "expires_in", tok.Expiry.Sub(tok.IssuedAt), "rotated", rotated, "after_lost_response", recovering)
 	return tok.AccessToken, nil
 }
 
@@ -641,12 +750,14 @@ func (s *Source) blockedErr(ctx context.Context) error {
 // and reports token_persist_failed (R5). The old refresh token is never
 // sent again: refreshes use the in-memory one until the commit succeeds.
 func (s *Source) keepUnsaved(ctx context.Context, tok model.Token, base int64, err error) {
+	u := &unsavedToken{tok: tok, base: base}
 	s.mu.Lock()
-	s.unsaved = &unsavedToken{tok: tok, base: base}
+	s.unsaved = u
 	first := !s.persistFailed
 	s.persistFailed = true
 	s.mu.Unlock()
 	s.log.Error("could not store the refreshed token; keeping it in memory and retrying", "reason", ReasonPersistFailed, "err", err)
+	go s.persistLoop(u)
 	if first {
 		st, serr := s.o.Status.AuthStatus(ctx)
 		if serr != nil {
@@ -738,5 +849,112 @@ func (s *Source) mirrorTokenTimes(ctx context.Context) {
 	}
 	if err := s.o.Status.SetAuthStatus(ctx, g.Status()); err != nil {
 		s.log.Warn("record token expiry in data.db", "err", err)
+	}
+}
+
+// persistLoop retries the commit of u every few seconds (doubling up to
+// persistRetryMax) until it is stored, superseded or the Source is closed.
+// Its cadence uses real timers: it bounds how long a token lives only in
+// memory, which has nothing to do with token expiry.
+func (s *Source) persistLoop(u *unsavedToken) {
+	delay := persistRetryMin
+	for {
+		t := time.NewTimer(delay)
+		select {
+		case <-s.closing:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		s.retryPersist(context.Background())
+		s.mu.Lock()
+		done := s.unsaved != u
+		s.mu.Unlock()
+		if done {
+			return
+		}
+		delay = min(2*delay, persistRetryMax)
+	}
+}
+
+// Close stops the background retries and, when a refreshed token still
+// lives only in memory, tries once more to store it. If that fails too, it
+// logs at ERROR exactly what is lost and what to do, and returns an error
+// wrapping ErrTokenLost. The daemon calls it at shutdown, before it closes
+// the token store.
+func (s *Source) Close(ctx context.Context) error {
+	s.closeOnce.Do(func() { close(s.closing) })
+	s.retryPersist(ctx)
+	s.mu.Lock()
+	u := s.unsaved
+	s.mu.Unlock()
+	if u == nil {
+		return nil
+	}
+	path := s.o.Store.SecretsDir()
+	s.log.Error("shutting down with a refreshed token that could not be stored: it is lost",
+		"lost", "the access and refresh token Tibber issued at "+u.tok.IssuedAt.UTC().Format(time.RFC3339)+
+			"; tokens.db still holds the refresh token it replaced, which Tibber has rotated out",
+		"what_to_do", "make "+path+" writable and free space on its file system, then start tibbersync; "+
+			"if it reports reauth_required, authorize again with `tibbersync setup` or the setup page",
+		"reason", ReasonPersistFailed)
+	return fmt.Errorf("%w: issued at %s; authorize again if the next start reports reauth_required",
+		ErrTokenLost, u.tok.IssuedAt.UTC().Format(time.RFC3339))
+}
+
+// StorageError returns why refreshes are postponed (tokens.db refused the
+// in-flight marker), or that a refreshed token lives only in memory because
+// its commit failed; nil when tokens are stored safely. Status surfaces show
+// it: data.db, where the auth status is mirrored, may be on the same full
+// disk.
+func (s *Source) StorageError() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.storageErr != nil:
+		return fmt.Errorf("%w: %w", ErrStorageUnsafe, s.storageErr)
+	case s.unsaved != nil:
+		return fmt.Errorf("a refreshed token is only in memory (%s): its save to tokens.db failed and is retried; "+
+			"free space or make %s writable before tibbersync stops, or it is lost", ReasonPersistFailed, s.o.Store.SecretsDir())
+	}
+	return nil
+}
+
+// storageFailed records that the in-flight marker could not be written:
+// logged at ERROR once, mirrored into data.db (when that takes writes).
+func (s *Source) storageFailed(ctx context.Context, err error) {
+	s.mu.Lock()
+	first := s.storageErr == nil
+	s.storageErr = err
+	s.mu.Unlock()
+	if !first {
+		s.log.Debug("token store still refuses writes; refresh postponed", "err", err)
+		return
+	}
+	s.log.Error(ErrStorageUnsafe.Error(), "err", err, "secrets_dir", s.o.Store.SecretsDir(),
+		"reason", ReasonStorageUnwritable)
+	if st, serr := s.o.Status.AuthStatus(ctx); serr == nil && !st.State.Sticky() {
+		st.Reason = ReasonStorageUnwritable
+		if serr := s.o.Status.SetAuthStatus(ctx, st); serr != nil {
+			s.log.Warn("record auth status", "err", serr)
+		}
+	}
+}
+
+// storageRecovered clears a recorded storage failure once the marker was
+// written.
+func (s *Source) storageRecovered(ctx context.Context) {
+	s.mu.Lock()
+	was := s.storageErr != nil
+	s.storageErr = nil
+	s.mu.Unlock()
+	if !was {
+		return
+	}
+	s.log.Info("token store takes writes again; refreshing")
+	if g, err := s.o.Store.Grant(ctx); err == nil {
+		if err := s.o.Status.SetAuthStatus(ctx, g.Status()); err != nil {
+			s.log.Warn("record auth status", "err", err)
+		}
 	}
 }

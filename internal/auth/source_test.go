@@ -17,11 +17,13 @@ import (
 
 var bg = context.Background()
 
-// spyStore wraps the real store and can make every write fail, as an
-// unwritable tokens.db would.
+// spyStore wraps the real store and can make writes fail, as an unwritable
+// tokens.db would: fail makes commits and backoff writes fail (the disk
+// filled after the marker was written), failMarker the in-flight marker.
 type spyStore struct {
 	*tokenstore.Store
-	fail atomic.Bool
+	fail       atomic.Bool
+	failMarker atomic.Bool
 }
 
 var errDiskFull = errors.New("disk I/O error (injected)")
@@ -34,7 +36,7 @@ func (s *spyStore) SaveRefreshed(ctx context.Context, tok model.Token, base int6
 }
 
 func (s *spyStore) SetInFlight(ctx context.Context, gen int64, f tokenstore.InFlight) error {
-	if s.fail.Load() {
+	if s.failMarker.Load() {
 		return errDiskFull
 	}
 	return s.Store.SetInFlight(ctx, gen, f)

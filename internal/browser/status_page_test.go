@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -15,17 +16,13 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/tibbersync/tibbersync/internal/auth"
-	"github.com/tibbersync/tibbersync/internal/clock"
+	"github.com/tibbersync/tibbersync/internal/config"
+	"github.com/tibbersync/tibbersync/internal/daemon"
 	"github.com/tibbersync/tibbersync/internal/jobs"
 	"github.com/tibbersync/tibbersync/internal/logging"
 	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/simulator"
-	"github.com/tibbersync/tibbersync/internal/store"
-	"github.com/tibbersync/tibbersync/internal/tibber"
-	"github.com/tibbersync/tibbersync/internal/tokenstore"
 	"github.com/tibbersync/tibbersync/internal/version"
-	"github.com/tibbersync/tibbersync/internal/web"
 )
 
 // docsShots are the README's screenshots of the status page; the test
@@ -181,55 +178,57 @@ func TestStatusPageInChromium(t *testing.T) {
 	}
 }
 
-// newSyncedStatusServer authorizes against the simulator, runs homes,
-// devices and a 30-day history backfill into a fresh data.db, and serves
-// the status page on loopback. It returns the page's URL.
+// newSyncedStatusServer builds the daemon (internal/daemon, the product's
+// wiring) against the simulator, authorizes, runs homes, devices and a
+// 30-day history backfill into a fresh data.db through the daemon's own job
+// runner, and serves the status page on loopback. It returns the page's URL.
 func newSyncedStatusServer(t *testing.T) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	redirect := "http://localhost:8765/callback"
+	// The web port must be known before the simulator registers the
+	// redirect URI: the socket is bound now and handed to the daemon.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	redirect := "http://localhost:" + port + "/callback"
 	sim := simulator.New(simulator.Options{Seed: 3, AutoConsent: true, RedirectURIs: []string{redirect}, Homes: 1})
 	t.Cleanup(sim.Close)
 	simSrv := httptest.NewServer(sim)
 	t.Cleanup(simSrv.Close)
 	sim.SetBaseURL(simSrv.URL)
 
-	dir := t.TempDir()
-	data, err := store.Open(ctx, filepath.Join(dir, "data.db"), store.Options{})
+	cfg := config.Default()
+	cfg.Storage.Dir = t.TempDir()
+	cfg.Web.Listen = ln.Addr().String()
+	cfg.History.BackfillDays = 30
+	simulator.Configure(&cfg, simSrv.URL, redirect)
+	d, err := daemon.Open(ctx, cfg, daemon.Options{Logger: logging.Discard(), Listener: ln, ManualSchedule: true, RateLimit: 1000})
 	if err != nil {
+		ln.Close()
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { data.Close() })
-	secrets, err := tokenstore.Open(ctx, dir, clock.Real{})
-	if err != nil {
-		t.Fatal(err)
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(runCtx) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("daemon run: %v", err)
+		}
+		if err := d.Close(); err != nil {
+			t.Errorf("close daemon: %v", err)
+		}
+	})
+	select {
+	case <-d.Ready():
+	case err := <-done:
+		t.Fatalf("daemon run: %v", err)
 	}
-	t.Cleanup(func() { secrets.Close() })
-	aopts := auth.Options{
-		ClientID:     simulator.DefaultClientID,
-		ClientSecret: logging.NewSecret(simulator.DefaultClientSecret),
-		AuthURL:      simSrv.URL + "/connect/authorize",
-		TokenURL:     simSrv.URL + "/connect/token",
-		UserinfoURL:  simSrv.URL + "/connect/userinfo",
-		RedirectURL:  redirect,
-		UserAgent:    version.UserAgent(),
-		Store:        secrets,
-		Status:       data,
-		Logger:       logging.Discard(),
-	}
-	flow, err := auth.NewFlow(aopts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	source, err := auth.NewSource(aopts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := source.Init(ctx); err != nil {
-		t.Fatal(err)
-	}
-	authURL, err := flow.Start(ctx)
+
+	authURL, err := d.Flow().Start(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,39 +244,23 @@ func newSyncedStatusServer(t *testing.T) string {
 	if err != nil {
 		t.Fatalf("authorize did not redirect: %s", resp.Status)
 	}
-	if _, err := flow.Complete(ctx, loc); err != nil {
-		t.Fatal(err)
-	}
-	api, err := tibber.New(tibber.Options{BaseURL: simSrv.URL, Tokens: source, UserAgent: version.UserAgent(), RateLimit: 1000})
+	// The browser's way back: the daemon's own /callback completes the flow.
+	cb, err := http.NewRequestWithContext(ctx, http.MethodGet, d.URL()+"/callback?"+loc.RawQuery, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	syncer := &jobs.Syncer{API: api, Store: data, HistoryResolutions: []string{model.ResolutionHour, model.ResolutionDay}, BackfillDays: 30}
+	cbResp, err := noFollow.Do(cb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cbResp.Body.Close()
+	if st, err := d.Auth().Status(ctx); err != nil || st.State != model.AuthOK {
+		t.Fatalf("after the callback (%s): auth %+v %v", cbResp.Status, st, err)
+	}
 	for _, job := range []string{jobs.JobHomes, jobs.JobDevices, jobs.JobHistory} {
-		if r, err := syncer.Run(ctx, job); err != nil || r.Status != jobs.StatusOK {
+		if r, err := d.RunJob(ctx, job); err != nil || r.Status != jobs.StatusOK {
 			t.Fatalf("%s: %+v %v", job, r, err)
 		}
 	}
-	srv, err := web.New(web.Options{
-		Listen:           "127.0.0.1:0",
-		RedirectURL:      redirect,
-		ClientID:         simulator.DefaultClientID,
-		ClientConfigured: true,
-		Flow:             flow,
-		Status:           data,
-		JobIntervals:     map[string]time.Duration{"homes": time.Hour, "devices": 5 * time.Minute, "history": time.Hour},
-		Logger:           logging.Discard(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Open(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Close(cctx)
-	})
-	return srv.URL() + "/"
+	return d.URL() + "/"
 }

@@ -45,10 +45,13 @@ func (c *Client) Do(ctx context.Context, req Request) (Response, error) {
 	if err != nil {
 		return Response{}, err
 	}
-	if _, err := conn.Write(b); err != nil {
-		return Response{}, fmt.Errorf("control socket %s: send: %w", c.Path, err)
-	}
+	// A refused peer is answered before the request is read, so a failed
+	// send still leaves that answer to read.
+	_, werr := conn.Write(b)
 	line, err := bufio.NewReaderSize(io.LimitReader(conn, 1<<20), 16<<10).ReadBytes('\n')
+	if werr != nil && len(line) == 0 {
+		return Response{}, fmt.Errorf("control socket %s: send: %w", c.Path, werr)
+	}
 	if err != nil && (len(line) == 0 || !errors.Is(err, io.EOF)) {
 		if ctx.Err() != nil {
 			return Response{}, ctx.Err()

@@ -11,8 +11,9 @@
 //     the 0750 state directory, so only root, the service user and members
 //     of its group can connect at all; everyone else gets EACCES, which the
 //     client turns into a message naming the group to join;
-//   - SO_PEERCRED: the daemon checks every peer's uid and refuses one that is
-//     neither root, nor itself, nor a member of the socket's group. Under
+//   - SO_PEERCRED and SO_PEERGROUPS: the daemon checks every peer's uid and
+//     groups and refuses one that is neither root, nor itself, nor a member
+//     of the socket's group. Under
 //     systemd's PrivateUsers= unmapped peers appear as the overflow uid
 //     (nobody); those already passed the file-system check and are accepted.
 //

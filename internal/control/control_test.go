@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -264,6 +265,8 @@ func TestPeerPolicy(t *testing.T) {
 		{Peer{UID: 998, GID: 997}, true},
 		{Peer{UID: 1000, GID: 1000}, true},
 		{Peer{UID: 1002, GID: 997}, true},
+		{Peer{UID: 1003, GID: 1003, Groups: []int{1003, 997}}, true}, // SO_PEERGROUPS
+		{Peer{UID: 1004, GID: 1004, Groups: []int{1004, 27}}, false},
 		{Peer{UID: 1001, GID: 1001}, false},
 		{Peer{UID: 4242, GID: 4242}, false},
 	} {
@@ -317,5 +320,28 @@ func TestLongPath(t *testing.T) {
 	<-done
 	if _, err := os.Stat(SocketPath(dir)); !os.IsNotExist(err) {
 		t.Fatalf("socket left after Close: %v", err)
+	}
+}
+
+// SO_PEERGROUPS of a real connection lists this process's groups.
+func TestPeerGroupsOfARealConnection(t *testing.T) {
+	r := newRig(t, &fakeFlow{})
+	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: r.srv.Path(), Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	p, err := peerOf(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.Getgroups()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range want {
+		if !slices.Contains(p.Groups, g) {
+			t.Errorf("peer groups %v lack %d (os.Getgroups %v)", p.Groups, g, want)
+		}
 	}
 }

@@ -12,11 +12,15 @@ import (
 	"net/url"
 	"os"
 	"os/user"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/tibbersync/tibbersync/internal/model"
 )
@@ -60,7 +64,10 @@ type Server struct {
 	gen    int           // incremented on every authorization
 	genCh  chan struct{} // closed and replaced on every authorization
 	closed bool
-	wg     sync.WaitGroup
+	// closeOnce makes Close idempotent and makes a second caller wait
+	// until the socket file is removed.
+	closeOnce sync.Once
+	wg        sync.WaitGroup
 }
 
 // Listen creates the socket (mode 0660, group of the state directory). A
@@ -149,20 +156,22 @@ func (s *Server) Serve(ctx context.Context) {
 			s.handle(ctx, c)
 		}()
 	}
+	// The accept loop can end on the listener's close before the closing
+	// goroutine has removed the socket file: finish the close here, so the
+	// socket is gone when Serve returns.
+	s.Close()
 	s.wg.Wait()
 }
 
 // Close stops listening and removes the socket.
 func (s *Server) Close() {
-	s.mu.Lock()
-	if s.closed {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
 		s.mu.Unlock()
-		return
-	}
-	s.closed = true
-	s.mu.Unlock()
-	s.ln.Close()
-	_ = os.Remove(s.path)
+		s.ln.Close()
+		_ = os.Remove(s.path)
+	})
 }
 
 // Authorized tells waiting clients (the browser flow) that the daemon is
@@ -182,8 +191,12 @@ func (s *Server) generation() (int, chan struct{}) {
 	return s.gen, s.genCh
 }
 
-// Peer is a connecting process as SO_PEERCRED reports it.
-type Peer struct{ PID, UID, GID int }
+// Peer is a connecting process as SO_PEERCRED (and SO_PEERGROUPS, its
+// supplementary groups) reports it.
+type Peer struct {
+	PID, UID, GID int
+	Groups        []int
+}
 
 func peerOf(c *net.UnixConn) (Peer, error) {
 	raw, err := c.SyscallConn()
@@ -191,16 +204,35 @@ func peerOf(c *net.UnixConn) (Peer, error) {
 		return Peer{}, err
 	}
 	var cred *syscall.Ucred
+	var groups []int
 	var serr error
 	if err := raw.Control(func(fd uintptr) {
 		cred, serr = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
+		groups = peerGroups(fd)
 	}); err != nil {
 		return Peer{}, err
 	}
 	if serr != nil {
 		return Peer{}, serr
 	}
-	return Peer{PID: int(cred.Pid), UID: int(cred.Uid), GID: int(cred.Gid)}, nil
+	return Peer{PID: int(cred.Pid), UID: int(cred.Uid), GID: int(cred.Gid), Groups: groups}, nil
+}
+
+// peerGroups reads SO_PEERGROUPS (Linux 4.13+): the peer's supplementary
+// groups as an array of gid_t. nil when the kernel cannot tell.
+func peerGroups(fd uintptr) []int {
+	buf := make([]uint32, 256)
+	n := uint32(len(buf) * 4)
+	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.SOL_SOCKET, unix.SO_PEERGROUPS,
+		uintptr(unsafe.Pointer(&buf[0])), uintptr(unsafe.Pointer(&n)), 0)
+	if e != 0 {
+		return nil
+	}
+	var out []int
+	for _, g := range buf[:min(int(n)/4, len(buf))] {
+		out = append(out, int(g))
+	}
+	return out
 }
 
 // overflowUID is the uid an unmapped user appears as inside a user
@@ -225,7 +257,7 @@ func (s *Server) allowed(p Peer) error {
 		return nil
 	}
 	if s.sockGID >= 0 {
-		if p.GID == s.sockGID {
+		if p.GID == s.sockGID || slices.Contains(p.Groups, s.sockGID) {
 			return nil
 		}
 		groupsOf := s.o.GroupsOf

@@ -142,7 +142,10 @@ type Daemon struct {
 	metrics  *metrics.Metrics
 	sched    *jobs.Scheduler
 	srv      *web.Server
-	mqtt     *mqtt.Publisher // nil unless [mqtt].url is set
+	// health is the storage health (issue 17): checked every Maintain and
+	// before each job, shown on /readyz and the status page.
+	health *store.Health
+	mqtt   *mqtt.Publisher // nil unless [mqtt].url is set
 	// clientConfigured is true when both the client id and the secret are known.
 	clientConfigured bool
 
@@ -155,6 +158,10 @@ type Daemon struct {
 	// checkpoint (Open counts as one).
 	maintMu        sync.Mutex
 	lastCheckpoint time.Time
+	lastStorage    string // the storage problems last logged
+	// fileGone ends Run with its cause (set by Run): a database file was
+	// replaced or deleted under the service.
+	fileGone context.CancelCauseFunc
 
 	ready     chan struct{}
 	closeOnce sync.Once
@@ -330,7 +337,13 @@ func (d *Daemon) openStores(ctx context.Context) error {
 		return err
 	}
 	d.secrets, err = tokenstore.Open(ctx, d.cfg.Storage.Dir, d.clk)
-	return err
+	if err != nil {
+		return err
+	}
+	if damage := d.secrets.Damage(); damage != "" {
+		d.log.Error(damage, "component", "tokenstore")
+	}
+	return nil
 }
 
 // buildComponents wires auth, the Data API client, the syncer, the
@@ -422,6 +435,9 @@ func (d *Daemon) buildComponents() error {
 		RateLimit:      rate,
 		Logger:         d.log.With("component", "tibber"),
 		Observer:       d.apiObserver(),
+		// One rate gate for the installation: every job of this process
+		// and any `tibbersync sync` on the same state directory.
+		Gate: tibber.NewGate(filepath.Join(cfg.Storage.Dir, tibber.GateFileName), d.clk),
 	})
 	if err != nil {
 		return fmt.Errorf("data api client: %w", err)
@@ -447,11 +463,42 @@ func (d *Daemon) buildComponents() error {
 		Progress:           o.Progress,
 		Authorized:         d.mayWork,
 	}
+	d.buildHealth()
 	if err := d.buildScheduler(); err != nil {
 		return err
 	}
 	return d.buildWeb()
 }
+
+// buildHealth wires the storage health: data.db and the state directory,
+// tokens.db's files, and refreshes postponed because tokens.db refused a
+// write; storage errors feed the metric.
+func (d *Daemon) buildHealth() {
+	d.health = &store.Health{
+		Dir: d.cfg.Storage.Dir,
+		DB:  d.data,
+		Checks: []func() error{
+			d.secrets.CheckFiles,
+			d.source.StorageError,
+		},
+	}
+	if m := d.metrics; m != nil {
+		d.data.OnStorageError(m.ObserveStorageError)
+		d.health.OnCheck = func(st model.StorageHealth, dir store.DirHealth) {
+			m.SetStorageOK(st.OK())
+			if !dir.Writable {
+				m.ObserveStorageError("unwritable")
+			}
+		}
+	}
+}
+
+// CheckStorage runs the storage checks now (Maintain does every minute,
+// the scheduler's runner before each job); the metrics follow.
+func (d *Daemon) CheckStorage() model.StorageHealth { return d.health.Check() }
+
+// Health returns the storage health (its Last is what /readyz shows).
+func (d *Daemon) Health() *store.Health { return d.health }
 
 // authNotifier is what the token source and the flow tell about state
 // changes: the notifier and the observers. nil when nobody listens.
@@ -529,6 +576,13 @@ func (d *Daemon) Close() error {
 			cancel()
 		} else if d.opts.Listener != nil {
 			_ = d.opts.Listener.Close()
+		}
+		if d.source != nil {
+			// A refreshed token that could not be stored gets one more
+			// try; if it is lost, Close logs at ERROR what and what to do.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = d.source.Close(ctx)
+			cancel()
 		}
 		if d.data != nil {
 			errs = append(errs, d.data.Close())

@@ -156,6 +156,14 @@ func (q *quietRunner) Run(ctx context.Context, job string) (model.Run, error) {
 				Error: "not authorized: " + string(st.State)}, fmt.Errorf("%s: %w", job, model.ErrNotAuthorized)
 		}
 	}
+	if err := q.d.health.BeforeJob(); err != nil {
+		// Its result could not be stored (data.db replaced, deleted or
+		// damaged; disk full or read-only): no API call is made for it.
+		now := q.d.clk.Now()
+		q.d.log.Warn("job not started: storage problem", "job", job, "err", err)
+		return model.Run{Job: job, StartedAt: now, FinishedAt: now, Status: jobs.StatusFailed,
+			Error: "not started: " + err.Error()}, fmt.Errorf("%s: %w", job, err)
+	}
 	r, err := q.d.runJob(ctx, job)
 	q.mu.Lock()
 	if q.skipped == nil {

@@ -16,10 +16,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tibbersync/tibbersync/internal/auth"
+	"github.com/tibbersync/tibbersync/internal/health"
 	"github.com/tibbersync/tibbersync/internal/metrics"
 	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/sdnotify"
+	"github.com/tibbersync/tibbersync/internal/store"
 	"github.com/tibbersync/tibbersync/internal/tibber"
+	"github.com/tibbersync/tibbersync/internal/tokenstore"
 	"github.com/tibbersync/tibbersync/internal/web"
 )
 
@@ -49,6 +52,8 @@ func (d *Daemon) buildWeb() error {
 		Logger:           d.log.With("component", "web"),
 		ParseRedirect:    auth.ParseRedirect,
 		OnAuthorized:     d.authorized,
+		StorageHealth:    d.health.Last,
+		ExtraChecks:      d.storageChecks,
 	}
 	if d.flow != nil {
 		wopts.Flow = d.flow
@@ -101,9 +106,25 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.historyAfterDevices.Store(false)
 	}
 	runCtx, cancel := context.WithCancel(ctx)
+	// A database file replaced or deleted under the daemon (Service only)
+	// ends Run with an error, so that systemd restarts it on the file that
+	// is there now instead of the daemon writing into a ghost.
+	stop, stopCancel := context.WithCancelCause(runCtx)
+	defer stopCancel(nil)
+	d.maintMu.Lock()
+	d.fileGone = stopCancel
+	d.maintMu.Unlock()
 	wg := d.startLoops(runCtx, sd, url)
 	d.serveControl(runCtx, wg)
-	<-ctx.Done()
+	// data.db's quick_check runs in the background: a large file on a Pi
+	// must not delay readiness. Damage makes the store refuse writes and
+	// shows on /readyz and the status page.
+	wg.Go(func() { _ = d.health.RunQuickCheck(runCtx, 0) })
+	<-stop.Done()
+	exitErr := context.Cause(stop)
+	if ctx.Err() != nil || errors.Is(exitErr, context.Canceled) {
+		exitErr = nil
+	}
 	_ = sd.Stopping()
 	d.log.Info("stopping: letting running jobs finish")
 	cancel()
@@ -115,7 +136,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	wg.Wait()
 	d.sched.Wait()
 	d.log.Info("stopped")
-	return nil
+	return exitErr
 }
 
 // activeDevices counts the devices stored and not removed.
@@ -205,6 +226,10 @@ func (d *Daemon) maintainLoop(ctx context.Context, sd *sdnotify.Notifier, url st
 // (R17), and the bytes-written metric. Run calls it every minute; a test
 // driving the scheduler by hand calls it itself.
 func (d *Daemon) Maintain(ctx context.Context) {
+	if st := d.CheckStorage(); !st.OK() {
+		d.warnStorage(st)
+		d.exitIfFileGone()
+	}
 	if err := d.source.KeepAlive(ctx); err != nil && !IsAuthStop(err) && ctx.Err() == nil {
 		d.log.Warn("keep-alive refresh", "err", err)
 	}
@@ -226,6 +251,45 @@ func (d *Daemon) Maintain(ctx context.Context) {
 		if n, ok := processBytesWritten(); ok {
 			d.metrics.SetBytesWritten(n)
 		}
+	}
+}
+
+// exitIfFileGone ends Run (the service only) when data.db or tokens.db
+// was replaced or deleted under the daemon: a restart opens the file that
+// is there now, which the store cannot do under a running connection.
+func (d *Daemon) exitIfFileGone() {
+	d.maintMu.Lock()
+	gone := d.fileGone
+	d.maintMu.Unlock()
+	if !d.opts.Service || gone == nil {
+		return
+	}
+	err := d.data.Fault()
+	if err == nil || !errors.Is(err, store.ErrFileReplaced) {
+		err = d.secrets.CheckFiles()
+	}
+	if err == nil || !(errors.Is(err, store.ErrFileReplaced) || errors.Is(err, tokenstore.ErrFileReplaced)) {
+		return
+	}
+	d.log.Error("a database file was replaced or deleted under the running daemon; exiting so that systemd restarts it on the file now there", "err", err)
+	gone(fmt.Errorf("restart needed: %w", err))
+}
+
+// storageChecks is the storage line of /readyz and the page's verdict: the
+// last storage check (every minute and before each job).
+func (d *Daemon) storageChecks(context.Context) []health.Check {
+	return []health.Check{health.StorageCheck(d.health.Last())}
+}
+
+// warnStorage logs the storage problems when they change.
+func (d *Daemon) warnStorage(st model.StorageHealth) {
+	text := strings.Join(st.Problems, "; ")
+	d.maintMu.Lock()
+	changed := text != d.lastStorage
+	d.lastStorage = text
+	d.maintMu.Unlock()
+	if changed {
+		d.log.Error("storage problem: data or tokens may not be stored", "problems", text, "dir", st.Dir)
 	}
 }
 

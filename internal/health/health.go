@@ -12,6 +12,7 @@ package health
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/tibbersync/tibbersync/internal/model"
@@ -202,4 +203,22 @@ func humanDuration(d time.Duration) string {
 		return fmt.Sprintf("%d d", days)
 	}
 	return fmt.Sprintf("%d d %d h", days, h)
+}
+
+// StorageCheck turns a storage health (the state directory, data.db and
+// tokens.db) into the "storage" check: failing, with CodeError, while it has
+// problems.
+func StorageCheck(st model.StorageHealth) Check {
+	c := Check{Name: "storage", OK: st.OK(), Detail: "ok"}
+	switch {
+	case !st.OK():
+		c.Code = CodeError
+		c.Detail = strings.Join(st.Problems, "; ")
+		c.Action = "see docs/operations.md (free space, remount read-write, restart, or restore a copy made with tibbersync backup)"
+	case st.Checked.IsZero():
+		c.Detail = "not checked yet"
+	default:
+		c.Detail = fmt.Sprintf("ok, %d MiB free", st.FreeBytes>>20)
+	}
+	return c
 }

@@ -72,3 +72,39 @@ func RetryAfter(err error) time.Duration {
 	walk(err, 0)
 	return longest
 }
+
+// RateGated is implemented by errors for a request that was not sent
+// because the installation's rate gate is closed (*tibber.GateError).
+type RateGated interface {
+	RateGated() bool
+}
+
+// RateLimited reports whether err says Tibber asked the installation to
+// slow down: a 429, a request not sent because the rate gate is closed, or
+// any error carrying a Retry-After. A run that met one stops making new
+// requests and is not counted as a success (issue 17).
+func RateLimited(err error) bool {
+	if err == nil {
+		return false
+	}
+	var g RateGated
+	return hasStatus(err, http.StatusTooManyRequests) || (errors.As(err, &g) && g.RateGated()) || RetryAfter(err) > 0
+}
+
+// overloaded reports whether err is a retryable answer that survived all
+// the client's retries (429, 500, 502, 503, 504): the API is failing right
+// now, not this one request.
+func overloaded(err error) bool {
+	if RateLimited(err) {
+		return true
+	}
+	var e APIError
+	if !errors.As(err, &e) {
+		return false
+	}
+	switch e.HTTPStatus() {
+	case http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return true
+	}
+	return false
+}

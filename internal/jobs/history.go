@@ -64,6 +64,33 @@ type streamOutcome struct {
 	errs []error
 }
 
+// stormLimit is how many streams in a row may fail with retryable server
+// errors (each after all the client's retries) before a history run ends:
+// one device's trouble does not stop the others, a storm does.
+const stormLimit = 2
+
+// stopAfter decides, after a stream, whether the run must end without
+// making new requests: the stream met a 429 or the closed rate gate, or
+// stormLimit streams in a row failed with retryable server errors.
+func (s *Syncer) stopAfter(out streamOutcome, storm *int) error {
+	var last error
+	if n := len(out.errs); n > 0 {
+		last = out.errs[n-1]
+	}
+	switch {
+	case RateLimited(last):
+		return fmt.Errorf("slowed down as Tibber asked; no further requests in this run: %w", last)
+	case out.failed && overloaded(last):
+		*storm++
+		if *storm >= stormLimit {
+			return fmt.Errorf("%w: %d streams in a row failed: %w", ErrStorm, *storm, last)
+		}
+	default:
+		*storm = 0
+	}
+	return nil
+}
+
 // RunHistory syncs the history of every active device, for each resolution
 // in HistoryResolutions that the device supports. Each page is fetched and
 // then saved with its checkpoint in one transaction, so an interrupted
@@ -105,6 +132,7 @@ func (s *Syncer) RunHistory(ctx context.Context) (model.Run, error) {
 		pages, rows          int
 		hardFailed, rejected int
 		attempted            int
+		stormStreams         int
 	)
 	for i, st := range streams {
 		if err := ctx.Err(); err != nil {
@@ -131,6 +159,10 @@ func (s *Syncer) RunHistory(ctx context.Context) (model.Run, error) {
 		}
 		if out.fatal != nil {
 			fatal = out.fatal
+			break
+		}
+		if stop := s.stopAfter(out, &stormStreams); stop != nil {
+			fatal = stop
 			break
 		}
 	}

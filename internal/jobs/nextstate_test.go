@@ -134,10 +134,34 @@ func TestNextState(t *testing.T) {
 			want: model.JobState{Job: "devices", LastRunAt: start, ConsecutiveFailures: 6, BreakerUntil: t0.Add(20 * time.Minute), NextRunAt: t0.Add(20 * time.Minute), LastError: "not authorized: reauth_required"},
 		},
 		"last run never moves back": {
-			st:   model.JobState{Job: "devices", LastRunAt: t0.Add(time.Hour)},
+			st:   model.JobState{Job: "devices", LastRunAt: start.Add(model.ClockSkewTolerance)},
 			run:  model.Run{Status: StatusOK},
 			at:   at,
-			want: model.JobState{Job: "devices", LastRunAt: t0.Add(time.Hour), LastSuccessAt: end, NextRunAt: slot},
+			want: model.JobState{Job: "devices", LastRunAt: start.Add(model.ClockSkewTolerance), LastSuccessAt: end, NextRunAt: slot},
+		},
+		// Further ahead it was saved while the clock was wrong (issue 17):
+		// the real run replaces it.
+		"last run far in the future is replaced": {
+			st:   model.JobState{Job: "devices", LastRunAt: t0.Add(48 * time.Hour)},
+			run:  model.Run{Status: StatusOK},
+			at:   at,
+			want: model.JobState{Job: "devices", LastRunAt: start, LastSuccessAt: end, NextRunAt: slot},
+		},
+		"storm-ended partial run is not a success": {
+			st:     model.JobState{Job: "devices", LastSuccessAt: t0.Add(-time.Hour)},
+			run:    model.Run{Status: StatusPartial, Error: "device x: 503"},
+			err:    fmt.Errorf("devices: %w", ErrStorm),
+			at:     at,
+			want:   model.JobState{Job: "devices", LastRunAt: start, LastSuccessAt: t0.Add(-time.Hour), ConsecutiveFailures: 1, NextRunAt: slot, LastError: "device x: 503"},
+			opened: false,
+		},
+		"rate-limited partial run is not a success": {
+			st:     model.JobState{Job: "devices", ConsecutiveFailures: 1, LastSuccessAt: t0.Add(-time.Hour)},
+			run:    model.Run{Status: StatusPartial, Error: "device x: 429"},
+			err:    retryAfterErr{status: 429, ra: 10 * time.Minute},
+			at:     at,
+			want:   model.JobState{Job: "devices", LastRunAt: start, LastSuccessAt: t0.Add(-time.Hour), ConsecutiveFailures: 2, BreakerUntil: end.Add(10 * time.Minute), NextRunAt: end.Add(10 * time.Minute), LastError: "device x: 429"},
+			opened: true,
 		},
 	}
 	for name, tc := range tests {

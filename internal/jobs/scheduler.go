@@ -116,6 +116,8 @@ type entry struct {
 	running  bool
 	trigger  bool
 	warnedBO bool // the breaker opening was logged
+	// warnedFuture: the "saved times lie in the future" warning was logged.
+	warnedFuture bool
 }
 
 func (s *Scheduler) init() {
@@ -293,6 +295,7 @@ func (s *Scheduler) RunDue(ctx context.Context) []string {
 		if e == nil || !e.loaded {
 			continue
 		}
+		s.suspectTimes(e, now)
 		s.alignLocked(e, now, back)
 	}
 	if s.behindClock(now) {
@@ -328,6 +331,39 @@ func (s *Scheduler) RunDue(ctx context.Context) []string {
 		}()
 	}
 	return started
+}
+
+// suspectTimes warns once when a job's saved last or next run lies more
+// than model.ClockSkewTolerance in the future: they were written while the
+// clock was wrong (a Pi that booted ahead and was corrected). They are not
+// trusted: at start-up a job whose last run is unknown is due at once, a
+// next run far ahead is clamped to the schedule (alignLocked), and the last
+// run is replaced by the next real one. Called with s.mu held, before
+// alignLocked.
+func (s *Scheduler) suspectTimes(e *entry, now time.Time) {
+	st := &e.state
+	future := model.InFuture(st.LastRunAt, now) || model.InFuture(st.LastSuccessAt, now)
+	if !future && model.InFuture(st.NextRunAt, now) {
+		// A next run far beyond the schedule's next slot is suspect too.
+		future = st.NextRunAt.After(laterOf(e.sched.Next(e.sched.Next(now)).Add(s.Jitter), st.BreakerUntil))
+	}
+	if !future {
+		e.warnedFuture = false
+		return
+	}
+	if e.warnedFuture {
+		return
+	}
+	e.warnedFuture = true
+	if !e.checked && model.InFuture(st.LastRunAt, now) {
+		// Found at start-up: when the job really ran last is unknown, so it
+		// is due now, as after a first start (an open breaker still holds
+		// it back). A step back while running is clamped to the schedule
+		// instead (alignLocked): the last run was moments ago.
+		st.NextRunAt = laterOf(now, st.BreakerUntil)
+	}
+	s.logger().Warn("saved run times lie in the future; the clock was probably corrected: running when due by the schedule",
+		"job", e.job.Name, "now", now, "last_run_at", st.LastRunAt, "next_run_at", st.NextRunAt, "last_success_at", st.LastSuccessAt)
 }
 
 // alignLocked brings e's due time in line with its schedule at now. A due
@@ -388,16 +424,12 @@ func (s *Scheduler) untilDue(now time.Time, limit time.Duration) time.Duration {
 	return max(wait, 0)
 }
 
-// behindClock reports whether the clock is earlier than every plausible
-// time (NotBefore, or a job's last persisted run), and warns once while so.
-// Called with s.mu held.
+// behindClock reports whether the clock is earlier than NotBefore (the
+// build time), and warns once while so. A saved last run in the future does
+// not hold the scheduler back: that only stalled every job until the clock
+// caught up with a time written while it was wrong. Called with s.mu held.
 func (s *Scheduler) behindClock(now time.Time) bool {
 	floor := s.NotBefore
-	for _, e := range s.entries {
-		if e.loaded {
-			floor = laterOf(floor, e.state.LastRunAt)
-		}
-	}
 	if now.Before(floor) {
 		if !s.clockBad {
 			s.clockBad = true
@@ -448,7 +480,7 @@ func (s *Scheduler) runJob(ctx context.Context, e *entry) {
 	}
 	s.mu.Unlock()
 
-	if (run.Status == StatusOK || run.Status == StatusPartial) && prev.ConsecutiveFailures > 0 {
+	if (run.Status == StatusOK || run.Status == StatusPartial) && state.ConsecutiveFailures == 0 && prev.ConsecutiveFailures > 0 {
 		log.Info("job recovered", "after_failures", prev.ConsecutiveFailures)
 	}
 	logRun(log, run, err, state, end.Sub(start), logOpen)
@@ -506,13 +538,22 @@ type runTimes struct {
 // shutdown is due again at once and not counted.
 func nextState(st model.JobState, run model.Run, err error, at runTimes) (model.JobState, bool) {
 	st.LastRunAt = laterOf(at.start, st.LastRunAt)
+	if model.InFuture(st.LastRunAt, at.start) {
+		st.LastRunAt = at.start // saved while the clock was wrong
+	}
 	st.LastError = run.Error
 	if st.LastError == "" && err != nil && run.Status != StatusOK {
 		st.LastError = err.Error()
 	}
 	st.NextRunAt = at.next
 	opened := false
-	switch run.Status {
+	status := run.Status
+	if status == StatusPartial && (RateLimited(err) || errors.Is(err, ErrStorm)) {
+		// It stored something but met a 429 (or the closed rate gate) or a
+		// storm ended it: not a success that resets the backoff (issue 17).
+		status = StatusFailed
+	}
+	switch status {
 	case StatusOK, StatusPartial:
 		st.LastSuccessAt = at.end
 		st.ConsecutiveFailures = 0

@@ -141,22 +141,50 @@ func TestSchedulerBackwardJump(t *testing.T) {
 	lastRun := st.State("devices").LastRunAt
 
 	clk.Advance(-time.Hour)
-	// While the clock is behind the last run nothing runs (no duplicate of
-	// slots already done), and the far due time is clamped to the schedule.
-	if n := tickFor(t, s, clk, 50*time.Minute); n != 0 {
-		t.Fatalf("%d runs while the clock is behind the last run, want 0", n)
+	// The clock went back behind the last run (an NTP correction). The
+	// far due time is clamped to the schedule and the job keeps running on
+	// it: one run per slot, no burst and no stall until the clock catches
+	// up with a time written while it was wrong (issue 17, item 5).
+	if n := tickFor(t, s, clk, 50*time.Minute); n != 9 {
+		t.Fatalf("%d runs in 50 minutes after the clock went back 1 h, want 9 (one per slot after now)", n)
 	}
 	next := s.NextRuns()["devices"]
 	if limit := clk.Now().Add(5 * time.Minute); next.After(limit) {
 		t.Fatalf("NextRuns = %v, want clamped to at most %v", next, limit)
 	}
-	if logs.Lines("clock is earlier than the last run") != 1 {
-		t.Fatalf("want exactly one clock warning, logs:\n%s", logs)
+	if logs.Lines("saved run times lie in the future") != 1 {
+		t.Fatalf("want exactly one warning about the future run times, logs:\n%s", logs)
 	}
-	// Once the clock passes the last run, the schedule resumes: one run per slot.
+	if got := st.State("devices").LastRunAt; got.After(clk.Now()) || got.Before(lastRun.Add(-time.Hour)) {
+		t.Fatalf("saved last run %v, want a real one before now %v", got, clk.Now())
+	}
+	// Once the clock passes the old last run, the schedule goes on as before.
 	clk.Set(lastRun.Add(time.Second))
 	if n := tickFor(t, s, clk, 15*time.Minute); n != 3 {
 		t.Fatalf("%d runs in 15 minutes after the clock caught up, want 3", n)
+	}
+}
+
+// A daemon restarted after its clock was corrected (a Pi that booted 48 h
+// ahead): the saved last and next run lie two days in the future. It used to
+// wait until the clock passed them; now it runs when due and warns once.
+func TestSchedulerRestartAfterClockCorrection(t *testing.T) {
+	clk := clock.NewFake(base)
+	st, r := newFakeStore(nil), &fakeRunner{}
+	ahead := base.Add(48 * time.Hour)
+	st.states["devices"] = model.JobState{Job: "devices", LastRunAt: ahead, LastSuccessAt: ahead, NextRunAt: ahead.Add(5 * time.Minute)}
+	logs := &logBuffer{}
+	s := newScheduler(clk, st, r, logs)
+	s.NotBefore = base.Add(-24 * time.Hour)
+	if n := tickFor(t, s, clk, 15*time.Minute); n != 3 {
+		t.Fatalf("%d runs in 15 minutes after a restart with run times 48 h ahead, want 3", n)
+	}
+	if logs.Lines("saved run times lie in the future") != 1 || logs.Lines("clock is earlier") != 0 {
+		t.Fatalf("want one warning about the saved times and none about the clock:\n%s", logs)
+	}
+	got := st.State("devices")
+	if got.LastRunAt.After(clk.Now()) || got.LastSuccessAt.After(clk.Now()) {
+		t.Fatalf("state still in the future after runs: %+v", got)
 	}
 }
 
@@ -166,6 +194,7 @@ func TestSchedulerClockAt1970DoesNotRun(t *testing.T) {
 	clk := clock.NewFake(time.Unix(30, 0).UTC())
 	logs := &logBuffer{}
 	s := newScheduler(clk, st, r, logs, jobs.Job{Name: "devices", Spec: "*/5 * * * *"}, jobs.Job{Name: "homes", Spec: "@hourly"})
+	s.NotBefore = base.Add(-24 * time.Hour) // the build time, as the daemon sets it
 	if n := tickFor(t, s, clk, 30*time.Minute); n != 0 {
 		t.Fatalf("%d runs with the clock at 1970, want 0", n)
 	}

@@ -55,6 +55,15 @@ const recordTimeout = 5 * time.Second
 // maxProblemsListed bounds how many problems a run's error text names.
 const maxProblemsListed = 10
 
+// ErrStorm is wrapped by the error of a run that a storm ended early: the
+// API kept failing after all retries, so the run stopped making requests.
+// Such a run is not a success that resets the backoff, even when it stored
+// something (partial).
+var ErrStorm = errors.New("the API kept failing after all retries; the run stopped early")
+
+// errNotFetched marks a device detail not fetched because the run stopped.
+var errNotFetched = errors.New("not fetched: run stopped")
+
 // Syncer runs the homes, devices and history jobs once. It is safe to run
 // different jobs concurrently; the scheduler never runs one job twice at once.
 type Syncer struct {
@@ -340,7 +349,13 @@ type pipeline struct {
 	pending int             // queued or running items
 	claimed map[string]bool // device ids whose detail some home fetches
 	seen    map[string]bool // device ids any list named
-	stopErr error           // a token error: no further call may be made
+
+	// stopped: no new detail request in this run (Tibber answered 429, or
+	// stormLimit details in a row failed with retryable server errors);
+	// the remaining details count as not fetched and the run as partial.
+	stopped atomic.Bool
+	storm   atomic.Int32 // retryable detail failures in a row
+	stopErr error        // a token error: no further call may be made
 }
 
 // push queues items (under p.mu).
@@ -441,10 +456,19 @@ func (p *pipeline) list(h *homeState) {
 // detail fetches one device detail; the home's last one hands the home to
 // the saver.
 func (p *pipeline) detail(h *homeState, i int) {
-	if p.ctx.Err() == nil {
+	if p.ctx.Err() == nil && !p.stopped.Load() {
 		dev, err := p.s.API.Device(p.ctx, h.home.ID, h.targets[i].ID)
 		p.called(err)
 		h.results[i] = detailResult{attempted: true, dev: dev, err: err}
+		switch {
+		case err == nil:
+			p.storm.Store(0)
+		case RateLimited(err):
+			// Tibber asked to slow down: no new requests in this run.
+			p.stopped.Store(true)
+		case overloaded(err) && p.storm.Add(1) >= stormLimit:
+			p.stopped.Store(true)
+		}
 	}
 	p.mu.Lock()
 	h.left--
@@ -466,7 +490,7 @@ func (p *pipeline) save(h *homeState) {
 	for i, res := range h.results {
 		t := h.targets[i]
 		if !res.attempted && res.err == nil {
-			res.err = errors.New("not fetched: run stopped")
+			res.err = errNotFetched
 		}
 		if res.err == nil {
 			res.err = checkDetail(t, &res.dev)
@@ -605,6 +629,14 @@ func (s *Syncer) runInventory(ctx context.Context, job string, withDetails bool)
 	log.Debug("inventory saved", "homes", len(homes), "details", targets-detailFailed, "problems", len(problems))
 	if run.Status == StatusFailed {
 		return run, fmt.Errorf("%s: %w", job, errors.Join(errs...))
+	}
+	if err := errors.Join(errs...); RateLimited(err) {
+		// Stored what it had, but met a 429: the scheduler must not count
+		// it as a success that resets the backoff.
+		return run, fmt.Errorf("%s: rate limited: %w", job, err)
+	} else if errors.Is(err, errNotFetched) {
+		// Stored what it had, but a storm ended the detail fetches.
+		return run, fmt.Errorf("%s: %w: %w", job, ErrStorm, err)
 	}
 	return run, nil
 }

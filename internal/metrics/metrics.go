@@ -63,6 +63,8 @@ type Metrics struct {
 	walSize       prometheus.Gauge
 	tableRows     *prometheus.GaugeVec
 	summaryErrors prometheus.Counter
+	storageErrs   *prometheus.CounterVec
+	storageOK     prometheus.Gauge
 
 	// failMu serialises the read-modify-write of consecutive failures.
 	failMu sync.Mutex
@@ -148,6 +150,17 @@ func New() *Metrics {
 		Namespace: Namespace, Name: "status_errors_total",
 		Help: "Times the status summary behind these metrics could not be read; the state metrics are stale meanwhile.",
 	})
+	m.storageErrs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Name: "storage_errors_total",
+		Help: "Storage errors by kind: write (a failed write: disk full, read-only, I/O), replaced (a database file deleted or replaced under the daemon), damaged (quick_check), unwritable (the state directory refused a write probe).",
+	}, []string{"kind"})
+	m.storageOK = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: Namespace, Name: "storage_ok",
+		Help: "1 while the last storage check found no problem, else 0.",
+	})
+	for _, k := range StorageErrorKinds {
+		m.storageErrs.WithLabelValues(k).Add(0)
+	}
 
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
@@ -157,6 +170,7 @@ func New() *Metrics {
 		bytesWritten,
 		m.accessExpiry, m.refreshExpiry, m.reauth, m.authState,
 		m.dbSize, m.walSize, m.tableRows, m.summaryErrors,
+		m.storageErrs, m.storageOK,
 	)
 	// Known states are always exported so that alerts on a missing series
 	// are not needed.
@@ -341,4 +355,27 @@ func RefreshExpiry(a model.AuthSummary) time.Time {
 
 func unixSeconds(t time.Time) float64 {
 	return float64(t.UnixMilli()) / 1000
+}
+
+// StorageErrorKinds are the kind labels of tibbersync_storage_errors_total.
+var StorageErrorKinds = []string{"write", "replaced", "damaged", "unwritable"}
+
+// ObserveStorageError counts one storage error of kind (see StorageErrorKinds).
+func (m *Metrics) ObserveStorageError(kind string) {
+	if m == nil {
+		return
+	}
+	m.storageErrs.WithLabelValues(kind).Inc()
+}
+
+// SetStorageOK records the outcome of the last storage check.
+func (m *Metrics) SetStorageOK(ok bool) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if ok {
+		v = 1
+	}
+	m.storageOK.Set(v)
 }

@@ -76,6 +76,9 @@ type DB struct {
 	// of a large WAL instead of on every call.
 	walMu     sync.Mutex
 	walWarned bool
+
+	// fault: storage faults that refuse writes, and the last failed write.
+	fault fault
 }
 
 // Open opens (creating it when missing, mode 0640) the data.db at path as
@@ -100,14 +103,17 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 		_ = db.sql.Close()
 		return nil, fmt.Errorf("open data db %q: %w", path, err)
 	}
+	// The counters only spare the status surfaces a count(*): a table they
+	// cannot be set up for (a damaged page, found by the health checks) is
+	// counted on each read instead, and the file still opens.
 	if err := db.ensureCounters(ctx); err != nil {
-		_ = db.sql.Close()
-		return nil, fmt.Errorf("open data db %q: %w", path, err)
+		db.log.Warn("row counters not set up; status pages count those tables", "err", err)
 	}
 	if err := db.convertLegacyHistory(ctx, opts.ConvertBatch, opts.ConvertProgress); err != nil {
 		_ = db.sql.Close()
 		return nil, fmt.Errorf("open data db %q: %w", path, err)
 	}
+	db.recordFiles()
 	return db, nil
 }
 
@@ -311,6 +317,14 @@ func queryOne(ctx context.Context, q driver.QueryerContext, query string) (strin
 type tx struct {
 	*sql.Tx
 	now time.Time
+	db  *DB
+}
+
+// Commit commits and records the outcome for the storage health.
+func (t *tx) Commit() error {
+	err := t.Tx.Commit()
+	t.db.noteWrite(err)
+	return err
 }
 
 // begin starts a BEGIN IMMEDIATE transaction (the DSN's _txlock) on the
@@ -319,11 +333,15 @@ func (db *DB) begin(ctx context.Context) (*tx, error) {
 	if db.readOnly {
 		return nil, ErrReadOnly
 	}
+	if err := db.refuse(); err != nil {
+		return nil, err
+	}
 	t, err := db.sql.BeginTx(ctx, nil)
 	if err != nil {
+		db.noteWrite(err)
 		return nil, fmt.Errorf("begin: %w", err)
 	}
-	return &tx{Tx: t, now: db.clock.Now().UTC()}, nil
+	return &tx{Tx: t, now: db.clock.Now().UTC(), db: db}, nil
 }
 
 // beginRead starts a deferred read transaction, so that a multi-query read

@@ -93,6 +93,10 @@ type Options struct {
 	MaxRetryWait time.Duration
 	// Observer, when set, is told about every attempt and retry (metrics).
 	Observer Observer
+	// Gate is the installation's rate gate (NewGate on the state dir's
+	// GateFileName); nil gives the client its own in-memory gate, shared by
+	// every call of this client.
+	Gate *Gate
 	// Logger receives a DEBUG line per attempt and rate-limited WARN lines
 	// on retries (default: discard). Tokens are never logged.
 	Logger *slog.Logger
@@ -111,6 +115,7 @@ type Client struct {
 	timeout      time.Duration
 	maxRetryWait time.Duration
 	limiter      *rate.Limiter
+	gate         *Gate
 	log          *slog.Logger
 	observer     Observer
 
@@ -155,6 +160,7 @@ func New(opts Options) (*Client, error) {
 		maxRetryWait: orDefault(opts.MaxRetryWait, DefaultMaxRetryWait),
 		log:          opts.Logger,
 		observer:     opts.Observer,
+		gate:         opts.Gate,
 	}
 	if c.clock == nil {
 		c.clock = clock.Real{}
@@ -164,6 +170,9 @@ func New(opts Options) (*Client, error) {
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
+	}
+	if c.gate == nil {
+		c.gate = NewGate("", c.clock)
 	}
 	limit := rate.Limit(orDefault(opts.RateLimit, DefaultRateLimit))
 	if math.IsInf(opts.RateLimit, 1) {
@@ -269,6 +278,16 @@ func (c *Client) get(ctx context.Context, u *url.URL) ([]byte, error) {
 		tok                logging.Secret
 	)
 	for {
+		if err := c.waitGate(ctx, endpoint); err != nil {
+			// Nothing is sent to the Data API, but the token source keeps
+			// its own schedule (a refresh due, or the one retry of a
+			// refresh whose answer was lost, which must come soon): the
+			// gate binds the Data API only.
+			if !haveTok {
+				_, _ = c.tokens.AccessToken(ctx)
+			}
+			return nil, err
+		}
 		if err := c.limiter.Wait(ctx); err != nil {
 			if ctxErr := ctx.Err(); ctxErr != nil {
 				return nil, fmt.Errorf("%s: %w", endpoint, ctxErr)
@@ -304,10 +323,18 @@ func (c *Client) get(ctx context.Context, u *url.URL) ([]byte, error) {
 				continue
 			}
 		}
+		var wait time.Duration
+		gated := closesGate(res)
+		if gated {
+			wait = c.retryWait(res, failures)
+			c.closeGate(ctx, endpoint, res, wait)
+		}
 		if !res.retryable || attempts >= limit {
 			return nil, c.finalError(endpoint, res, attempts)
 		}
-		wait := c.retryWait(res, failures)
+		if !gated {
+			wait = c.retryWait(res, failures)
+		}
 		failures++
 		if res.hinted && wait > c.maxRetryWait {
 			return nil, c.finalError(endpoint, res, attempts)
@@ -323,6 +350,51 @@ func (c *Client) get(ctx context.Context, u *url.URL) ([]byte, error) {
 			return nil, fmt.Errorf("%s: %w", endpoint, err)
 		}
 	}
+}
+
+// closesGate reports whether an answer closes the installation's rate
+// gate: every 429, and a 503 that says how long to wait.
+func closesGate(res attemptResult) bool {
+	if res.apiErr == nil {
+		return false
+	}
+	return res.apiErr.Status == http.StatusTooManyRequests ||
+		(res.apiErr.Status == http.StatusServiceUnavailable && res.hinted)
+}
+
+// closeGate closes the rate gate for wait after a 429 or a hinted 503.
+func (c *Client) closeGate(ctx context.Context, endpoint string, res attemptResult, wait time.Duration) {
+	reason := fmt.Sprintf("%d on %s", res.apiErr.Status, endpoint)
+	if res.hinted {
+		reason += fmt.Sprintf(" with Retry-After %s", res.apiErr.RetryAfter)
+	}
+	until := c.clock.Now().Add(wait)
+	if err := c.gate.Close(until, reason); err != nil {
+		c.log.WarnContext(ctx, "rate gate could not be persisted; it holds in this process only", "err", err)
+	}
+	c.log.InfoContext(ctx, "rate gate closed: no request of this installation before the wait is over",
+		"until", until, "reason", reason)
+}
+
+// waitGate waits while the installation's rate gate is closed, or, when it
+// stays closed longer than a retry may wait (or than ctx allows), returns a
+// *GateError without sending anything.
+func (c *Client) waitGate(ctx context.Context, endpoint string) error {
+	until, reason := c.gate.Until()
+	now := c.clock.Now()
+	if !until.After(now) {
+		return nil
+	}
+	wait := until.Sub(now)
+	dl, hasDL := ctx.Deadline()
+	if wait > c.maxRetryWait || (hasDL && time.Until(dl) < wait) {
+		return &GateError{Endpoint: endpoint, Until: until, Wait: wait, Reason: reason}
+	}
+	c.log.DebugContext(ctx, "rate gate closed, waiting", "endpoint", endpoint, "wait", wait, "reason", reason)
+	if err := c.clock.Sleep(ctx, wait); err != nil {
+		return fmt.Errorf("%s: %w", endpoint, err)
+	}
+	return nil
 }
 
 func (c *Client) finalError(endpoint string, res attemptResult, attempts int) error {

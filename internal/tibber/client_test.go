@@ -673,22 +673,21 @@ func TestHugeBodyRejected(t *testing.T) {
 				}
 			})
 			env := newTestClient(t, srv.URL, nil)
-			start := time.Now()
-			within(t, 10*time.Second, func() {
+			// The limit is proven by the bytes the server managed to write,
+			// not by wall time (a loaded machine may be slow); the bound
+			// below only guards against a hang.
+			within(t, 2*time.Minute, func() {
 				_, err := env.client.Homes(context.Background())
 				if !errors.Is(err, tibber.ErrResponseTooLarge) {
 					t.Errorf("err = %v, want ErrResponseTooLarge", err)
 				}
 			})
-			if el := time.Since(start); el > 5*time.Second {
-				t.Errorf("took %s", el)
-			}
 			if got := srv.requests.Load(); got != 1 {
 				t.Errorf("requests = %d, want 1 (not retried)", got)
 			}
 			select {
 			case <-handlerDone:
-			case <-time.After(5 * time.Second):
+			case <-time.After(2 * time.Minute):
 				t.Fatal("handler still writing")
 			}
 			if w := written.Load(); w >= total/2 {

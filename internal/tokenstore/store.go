@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/tibbersync/tibbersync/internal/clock"
+	"github.com/tibbersync/tibbersync/internal/model"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
@@ -64,6 +65,10 @@ type Store struct {
 	clk        clock.Clock
 	secretsDir string
 	path       string
+	// damage says why a damaged tokens.db was replaced at Open ("" if not).
+	damage string
+	// files are the identities of tokens.db, -wal and -shm at Open.
+	files []fileID
 }
 
 // Open opens (creating if needed) dir/secrets/tokens.db. It creates dir/secrets
@@ -98,6 +103,50 @@ func Open(ctx context.Context, dir string, clk clock.Clock) (*Store, error) {
 		}
 	}
 
+	s, err := openDB(ctx, path, secrets, clk)
+	if err != nil && !damaged(err) {
+		return nil, err
+	}
+	if err == nil {
+		err = s.checkIntegrity(ctx)
+		if err == nil {
+			s.recordFiles()
+			return s, nil
+		}
+		_ = s.db.Close()
+		if !damaged(err) {
+			return nil, err
+		}
+	}
+	// tokens.db is damaged: keep it aside for inspection and start afresh
+	// in setup_required with a reason that says what happened.
+	aside, merr := moveAside(path, clk.Now())
+	if merr != nil {
+		return nil, fmt.Errorf("open token store: %s is damaged (%v) and could not be moved aside: %w", path, err, merr)
+	}
+	if err := ensureFile(path); err != nil {
+		return nil, err
+	}
+	s, oerr := openDB(ctx, path, secrets, clk)
+	if oerr != nil {
+		return nil, oerr
+	}
+	s.damage = fmt.Sprintf("tokens.db was damaged (%v) and was kept as %s; authorize again with tibbersync setup or the setup page",
+		err, filepath.Base(aside))
+	g, gerr := s.Grant(ctx)
+	if gerr == nil {
+		_, gerr = s.SetState(ctx, g.Generation, model.AuthSetupRequired, s.damage, clk.Now())
+	}
+	if gerr != nil {
+		_ = s.db.Close()
+		return nil, fmt.Errorf("open token store: record the damage: %w", gerr)
+	}
+	s.recordFiles()
+	return s, nil
+}
+
+// openDB opens the SQLite file at path, checks its pragmas and migrates it.
+func openDB(ctx context.Context, path, secrets string, clk clock.Clock) (*Store, error) {
 	db, err := sql.Open("sqlite", DSN(path))
 	if err != nil {
 		return nil, fmt.Errorf("open token store %q: %w", path, err)

@@ -79,6 +79,10 @@ type Options struct {
 	ExtraChecks func(ctx context.Context) []health.Check
 	// Metrics is served at /metrics; nil answers 404 there.
 	Metrics *metrics.Metrics
+	// StorageHealth, when set, returns the last storage check (disk full,
+	// read-only, database files replaced, deleted or damaged): /readyz
+	// fails and the status page shows a banner while it has problems.
+	StorageHealth func() model.StorageHealth
 
 	// Clock defaults to clock.Real.
 	Clock clock.Clock

@@ -25,6 +25,7 @@ type statusView struct {
 	GeneratedAt string
 	Error       string
 	Banner      *bannerView
+	Storage     []string
 	Auth        authView
 	Jobs        []jobView
 	Tables      []tableView
@@ -149,6 +150,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 			Title:       "tibbersync status",
 			GeneratedAt: s.fmtTime(now),
 			Error:       "The status could not be read from data.db: " + err.Error(),
+			Storage:     s.storageProblems(),
 		})
 		return
 	}
@@ -241,6 +243,7 @@ func (s *Server) statusView(sum model.Summary, now time.Time) statusView {
 		}
 	}
 
+	v.Storage = s.storageProblems()
 	v.Auth = authView{
 		Blocked:      a.State != model.AuthOK,
 		State:        string(a.State),
@@ -548,7 +551,12 @@ func (s *Server) verdict(ctx context.Context) health.Verdict {
 	}
 	sum, err := s.opts.Status.Summary(ctx)
 	if err != nil {
-		return health.Verdict{ExitCode: health.CodeError, Checks: []health.Check{{Name: "status", Detail: "cannot read data.db: " + err.Error(), Code: health.CodeError}}}
+		checks := []health.Check{{Name: "status", Detail: "cannot read data.db: " + err.Error(), Code: health.CodeError}}
+		if s.opts.ExtraChecks != nil {
+			// The storage checks say why, when data.db is damaged.
+			checks = append(checks, s.opts.ExtraChecks(ctx)...)
+		}
+		return health.Verdict{ExitCode: health.CodeError, Checks: checks}
 	}
 	return s.judge(ctx, sum, s.clock.Now())
 }
@@ -591,4 +599,13 @@ func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.metricsHandler.ServeHTTP(w, r)
+}
+
+// storageProblems is the last storage check's problems (none without a
+// StorageHealth source).
+func (s *Server) storageProblems() []string {
+	if s.opts.StorageHealth == nil {
+		return nil
+	}
+	return s.opts.StorageHealth().Problems
 }

@@ -388,6 +388,39 @@ func TestReadyzAgreesWithVerdict(t *testing.T) {
 	}
 }
 
+// A success saved while the clock ran 48 h ahead is unknown, not fresh
+// (issue 17, item 5); a storage problem from ExtraChecks fails /readyz.
+func TestReadyzSuccessInTheFutureAndStorage(t *testing.T) {
+	opts := baseOptions(&syncBuffer{})
+	fake := clock.NewFake(t0)
+	opts.Clock = fake
+	opts.JobIntervals = map[string]time.Duration{"devices": 5 * time.Minute}
+	jobsNow := []model.JobSummary{{Job: "devices", LastSuccessAt: t0.Add(48 * time.Hour)}}
+	var storage model.StorageHealth
+	opts.Status = &fakeStatus{SummaryFn: func(context.Context) (model.Summary, error) {
+		return model.Summary{Auth: model.AuthSummary{State: model.AuthOK}, Jobs: jobsNow}, nil
+	}}
+	opts.StorageHealth = func() model.StorageHealth { return storage }
+	opts.ExtraChecks = func(context.Context) []health.Check { return []health.Check{health.StorageCheck(storage)} }
+	_, ts := handlerServer(t, opts)
+	r := get(t, noRedirect(), ts.URL+"/readyz")
+	if r.status != http.StatusServiceUnavailable || !strings.Contains(r.body, "future") {
+		t.Fatalf("success in the future: %d\n%s", r.status, r.body)
+	}
+	jobsNow = []model.JobSummary{{Job: "devices", LastSuccessAt: t0.Add(-time.Minute)}}
+	storage = model.StorageHealth{Checked: t0, Dir: "/var/lib/tibbersync", FreeBytes: 1 << 30}
+	if r := get(t, noRedirect(), ts.URL+"/readyz"); r.status != http.StatusOK || !strings.Contains(r.body, "ok storage") {
+		t.Fatalf("healthy: %d\n%s", r.status, r.body)
+	}
+	storage.Problems = []string{"disk full: state directory /var/lib/tibbersync has no free space"}
+	if r := get(t, noRedirect(), ts.URL+"/readyz"); r.status != http.StatusServiceUnavailable || !strings.Contains(r.body, "FAIL storage: disk full") {
+		t.Fatalf("disk full: %d\n%s", r.status, r.body)
+	}
+	if r := get(t, noRedirect(), ts.URL+"/"); !strings.Contains(r.body, "Storage problem") || !strings.Contains(r.body, "tibbersync backup") {
+		t.Fatalf("the status page does not show the storage problem:\n%.600s", r.body)
+	}
+}
+
 // documentedMetrics reads the metric names from docs/metrics.md.
 func documentedMetrics(t *testing.T) []string {
 	t.Helper()
