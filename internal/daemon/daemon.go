@@ -229,7 +229,6 @@ func Open(ctx context.Context, cfg config.Config, o Options) (_ *Daemon, err err
 		if d.unlock, err = lockDir(cfg.Storage.Dir); err != nil {
 			return nil, err
 		}
-		setMemoryLimit()
 	}
 	if err := d.openStores(ctx); err != nil {
 		return nil, configErr(err)

@@ -8,14 +8,16 @@ import (
 	"github.com/tibbersync/tibbersync/internal/memtrim"
 )
 
-// memoryLimit is the service's soft memory limit (debug.SetMemoryLimit)
+// memoryLimit is the process's soft memory limit (debug.SetMemoryLimit)
 // unless GOMEMLIMIT is set: the Go runtime collects harder as its memory
 // approaches it, which keeps the peak of a long backfill low. The daemon
 // idles far below it.
 const memoryLimit = 40 << 20
 
-// setMemoryLimit applies memoryLimit to the long-running service.
-func setMemoryLimit() {
+// SetMemoryLimit applies memoryLimit to the process. The tibbersync binary
+// calls it first thing in main; it is process-wide, so tests that run
+// daemons inside a larger test binary never do.
+func SetMemoryLimit() {
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(memoryLimit)
 	}
