@@ -15,6 +15,7 @@ import (
 
 	"github.com/tibbersync/tibbersync/internal/auth"
 	"github.com/tibbersync/tibbersync/internal/daemon"
+	"github.com/tibbersync/tibbersync/internal/logging"
 )
 
 func main() {
@@ -95,7 +96,8 @@ func runMain(ctx context.Context, args []string, env *environment) int {
 	err := runWith(ctx, args, env)
 	if err != nil {
 		if msg := err.Error(); msg != "" {
-			fmt.Fprintln(env.stderr, msg)
+			// Errors may quote Tibber text (names, error details).
+			fmt.Fprintln(env.stderr, logging.DisplayText(msg))
 		}
 	}
 	return exitCode(err)

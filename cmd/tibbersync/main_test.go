@@ -236,14 +236,16 @@ func TestDaemonEndToEnd(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == 200
 	})
-	if !strings.Contains(runErr.String(), "authorization required: open http://127.0.0.1:") {
-		t.Errorf("daemon did not log the setup URL:\n%s", runErr.String())
-	}
+	// READY=1 comes after the start-up hint is logged: wait for it, then
+	// look for the hint (the web server answers before both).
 	buf := make([]byte, 1024)
-	_ = notifySock.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_ = notifySock.SetReadDeadline(time.Now().Add(30 * time.Second))
 	n, err := notifySock.Read(buf)
 	if err != nil || !strings.Contains(string(buf[:n]), "READY=1") || !strings.Contains(string(buf[:n]), "STATUS=authorization required") {
 		t.Errorf("sd_notify datagram = %q, %v; want READY=1 and the setup status", buf[:n], err)
+	}
+	if !strings.Contains(runErr.String(), "authorization required: open http://127.0.0.1:") {
+		t.Errorf("daemon did not log the setup URL:\n%s", runErr.String())
 	}
 	code, _, _ := runCmd(t, ctx, f.environ, "", "-c", f.cfgPath, "status")
 	if code != statusSetupRequired {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tibbersync/tibbersync/internal/auth"
 	"github.com/tibbersync/tibbersync/internal/daemon"
+	"github.com/tibbersync/tibbersync/internal/logging"
 	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/web"
 )
@@ -179,9 +180,14 @@ func portOf(listen string) string {
 }
 
 func printAuthorized(w io.Writer, st model.AuthStatus) {
+	w = logging.DisplayWriter(w) // the email and scopes come from Tibber
 	fmt.Fprintln(w, "Authorized.")
 	if st.Email != "" {
 		fmt.Fprintf(w, "  account: %s\n", st.Email)
+	}
+	if len(st.GrantedScopes) == 0 {
+		fmt.Fprintln(w, "  granted scopes: unknown (Tibber's answer did not list them)")
+		return
 	}
 	fmt.Fprintf(w, "  granted scopes: %s\n", strings.Join(st.GrantedScopes, " "))
 	if missing := model.MissingCategories(st.GrantedScopes); len(missing) > 0 {

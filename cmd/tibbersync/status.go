@@ -14,6 +14,7 @@ import (
 	"github.com/tibbersync/tibbersync/internal/config"
 	"github.com/tibbersync/tibbersync/internal/daemon"
 	"github.com/tibbersync/tibbersync/internal/health"
+	"github.com/tibbersync/tibbersync/internal/logging"
 	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/store"
 )
@@ -126,14 +127,17 @@ func cmdStatus(ctx context.Context, g globalFlags, args []string, env *environme
 	}
 	rep := judge(s, daemon.JobIntervals(cfg), time.Now(), statusChecks(ctx, cfg)...)
 	rep.MQTT = readMQTTReport(cfg)
+	// Names, emails, scopes and errors come from Tibber: neutralise
+	// control characters and bidi overrides (in JSON too, as \u escapes).
+	out := logging.DisplayWriter(env.stdout)
 	if *asJSON {
-		enc := json.NewEncoder(env.stdout)
+		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(rep); err != nil {
 			return withCode(statusError, nil)
 		}
 	} else {
-		printStatus(env.stdout, rep, time.Now())
+		printStatus(out, rep, time.Now())
 	}
 	return withCode(rep.ExitCode, nil)
 }

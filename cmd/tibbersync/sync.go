@@ -10,6 +10,7 @@ import (
 
 	"github.com/tibbersync/tibbersync/internal/daemon"
 	"github.com/tibbersync/tibbersync/internal/jobs"
+	"github.com/tibbersync/tibbersync/internal/logging"
 )
 
 // cmdSync runs jobs once, through the same code path as the scheduler, and
@@ -71,7 +72,7 @@ func runOnce(ctx context.Context, d *daemon.Daemon, names []string, env *environ
 		} else if err != nil {
 			line += " error=" + err.Error()
 		}
-		fmt.Fprintln(env.stdout, line)
+		fmt.Fprintln(env.stdout, logging.Display(line))
 		switch {
 		case daemon.IsAuthStop(err) || r.Status == jobs.StatusSkipped:
 			st, _ := d.Auth().Status(ctx)

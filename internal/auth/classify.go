@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"golang.org/x/oauth2"
+
+	"github.com/tibbersync/tibbersync/internal/logging"
 )
 
 // Class is what to do about a token-endpoint outcome (R4).
@@ -44,7 +46,38 @@ var (
 	ErrNoAccessToken = errors.New("token response has no access_token")
 	// ErrMalformedResponse: a 2xx token response that could not be decoded.
 	ErrMalformedResponse = errors.New("token response could not be decoded")
+	// ErrNotBearer: a 2xx token response whose token_type is not Bearer
+	// (compared case-insensitively): the token cannot be used as sent, and
+	// retrying changes nothing, so it is a configuration error.
+	ErrNotBearer = errors.New("token response's token_type is not Bearer")
+	// ErrNoRefreshToken: offline_access was granted (or the scopes are not
+	// known) but the response carried no refresh_token, so access would end
+	// with the access token.
+	//lint:ignore ST1005 Tibber is a name; the text is shown to the user as is
+	ErrNoRefreshToken = errors.New("Tibber issued no refresh token although offline_access was requested; access would end within the hour. Authorize again, and make sure the client is registered with offline_access")
 )
+
+// checkBearer returns an error wrapping ErrNotBearer unless tokenType is
+// Bearer in any letter case.
+func checkBearer(tokenType string) error {
+	if strings.EqualFold(strings.TrimSpace(tokenType), "bearer") {
+		return nil
+	}
+	shown := scrub(tokenType)
+	if shown == "" {
+		shown = "missing"
+	} else {
+		shown = fmt.Sprintf("%q", truncateRunes(shown, 40))
+	}
+	return fmt.Errorf("%w (token_type %s)", ErrNotBearer, shown)
+}
+
+func truncateRunes(s string, n int) string {
+	if r := []rune(s); len(r) > n {
+		return string(r[:n]) + "…"
+	}
+	return s
+}
 
 // TokenError is a failed token-endpoint request. Its message holds the HTTP
 // status, the RFC 6749 error code and description, or the transport error;
@@ -98,6 +131,9 @@ func Classify(err error) Class {
 	if err == nil {
 		return ClassNone
 	}
+	if errors.Is(err, ErrNotBearer) || errors.Is(err, ErrNoRefreshToken) {
+		return ClassConfig
+	}
 	var (
 		code   string
 		status int
@@ -139,6 +175,9 @@ func Classify(err error) Class {
 // scrub removes secret values from server-provided text and bounds its
 // length, so that an error_description echoing a token cannot leak it.
 func scrub(s string, secrets ...string) string {
+	// Match on the text as it reads: a zero-width-split copy of a token is
+	// still the token.
+	s = logging.StripInvisible(s)
 	for _, sec := range secrets {
 		if len(sec) >= 4 {
 			s = strings.ReplaceAll(s, sec, "REDACTED")
@@ -165,7 +204,7 @@ func cleanCode(s string, secrets ...string) string {
 		return "invalid_error_code"
 	}
 	for _, sec := range secrets {
-		if len(sec) >= 4 && strings.Contains(s, sec) {
+		if len(sec) >= 4 && strings.Contains(logging.StripInvisible(s), sec) {
 			return "invalid_error_code"
 		}
 	}

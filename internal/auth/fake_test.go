@@ -62,6 +62,12 @@ type fakeTibber struct {
 	expiresIn     int
 	grantedScopes string
 	faults        []string
+	// tokenType replaces "Bearer" in token responses ("-" leaves it out);
+	// omitScope leaves scope out; omitRefreshAll leaves refresh_token out
+	// of every response, code exchanges included.
+	tokenType      string
+	omitScope      bool
+	omitRefreshAll bool
 
 	posts        int
 	codePosts    int
@@ -290,7 +296,17 @@ func (f *fakeTibber) token(w http.ResponseWriter, r *http.Request) {
 	if fault == faultExpiresString {
 		body["expires_in"] = fmt.Sprint(f.expiresIn)
 	}
-	if !(f.omitRefresh && grant == "refresh_token") {
+	switch f.tokenType {
+	case "":
+	case "-":
+		delete(body, "token_type")
+	default:
+		body["token_type"] = f.tokenType
+	}
+	if f.omitScope {
+		delete(body, "scope")
+	}
+	if !(f.omitRefresh && grant == "refresh_token") && !f.omitRefreshAll {
 		body["refresh_token"] = pair.refresh
 	}
 	writeJSON(w, 200, body)

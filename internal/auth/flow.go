@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"unicode"
 
@@ -149,6 +150,10 @@ func (f *Flow) Complete(ctx context.Context, redirected *url.URL) (model.AuthSta
 		return model.AuthStatus{}, fmt.Errorf("%w: %w", ErrExchangeFailed, err)
 	}
 	tok := tokenFromOAuth2(otok, receipt, f.o.Scopes)
+	if err := validateExchangedToken(tok, f.o.Scopes); err != nil {
+		f.log.Warn("authorization code exchange gave an unusable token; nothing stored", "err", err)
+		return model.AuthStatus{}, fmt.Errorf("%w: %w", ErrExchangeFailed, err)
+	}
 
 	// Persist before use (R5): the token is stored before userinfo uses it.
 	gen, err := f.o.Store.SaveGrant(ctx, tok, receipt)
@@ -158,8 +163,10 @@ func (f *Flow) Complete(ctx context.Context, redirected *url.URL) (model.AuthSta
 	}
 
 	var email string
+	var info userinfo
 	if f.o.UserinfoURL != "" {
-		email, err = fetchEmail(ctx, f.o.HTTPClient, f.o.UserinfoURL, tok.AccessToken)
+		info, err = fetchUserinfo(ctx, f.o.HTTPClient, f.o.UserinfoURL, tok.AccessToken)
+		email = info.Email
 		if err != nil {
 			f.log.Warn("fetch account email; authorization is still complete", "err", err)
 		} else if err := f.o.Store.SetEmail(ctx, gen, email); err != nil {
@@ -167,7 +174,8 @@ func (f *Flow) Complete(ctx context.Context, redirected *url.URL) (model.AuthSta
 		}
 	}
 	if tok.RefreshToken.Empty() {
-		f.log.Warn("no refresh token was issued; access ends when the access token expires (is offline_access granted?)")
+		// offline_access was neither requested nor granted (checked above).
+		f.log.Warn("no refresh token was issued; access ends when the access token expires (offline_access not granted)")
 	}
 
 	st := model.AuthStatus{
@@ -180,14 +188,51 @@ func (f *Flow) Complete(ctx context.Context, redirected *url.URL) (model.AuthSta
 	}
 	if err := f.o.Status.SetAuthStatus(ctx, st); err != nil {
 		f.log.Error("record auth status", "err", err)
+	} else if ar, ok := f.o.Status.(AccountRecorder); ok {
+		// Kept as Tibber sent them; cleared when userinfo was unavailable.
+		if err := ar.SetAccount(ctx, info.Sub, info.Name); err != nil {
+			f.log.Warn("record account sub and name", "err", err)
+		}
 	}
 	if f.o.Notifier != nil {
 		f.o.Notifier.Notify(ctx, st)
+	}
+	if tok.Scopes == nil {
+		f.log.Info("authorization complete; Tibber's response named no granted scopes, so they are recorded as unknown",
+			"expires", tok.Expiry)
+		return st, nil
 	}
 	missing := model.MissingCategories(tok.Scopes)
 	f.log.Info("authorization complete", "granted_scopes", strings.Join(tok.Scopes, " "),
 		"invisible_categories", fmt.Sprint(missing), "expires", tok.Expiry)
 	return st, nil
+}
+
+// validateExchangedToken validates a code exchange's token: token_type Bearer,
+// and a refresh token whenever offline_access was granted, or requested
+// while the granted scopes are unknown.
+func validateExchangedToken(tok model.Token, requested []string) error {
+	if err := checkBearer(tok.TokenType); err != nil {
+		return err
+	}
+	if !tok.RefreshToken.Empty() {
+		return nil
+	}
+	offline := slices.Contains(tok.Scopes, "offline_access")
+	if tok.Scopes == nil {
+		offline = slices.Contains(requested, "offline_access")
+	}
+	if offline {
+		return ErrNoRefreshToken
+	}
+	return nil
+}
+
+// AccountRecorder is implemented by a StatusRecorder that also keeps the
+// account's userinfo subject and name (*store.DB: auth_status.user_sub and
+// user_name).
+type AccountRecorder interface {
+	SetAccount(ctx context.Context, sub, name string) error
 }
 
 // AuthorizeError is an error other than access_denied that Tibber sent back

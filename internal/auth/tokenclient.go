@@ -195,6 +195,9 @@ func postRefresh(hc *http.Client, tokenURL, clientID string, secret, refresh log
 	if tr.AccessToken.Empty() {
 		return tokenResponse{}, &TokenError{Status: resp.StatusCode, Err: ErrNoAccessToken}
 	}
+	if err := checkBearer(tr.TokenType); err != nil {
+		return tokenResponse{}, &TokenError{Status: resp.StatusCode, Err: err}
+	}
 	return tr, nil
 }
 
@@ -269,10 +272,12 @@ func tokenFromOAuth2(t *oauth2.Token, receipt time.Time, requested []string) mod
 			}
 		}
 	}
-	if scopes == nil {
-		// RFC 6749 §5.1: an omitted scope is the requested scope.
-		scopes = append([]string(nil), requested...)
-	}
+	// An omitted scope stays nil: unknown. RFC 6749 §5.1 lets a server omit
+	// it when it granted exactly what was requested, but Tibber's consent
+	// screen lets the user drop scopes and its documented example has no
+	// scope member at all, so "everything requested" could be false. The
+	// missing-scope report stays silent until the scopes are known.
+	_ = requested
 	tok := model.Token{
 		AccessToken:  logging.NewSecret(t.AccessToken),
 		RefreshToken: logging.NewSecret(t.RefreshToken),
@@ -287,31 +292,45 @@ func tokenFromOAuth2(t *oauth2.Token, receipt time.Time, requested []string) mod
 	return tok
 }
 
-// fetchEmail calls userinfo with the access token and returns the email claim.
-func fetchEmail(ctx context.Context, hc *http.Client, userinfoURL string, access logging.Secret) (string, error) {
+// userinfo is what Tibber's userinfo endpoint says about the account.
+type userinfo struct {
+	Sub   string `json:"sub"`
+	Email string `json:"email"`
+	Name  string `json:"name"`
+}
+
+// fetchUserinfo calls userinfo with the access token and returns its sub,
+// email and name claims as sent.
+func fetchUserinfo(ctx context.Context, hc *http.Client, userinfoURL string, access logging.Secret) (userinfo, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, userinfoURL, nil)
 	if err != nil {
-		return "", fmt.Errorf("userinfo: %w", err)
+		return userinfo{}, fmt.Errorf("userinfo: %w", err)
 	}
 	req.Header.Set("Authorization", "Bearer "+access.Reveal())
 	req.Header.Set("Accept", "application/json")
 	resp, err := hc.Do(req)
 	if err != nil {
-		return "", fmt.Errorf("userinfo: %w", err)
+		return userinfo{}, fmt.Errorf("userinfo: %w", err)
 	}
 	defer func() { _ = resp.Body.Close() }()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
 	if err != nil {
-		return "", fmt.Errorf("userinfo: read response: %w", err)
+		return userinfo{}, fmt.Errorf("userinfo: read response: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("userinfo: status %d", resp.StatusCode)
+		return userinfo{}, fmt.Errorf("userinfo: status %d", resp.StatusCode)
 	}
-	var claims struct {
-		Email string `json:"email"`
-	}
+	var claims userinfo
 	if err := json.Unmarshal(body, &claims); err != nil {
-		return "", errors.New("userinfo: response is not a JSON object")
+		// A claim of another type costs only that claim.
+		var raw map[string]json.RawMessage
+		if json.Unmarshal(body, &raw) != nil {
+			return userinfo{}, errors.New("userinfo: response is not a JSON object")
+		}
+		claims = userinfo{}
+		_ = json.Unmarshal(raw["sub"], &claims.Sub)
+		_ = json.Unmarshal(raw["email"], &claims.Email)
+		_ = json.Unmarshal(raw["name"], &claims.Name)
 	}
-	return claims.Email, nil
+	return claims, nil
 }

@@ -250,7 +250,17 @@ func newSetupEnv(t *testing.T) *setupEnv {
 		ln.Close()
 		t.Fatal(err)
 	}
-	runCtx, stop := context.WithCancel(ctx)
+	runDaemon(t, d)
+	e.source = d.Auth()
+	e.webURL = d.URL()
+	return e
+}
+
+// runDaemon runs d until the test ends, then closes it; it returns once d
+// serves.
+func runDaemon(t *testing.T, d *daemon.Daemon) {
+	t.Helper()
+	runCtx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Run(runCtx) }()
 	t.Cleanup(func() {
@@ -267,7 +277,4 @@ func newSetupEnv(t *testing.T) *setupEnv {
 	case err := <-done:
 		t.Fatalf("daemon run: %v", err)
 	}
-	e.source = d.Auth()
-	e.webURL = d.URL()
-	return e
 }

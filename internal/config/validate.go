@@ -42,10 +42,10 @@ func (c Config) Validate() error {
 func (c Config) validate(p *problems) {
 	t := c.Tibber
 	checkURL(p, "tibber.redirect_url", t.RedirectURL, true)
-	checkURL(p, "tibber.auth_url", t.AuthURL, false)
-	checkURL(p, "tibber.token_url", t.TokenURL, false)
-	checkURL(p, "tibber.userinfo_url", t.UserinfoURL, false)
-	checkURL(p, "tibber.api_url", t.APIURL, false)
+	checkSecureURL(p, "tibber.auth_url", t.AuthURL)
+	checkSecureURL(p, "tibber.token_url", t.TokenURL)
+	checkSecureURL(p, "tibber.userinfo_url", t.UserinfoURL)
+	checkSecureURL(p, "tibber.api_url", t.APIURL)
 	checkScopes(p, t.Scopes)
 	checkDuration(p, "tibber.request_timeout", t.RequestTimeout, false)
 	if r := t.RequestsPerSecond; !(r > 0) || math.IsInf(r, 0) {
@@ -121,6 +121,30 @@ func checkURL(p *problems, key, raw string, needPath bool) {
 	case needPath && (u.Path == "" || u.Path == "/"):
 		p.addf(key, shown, ErrBadURL, "must have a path such as /callback")
 	}
+}
+
+// checkSecureURL is checkURL for the URLs that carry the client secret,
+// tokens or the login: plain http:// is allowed only to a loopback host (the
+// simulator, a local test proxy), never across a network.
+func checkSecureURL(p *problems, key, raw string) {
+	before := len(p.fields)
+	checkURL(p, key, raw, false)
+	if len(p.fields) != before {
+		return
+	}
+	u, _ := url.Parse(raw)
+	if strings.EqualFold(u.Scheme, "http") && !loopbackName(u.Hostname()) {
+		p.addf(key, redactURL(raw), ErrBadURL, "must use https:// (plain http:// only to a loopback host such as 127.0.0.1 or localhost): it carries tokens or the client secret")
+	}
+}
+
+// loopbackName reports whether host is localhost or a loopback IP.
+func loopbackName(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // redactURL hides a password and query values (ntfy ?auth=, Gotify

@@ -461,6 +461,10 @@ func (d *Daemon) buildComponents() error {
 		Lookback:           cfg.History.Lookback,
 		Progress:           o.Progress,
 		Authorized:         d.mayWork,
+		// Nine tenths of the history run's deadline, shared fairly among
+		// the streams, so that a huge or endless stream leaves the others
+		// their history and the run still ends in time to record itself.
+		HistoryBudget: JobTimeout(cfg, jobs.JobHistory) * 9 / 10,
 	}
 	d.buildHealth()
 	if err := d.buildScheduler(); err != nil {

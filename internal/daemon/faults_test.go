@@ -382,7 +382,10 @@ func TestServiceExitsWhenDataDBIsReplaced(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := r.openWith(daemon.Options{Service: true, Listener: ln})
+	// ManualSchedule: no job is in flight when the service stops, so its exit
+	// does not wait out a running job's stop grace; the waits below only
+	// guard against a hang.
+	d := r.openWith(daemon.Options{Service: true, Listener: ln, ManualSchedule: true})
 	r.authorize(d)
 	done := make(chan error, 1)
 	go func() { done <- d.Run(context.Background()) }()
@@ -390,7 +393,7 @@ func TestServiceExitsWhenDataDBIsReplaced(t *testing.T) {
 	case <-d.Ready():
 	case err := <-done:
 		t.Fatalf("Run: %v", err)
-	case <-time.After(30 * time.Second):
+	case <-time.After(2 * time.Minute):
 		t.Fatal("daemon not ready")
 	}
 	d.Maintain(context.Background())
@@ -411,7 +414,7 @@ func TestServiceExitsWhenDataDBIsReplaced(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "replaced") {
 			t.Fatalf("Run returned %v, want an error saying data.db was replaced", err)
 		}
-	case <-time.After(30 * time.Second):
+	case <-time.After(2 * time.Minute):
 		t.Fatal("the service kept running on a replaced data.db")
 	}
 }

@@ -93,6 +93,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.notifier != nil && stErr == nil {
 		d.notifier.Restore(st)
 	}
+	runCtx, cancel := context.WithCancel(ctx)
+	// A database file replaced or deleted under the daemon (Service only)
+	// ends Run with an error, so that systemd restarts it on the file that
+	// is there now instead of the daemon writing into a ghost. It is armed
+	// before Ready, so a check right after Ready can already end Run.
+	stop, stopCancel := context.WithCancelCause(runCtx)
+	defer stopCancel(nil)
+	d.maintMu.Lock()
+	d.fileGone = stopCancel
+	d.maintMu.Unlock()
 	sd := sdnotify.New(d.opts.Environ, os.Getpid())
 	if err := sd.Ready(statusLine(st.State, url)); err != nil {
 		d.log.Warn("tell systemd we are ready", "err", err)
@@ -105,15 +115,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if n, err := d.activeDevices(ctx); err == nil && n > 0 {
 		d.historyAfterDevices.Store(false)
 	}
-	runCtx, cancel := context.WithCancel(ctx)
-	// A database file replaced or deleted under the daemon (Service only)
-	// ends Run with an error, so that systemd restarts it on the file that
-	// is there now instead of the daemon writing into a ghost.
-	stop, stopCancel := context.WithCancelCause(runCtx)
-	defer stopCancel(nil)
-	d.maintMu.Lock()
-	d.fileGone = stopCancel
-	d.maintMu.Unlock()
 	wg := d.startLoops(runCtx, sd, url)
 	d.serveControl(runCtx, wg)
 	// data.db's quick_check runs in the background: a large file on a Pi
@@ -300,9 +301,16 @@ const checkpointEvery = 10 * time.Minute
 // daemon runs per state directory.
 func lockDir(dir string) (func(), error) {
 	path := filepath.Join(dir, "daemon.lock")
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o640)
+	// 0600: anyone who can open the file can flock it and keep the daemon
+	// from starting (a read-only analyst in the group included). An older
+	// lock file created 0640 is tightened.
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open daemon lock %q: %w", path, err)
+	}
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("daemon lock %q: %w", path, err)
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		f.Close()
@@ -351,6 +359,9 @@ func (o metricsObserver) ObserveRequest(endpoint string, status int) {
 	}
 }
 func (o metricsObserver) ObserveRetry(endpoint string) { o.m.ObserveRetry(endpoint) }
+
+// ObserveSchemaDrift implements tibber.DriftObserver.
+func (o metricsObserver) ObserveSchemaDrift(endpoint string) { o.m.ObserveSchemaDrift(endpoint) }
 
 // observingTransport counts token-endpoint and userinfo requests for
 // /metrics. It only observes: it never retries or changes a request (R3).

@@ -29,6 +29,7 @@ import (
 	"github.com/tibbersync/tibbersync/internal/config"
 	"github.com/tibbersync/tibbersync/internal/daemon"
 	"github.com/tibbersync/tibbersync/internal/jobs"
+	"github.com/tibbersync/tibbersync/internal/logging"
 	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/simulator"
 	"github.com/tibbersync/tibbersync/internal/tibber"
@@ -66,6 +67,9 @@ type envConfig struct {
 	wrapStore func(jobs.Store) jobs.Store
 	// progress is the syncer's history progress callback.
 	progress func(jobs.HistoryProgress)
+	// logFormat, when set, builds the daemon's logger with logging.New in
+	// this format (tint, logfmt, json) instead of a plain text handler.
+	logFormat string
 }
 
 // env is a simulator on 127.0.0.1 and the daemon's components wired to it
@@ -188,6 +192,13 @@ func (e *env) open() *daemon.Daemon {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if e.cfg.logFormat != "" {
+		l, err := logging.New(e.logs, "debug", e.cfg.logFormat)
+		if err != nil {
+			e.t.Fatalf("logging.New: %v", err)
+		}
+		log = l
+	}
 	d, err := daemon.Open(ctx, e.config(), daemon.Options{
 		Logger:     log,
 		Clock:      e.clk,

@@ -134,6 +134,7 @@ func (s *Syncer) RunHistory(ctx context.Context) (model.Run, error) {
 		attempted            int
 		stormStreams         int
 	)
+	budgetEnd := s.historyBudgetEnd(run.StartedAt)
 	for i, st := range streams {
 		if err := ctx.Err(); err != nil {
 			fatal = err
@@ -145,7 +146,7 @@ func (s *Syncer) RunHistory(ctx context.Context) (model.Run, error) {
 		}
 		attempted++
 		pl.streamStart(i, st)
-		out := s.syncStream(ctx, m, st, pl)
+		out := s.syncStream(ctx, m, st, pl, fairShareEnd(s.now(), budgetEnd, len(streams)-i))
 		pl.streamDone(i + 1)
 		pages += out.pages
 		rows += out.inserted + out.updated
@@ -295,14 +296,61 @@ type streamRun struct {
 	seen map[uint64]bool
 	prog HistoryProgress
 	out  streamOutcome
+	// from is where this run's window starts; emptyRun counts the pages in
+	// a row without items but with a next link; shareEnd is when the
+	// stream's share of the run is used up (zero: no bound).
+	from     time.Time
+	emptyRun int
+	shareEnd time.Time
 }
 
-// syncStream fetches and saves one stream page by page.
-func (s *Syncer) syncStream(ctx context.Context, m *meter, st historyStream, pl *progressLog) streamOutcome {
+// maxEmptyPagesMin and maxEmptyPagesMax bound emptyPageLimit.
+const (
+	maxEmptyPagesMin = 5
+	maxEmptyPagesMax = 1000
+)
+
+// emptyPageLimit is how many pages in a row may come without an item but
+// with a next link before the stream is stopped as a problem: more than the
+// whole window could fill at pageSize items a page (a device offline for
+// months gives a run of empty pages, but never more than that).
+func emptyPageLimit(res string, from, now time.Time, pageSize int) int {
+	if pageSize <= 0 {
+		pageSize = 100
+	}
+	periods := max(0, int(now.Sub(from)/resolutionStep(res)))
+	return min(max(periods/pageSize+3, maxEmptyPagesMin), maxEmptyPagesMax)
+}
+
+// historyBudgetEnd is when the run's time is up by Clock (zero: no bound).
+func (s *Syncer) historyBudgetEnd(start time.Time) time.Time {
+	if s.HistoryBudget <= 0 {
+		return time.Time{}
+	}
+	return start.Add(s.HistoryBudget)
+}
+
+// fairShareEnd is when a stream starting at now must stop: an equal share
+// of what is left of the run for it and the streams after it.
+func fairShareEnd(now, budgetEnd time.Time, streamsLeft int) time.Time {
+	if budgetEnd.IsZero() || streamsLeft <= 0 {
+		return time.Time{}
+	}
+	left := budgetEnd.Sub(now)
+	if left <= 0 {
+		return now
+	}
+	return now.Add(left / time.Duration(streamsLeft))
+}
+
+// syncStream fetches and saves one stream page by page, until the end of
+// history, a problem, the page cap, or shareEnd (zero: none) passes.
+func (s *Syncer) syncStream(ctx context.Context, m *meter, st historyStream, pl *progressLog, shareEnd time.Time) streamOutcome {
 	sr, err := s.openStream(ctx, st, pl.log)
 	if err != nil {
 		return streamOutcome{fatal: err}
 	}
+	sr.shareEnd = shareEnd
 	defer s.closeStream(sr)
 	baseRows, basePoints := pl.rows, pl.points
 	for {
@@ -371,6 +419,7 @@ func (s *Syncer) openStream(ctx context.Context, st historyStream, log *slog.Log
 		from = sr.since
 	}
 	sr.maxPages = s.pageCap(res, from, now)
+	sr.from = from
 	sr.prog = HistoryProgress{DeviceID: devID, DeviceName: st.dev.Name, Resolution: res, Start: from, Reached: cp.LastPeriod}
 	if sr.link != "" {
 		sr.seen[maphash.String(sr.seed, sr.link)] = true
@@ -452,6 +501,13 @@ func (s *Syncer) applyPage(sr *streamRun, page model.HistoryPage) (next string, 
 	next = page.Next
 	loop := next != "" && (next == sr.link || sr.seen[maphash.String(sr.seed, next)])
 	capped := !loop && next != "" && out.pages >= sr.maxPages
+	if len(page.Items) == 0 && next != "" {
+		sr.emptyRun++
+	} else {
+		sr.emptyRun = 0
+	}
+	endless := !loop && !capped && sr.emptyRun >= emptyPageLimit(res, sr.from, sr.started, page.PageSize)
+	outOfTime := !loop && !capped && !endless && next != "" && !sr.shareEnd.IsZero() && !s.now().Before(sr.shareEnd)
 
 	cp.LastPeriod = laterOf(cp.LastPeriod, newestPeriod(page, s.now()))
 	cp.UpdatedAt = s.now()
@@ -479,7 +535,20 @@ func (s *Syncer) applyPage(sr *streamRun, page model.HistoryPage) (next string, 
 		out.problems = append(out.problems, fmt.Sprintf("history %s/%s: %s", devID, res, cp.LastError))
 		sr.log.Warn("history page cap reached", "pages", out.pages)
 	}
-	return next, next == "" || loop || capped
+	if endless {
+		// Never resume into the chain: the next run asks again from the
+		// last stored period.
+		cp.NextURL = ""
+		cp.LastError = fmt.Sprintf("%d pages in a row without items but with a next link (more than the window can hold); stopped, next run starts again from the last stored period", sr.emptyRun)
+		out.problems = append(out.problems, fmt.Sprintf("history %s/%s: %s", devID, res, cp.LastError))
+		sr.log.Warn("history stream sends empty pages without end", "pages", out.pages, "empty_in_a_row", sr.emptyRun)
+	}
+	if outOfTime {
+		cp.LastError = fmt.Sprintf("stopped after %d pages: its share of the run's time is used up so other devices get theirs; continues next run", out.pages)
+		out.problems = append(out.problems, fmt.Sprintf("history %s/%s: %s", devID, res, cp.LastError))
+		sr.log.Info("history stream used its share of the run", "pages", out.pages)
+	}
+	return next, next == "" || loop || capped || endless || outOfTime
 }
 
 // savePage saves the page's items with the checkpoint in one transaction

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tibbersync/tibbersync/internal/clock"
+	"github.com/tibbersync/tibbersync/internal/logging"
 )
 
 // progressRedraw is the least time between two redraws of the bar (10×/s).
@@ -82,16 +83,17 @@ func (b *progressBar) draw(p HistoryProgress, now time.Time) {
 // stream's first report, for the ETA.
 func formatProgress(p HistoryProgress, elapsed time.Duration) string {
 	// The name a person gave the device reads better than Tibber's opaque id.
-	id := p.DeviceName
+	// Names and ids come from Tibber: never let them drive the terminal.
+	id := logging.Display(p.DeviceName)
 	if id == "" {
-		id = p.DeviceID
+		id = logging.Display(p.DeviceID)
 	}
 	if r := []rune(id); len(r) > 13 {
 		id = string(r[:12]) + "…"
 	}
 	frac, known := progressFraction(p)
 	var b strings.Builder
-	fmt.Fprintf(&b, "%-13s %-11s ", id, p.Resolution)
+	fmt.Fprintf(&b, "%-13s %-11s ", id, logging.Display(p.Resolution))
 	if known {
 		filled := int(frac * progressBarWidth)
 		b.WriteString("[" + strings.Repeat("#", filled) + strings.Repeat(".", progressBarWidth-filled) + "]")

@@ -106,6 +106,14 @@ type Syncer struct {
 	// running history run to the store (default 1s); the end of each stream
 	// is always written.
 	ProgressEvery time.Duration
+	// HistoryBudget bounds the time of one history run, measured with
+	// Clock (the daemon sets it below sync.cycle_timeout). Each stream
+	// gets a fair share of what is left when it starts (the rest divided
+	// by the streams still to come), so one endless or huge stream cannot
+	// keep every other device from its history; a stream
+	// stopped by its share resumes from its checkpoint next run. Zero: no
+	// time bound (the page cap still applies).
+	HistoryBudget time.Duration
 }
 
 // RunTracker is implemented by a Store that shows runs while they run
@@ -239,7 +247,8 @@ func (m *meter) requests() int {
 
 // isTokenError reports whether err says no API call could be made at all.
 func isTokenError(err error) bool {
-	return err != nil && (errors.Is(err, model.ErrNotAuthorized) || errors.Is(err, model.ErrTokenBackoff))
+	return err != nil && (errors.Is(err, model.ErrNotAuthorized) || errors.Is(err, model.ErrTokenBackoff) ||
+		errors.Is(err, model.ErrTokenRefused))
 }
 
 func (s *Syncer) now() time.Time {
@@ -499,7 +508,7 @@ func (p *pipeline) save(h *homeState) {
 			r.detailFailed++
 			r.errs = append(r.errs, res.err)
 			r.problems = append(r.problems, fmt.Sprintf("device %s: %v", deviceLabel(t), res.err))
-			p.log.Warn("device detail skipped", "device_id", t.ID, "home_id", h.home.ID, "err", res.err)
+			p.log.Warn("device detail skipped", "device_id", t.ID, "device", t.Name, "home_id", h.home.ID, "err", res.err)
 			continue
 		}
 		details = append(details, res.dev)

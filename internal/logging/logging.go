@@ -6,7 +6,9 @@
 // (token, code, client_secret, authorization, ...) are replaced by REDACTED
 // whatever their type, and so is any value that would print a Secret's
 // content through fmt (a Secret in an unexported struct field, which fmt
-// prints without calling its methods).
+// prints without calling its methods). Below the redaction, a display
+// handler neutralises control characters and bidi overrides in every
+// message and string value (see Display), whatever the format.
 package logging
 
 import (
@@ -60,7 +62,7 @@ func New(w io.Writer, level, format string) (*slog.Logger, error) {
 	default:
 		return nil, fmt.Errorf("unknown log format %q (want auto, tint, logfmt or json)", format)
 	}
-	return slog.New(NewRedactingHandler(h)), nil
+	return slog.New(NewRedactingHandler(NewDisplayHandler(h))), nil
 }
 
 // ParseLevel parses debug, info, warn or error (case-insensitive).

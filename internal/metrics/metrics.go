@@ -46,6 +46,7 @@ type Metrics struct {
 	requests    *prometheus.CounterVec
 	retries     *prometheus.CounterVec
 	throttled   *prometheus.CounterVec
+	drift       *prometheus.CounterVec
 	jobRuns     *prometheus.CounterVec
 	rowsWritten *prometheus.CounterVec
 	lastSuccess *prometheus.GaugeVec
@@ -89,6 +90,10 @@ func New() *Metrics {
 	m.throttled = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Name: "http_throttled_total",
 		Help: "Responses with status 429 (Too Many Requests) from Tibber, by endpoint.",
+	}, []string{"endpoint"})
+	m.drift = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Name: "schema_drift_total",
+		Help: "Responses from Tibber whose format was not recognised (a list or page without its member, items without time or data), by endpoint; nothing from them was stored.",
 	}, []string{"endpoint"})
 	m.jobRuns = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Name: "job_runs_total",
@@ -165,7 +170,7 @@ func New() *Metrics {
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.requests, m.retries, m.throttled,
+		m.requests, m.retries, m.throttled, m.drift,
 		m.jobRuns, m.rowsWritten, m.lastSuccess, m.consecFails, m.jobRunning, m.jobProgress,
 		bytesWritten,
 		m.accessExpiry, m.refreshExpiry, m.reauth, m.authState,
@@ -176,6 +181,9 @@ func New() *Metrics {
 	// are not needed.
 	for _, st := range authStates {
 		m.authState.WithLabelValues(string(st)).Set(0)
+	}
+	for _, ep := range DriftEndpoints {
+		m.drift.WithLabelValues(ep).Add(0)
 	}
 	return m
 }
@@ -213,6 +221,19 @@ func (m *Metrics) ObserveRetry(endpoint string) {
 		return
 	}
 	m.retries.WithLabelValues(endpoint).Inc()
+}
+
+// DriftEndpoints are the endpoint labels of tibbersync_schema_drift_total,
+// exported at 0 from the start so that an alert can use increase().
+var DriftEndpoints = []string{"homes", "devices", "device", "history"}
+
+// ObserveSchemaDrift counts one response from endpoint whose format was not
+// recognised.
+func (m *Metrics) ObserveSchemaDrift(endpoint string) {
+	if m == nil {
+		return
+	}
+	m.drift.WithLabelValues(endpoint).Inc()
 }
 
 // Observe429 counts one 429 response from endpoint.

@@ -570,3 +570,22 @@ func (g *generatedAccount) deviceAt(hi, j int, h *home) *device {
 	}
 	return d
 }
+
+// HostileText is what Options.HostileNames puts into every name: an OSC 0
+// retitle ended by BEL, a CSI 2J (clear screen), a C1 CSI and a right-to-left
+// override that makes "gpj.exe" read "exe.jpg".
+const HostileText = "\x1b]0;owned\x07\x1b[2J\u009b31m\u202egpj.exe"
+
+// makeHostile rewrites the fixture's names with HostileText.
+func (a *fixtureAccount) makeHostile() {
+	a.owner.name = "Eve" + HostileText
+	a.owner.email = "eve\u202e" + "moc.elpmaxe@" + "\x1b[2J"
+	for _, h := range a.homeList {
+		h.name += HostileText
+	}
+	for _, d := range a.devList {
+		d.name += HostileText
+		d.brand += "\x1b]8;;http://evil.example/\x07"
+		d.model += "\u2066" + HostileText + "\u2069"
+	}
+}

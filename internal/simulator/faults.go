@@ -53,13 +53,31 @@ const (
 	KindOmitRefreshToken = "omit-refresh-token"
 	// KindExpiresInString sends expires_in as a string. Token endpoint only.
 	KindExpiresInString = "expires-in-string"
+	// KindDrift is schema drift: the request is processed normally, but a
+	// top-level member of the JSON object answered is renamed (Member, by
+	// default the endpoint's list member: "homes", "devices" or "items") to
+	// Member+"V2", as if Tibber renamed it. Count responses get it.
+	KindDrift = "drift"
 )
+
+// driftMember is the member KindDrift renames when Fault.Member is empty.
+func driftMember(ep string) string {
+	switch ep {
+	case "homes":
+		return "homes"
+	case "devices":
+		return "devices"
+	case "history":
+		return "items"
+	}
+	return ""
+}
 
 // FaultKinds lists every fault kind.
 var FaultKinds = []string{
 	KindLatency, KindStall, KindTrickle, KindOversize, KindStatus, KindStatusHTML, Kind429,
 	KindDrop, KindMalformedJSON, KindUnauthorizedOnce, KindRotateThenDrop, KindProcessThen500,
-	KindError200, KindOmitRefreshToken, KindExpiresInString,
+	KindError200, KindOmitRefreshToken, KindExpiresInString, KindDrift,
 }
 
 // FaultEndpoints lists the endpoint names a Fault can target. "api" matches
@@ -80,6 +98,9 @@ type Fault struct {
 	RetryAfter string
 	// Bytes is the body size of KindOversize.
 	Bytes int64
+	// Member is the top-level member KindDrift renames (default: the
+	// endpoint's list member).
+	Member string
 	// Count is how many matching requests it applies to (0 = unlimited).
 	Count int
 	// Probability, if in (0, 1), applies the fault to a matching request
@@ -102,6 +123,9 @@ func (f Fault) String() string {
 	}
 	if f.Bytes != 0 {
 		parts = append(parts, "bytes="+strconv.FormatInt(f.Bytes, 10))
+	}
+	if f.Member != "" {
+		parts = append(parts, "member="+f.Member)
 	}
 	if f.Count != 0 {
 		parts = append(parts, "count="+strconv.Itoa(f.Count))
@@ -180,6 +204,8 @@ func applicable(kind, ep string) bool {
 		return ep == "token"
 	case KindUnauthorizedOnce:
 		return ep == "userinfo" || isAPI(ep)
+	case KindDrift:
+		return isAPI(ep) || ep == "userinfo"
 	}
 	return true
 }
@@ -366,6 +392,8 @@ func ParseFault(spec string) (Fault, error) {
 			f.RetryAfter = v
 		case "bytes":
 			f.Bytes, err = strconv.ParseInt(v, 10, 64)
+		case "member":
+			f.Member = v
 		case "p", "probability":
 			f.Probability, err = strconv.ParseFloat(v, 64)
 			if err == nil && (f.Probability < 0 || f.Probability > 1) {

@@ -329,6 +329,7 @@ func TestParseFault(t *testing.T) {
 		"*:latency:delay=50ms":                                        {Endpoint: "*", Kind: "latency", Delay: 50 * time.Millisecond},
 		"api:status-html:status=502:p=0.25":                           {Endpoint: "api", Kind: "status-html", Status: 502, Probability: 0.25},
 		"homes:oversize:bytes=1024":                                   {Endpoint: "homes", Kind: "oversize", Bytes: 1024},
+		"history:drift:count=3:member=items":                          {Endpoint: "history", Kind: "drift", Count: 3, Member: "items"},
 		"homes:429:retry-after=Wed, 21 Oct 2026 07:28:00 GMT:count=1": {Endpoint: "homes", Kind: "429", RetryAfter: "Wed, 21 Oct 2026 07:28:00 GMT", Count: 1},
 	}
 	for spec, want := range good {

@@ -123,6 +123,13 @@ type Options struct {
 	// instead of answering 400 (strict is the default, §8.1).
 	LenientUserAgent bool
 
+	// HostileNames gives the fixture account names that try to drive the
+	// terminal or browser that shows them: every device, home, brand and
+	// model name, the user's name and email carry HostileText (an OSC
+	// retitle, a clear-screen CSI, a C1 CSI and a bidi override). Ids stay
+	// as they are. Ignored for generated accounts (Homes > 0).
+	HostileNames bool
+
 	// BareArrayHomes sends /v1/homes as a bare array.
 	BareArrayHomes bool
 	// EmitType adds "$type" discriminators to capabilities and attributes.

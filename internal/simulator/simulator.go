@@ -154,6 +154,9 @@ func New(opts Options) *Simulator {
 		if err != nil {
 			panic(fmt.Sprintf("simulator: %v", err))
 		}
+		if opts.HostileNames {
+			a.makeHostile()
+		}
 		s.acct = a
 	}
 	return s
@@ -546,6 +549,27 @@ func (s *Simulator) emit(w http.ResponseWriter, rc *reqCtx, buf *bufWriter) int 
 		}
 		maps.Copy(w.Header(), buf.header)
 		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		w.WriteHeader(buf.status)
+		w.Write(body)
+		return buf.status
+	case KindDrift:
+		body := buf.body.Bytes()
+		member := f.Member
+		if member == "" {
+			member = driftMember(rc.endpoint)
+		}
+		var obj map[string]json.RawMessage
+		if member != "" && buf.status == 200 && json.Unmarshal(body, &obj) == nil {
+			if v, ok := obj[member]; ok {
+				delete(obj, member)
+				obj[member+"V2"] = v
+				if b, err := json.Marshal(obj); err == nil {
+					body = b
+				}
+			}
+		}
+		maps.Copy(w.Header(), buf.header)
+		w.Header().Del("Content-Length")
 		w.WriteHeader(buf.status)
 		w.Write(body)
 		return buf.status

@@ -130,6 +130,9 @@ func saveDetails(ctx context.Context, tx *tx, obs time.Time, details []model.Dev
 		if err := saveDetail(ctx, st, obs, d); err != nil {
 			return fmt.Errorf("device %q: %w", d.ID, err)
 		}
+		if err := saveTibberDetails(ctx, tx, d); err != nil {
+			return fmt.Errorf("device %q: %w", d.ID, err)
+		}
 	}
 	return nil
 }
@@ -149,6 +152,7 @@ func saveDetail(ctx context.Context, st *detailStmts, obs time.Time, d model.Dev
 			return err
 		}
 	}
+
 	if d.Capabilities == nil && d.Attributes == nil && len(d.Raw) == 0 {
 		return nil
 	}

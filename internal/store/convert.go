@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// legacyHistoryTable is where migration 0004 put the rows of the old
+// legacyHistoryTable is where migration 0005 put the rows of the old
 // device_history table until they are converted.
 const legacyHistoryTable = "device_history_legacy"
 

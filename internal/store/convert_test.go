@@ -26,7 +26,7 @@ const releaseDB = "testdata/release-0002.db"
 const releaseRows = 1645
 
 // compactVersion is the migration that brings the compact layout.
-const compactVersion = 4
+const compactVersion = 5
 
 // copyRelease copies the release database into a fresh directory and
 // applies the migrations before the compact layout, as the release before

@@ -54,11 +54,18 @@ func (db *DB) SaveInventory(ctx context.Context, run model.Run, b model.Inventor
 	if err := saveCategoryAccess(ctx, tx, b.GrantedScopes); err != nil {
 		return run, fmt.Errorf("save inventory: category access: %w", err)
 	}
+	if len(b.GrantedScopes) == 0 {
+		// Granted scopes unknown (the token response named none): a device
+		// of a category proves its scope granted; nothing proves one missing.
+		if err := saveSeenCategories(ctx, tx, b.Details); err != nil {
+			return run, fmt.Errorf("save inventory: category access: %w", err)
+		}
+	}
 	after, err := totalChanges(ctx, tx)
 	if err != nil {
 		return run, fmt.Errorf("save inventory: %w", err)
 	}
-	run.RowsWritten += int(after - before)
+	run.RowsWritten += int(after - before - tx.uncounted)
 	// The run's duration includes this save.
 	if now := db.clock.Now(); now.After(run.FinishedAt) {
 		run.FinishedAt = now
@@ -112,7 +119,7 @@ func (db *DB) SaveHomeInventory(ctx context.Context, b model.InventoryBatch) (in
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("save home inventory: commit: %w", err)
 	}
-	return int(after - before), nil
+	return int(after - before - tx.uncounted), nil
 }
 
 // totalChanges is SQLite's count of rows the connection has inserted,
@@ -326,6 +333,23 @@ WHERE category_access.granted IS NOT excluded.granted OR category_access.scope I
 		}
 		if _, err := stmt.ExecContext(ctx, string(c), scope, g, tx.now.UnixMilli()); err != nil {
 			return fmt.Errorf("upsert %s: %w", c, err)
+		}
+	}
+	return nil
+}
+
+// saveSeenCategories marks the categories of devs as granted.
+func saveSeenCategories(ctx context.Context, tx *tx, devs []model.Device) error {
+	for _, d := range devs {
+		scope, ok := model.CategoryScopes[d.Category]
+		if !ok || scope == "" {
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO category_access (category, scope, granted, updated_at)
+VALUES (?1, ?2, 1, ?3)
+ON CONFLICT (category) DO UPDATE SET scope = excluded.scope, granted = 1, updated_at = excluded.updated_at
+WHERE category_access.granted IS NOT 1`, string(d.Category), scope, tx.now.UnixMilli()); err != nil {
+			return fmt.Errorf("upsert %s: %w", d.Category, err)
 		}
 	}
 	return nil

@@ -14,6 +14,10 @@ import (
 	"strconv"
 )
 
+// backupWritten, when set (tests), is called with the copy's path right
+// after SQLite wrote it.
+var backupWritten func(tmp string)
+
 // ErrBackupExists is returned by Backup when dest exists and force is off.
 var ErrBackupExists = errors.New("backup destination exists")
 
@@ -58,8 +62,25 @@ func (db *DB) Backup(ctx context.Context, dest string, force bool) error {
 		}
 	}()
 
+	// Create the copy empty with its final mode before SQLite writes into
+	// it (VACUUM INTO accepts an empty file): SQLite would create it 0644,
+	// readable by everyone while the data is written.
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, FileMode)
+	if err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+	if err := f.Chmod(FileMode); err != nil { // whatever the umask
+		f.Close()
+		return fmt.Errorf("backup: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
 	if _, err := db.sql.ExecContext(ctx, `VACUUM INTO ?1`, tmp); err != nil {
 		return fmt.Errorf("backup: vacuum into %q: %w", tmp, err)
+	}
+	if backupWritten != nil {
+		backupWritten(tmp)
 	}
 	if err := verifyCopy(ctx, tmp); err != nil {
 		return fmt.Errorf("backup: check copy: %w", err)

@@ -88,6 +88,7 @@ func TestLibcIsTheVersionSQLiteRequires(t *testing.T) {
 var dbFileCalls = map[string]string{
 	"internal/store/store.go: os.OpenFile(path":            "creates an empty data.db with its mode before SQLite opens it",
 	"internal/store/maintenance.go: os.Remove(tmp":         "removes a failed backup copy, never opened by the daemon",
+	"internal/store/maintenance.go: os.OpenFile(tmp":       "creates the empty backup copy 0640 before VACUUM INTO writes it",
 	"internal/store/maintenance.go: os.Chmod(tmp":          "the finished VACUUM INTO copy, closed",
 	"internal/store/maintenance.go: os.Rename(tmp":         "moves the checked backup copy into place",
 	"internal/store/maintenance.go: os.Open(dir":           "fsyncs the backup's directory",

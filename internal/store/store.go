@@ -318,6 +318,9 @@ type tx struct {
 	*sql.Tx
 	now time.Time
 	db  *DB
+	// uncounted are changes that are not data rows of the batch (metadata
+	// kept beside them), left out of a run's rows_written.
+	uncounted int64
 }
 
 // Commit commits and records the outcome for the storage health.

@@ -24,7 +24,7 @@ func (c *Client) Homes(ctx context.Context) ([]model.Home, error) {
 	}
 	homes, skipped, err := decodeHomes(body)
 	if err != nil {
-		return nil, fmt.Errorf("fetch homes: decode GET %s: %w", u.EscapedPath(), err)
+		return nil, fmt.Errorf("fetch homes: %w", c.decodeFailed(ctx, u, err))
 	}
 	c.reportSkipped(ctx, u, skipped)
 	return homes, nil
@@ -46,7 +46,7 @@ func (c *Client) Devices(ctx context.Context, homeID string) ([]model.Device, er
 	}
 	devices, skipped, err := decodeDevices(body)
 	if err != nil {
-		return nil, fmt.Errorf("fetch devices: decode GET %s: %w", u.EscapedPath(), err)
+		return nil, fmt.Errorf("fetch devices: %w", c.decodeFailed(ctx, u, err))
 	}
 	c.reportSkipped(ctx, u, skipped)
 	return devices, nil
@@ -69,7 +69,7 @@ func (c *Client) Device(ctx context.Context, homeID, deviceID string) (model.Dev
 	}
 	d, err := decodeDevice(body)
 	if err != nil {
-		return model.Device{}, fmt.Errorf("fetch device: decode GET %s: %w", u.EscapedPath(), err)
+		return model.Device{}, fmt.Errorf("fetch device: %w", c.decodeFailed(ctx, u, err))
 	}
 	if d.ID != deviceID {
 		return model.Device{}, fmt.Errorf("fetch device: GET %s answered for device %s", u.EscapedPath(), quoteName(d.ID))
@@ -128,7 +128,7 @@ func (c *Client) historyPage(ctx context.Context, u *url.URL) (model.HistoryPage
 	}
 	page, err := decodeHistoryPage(body, c.base)
 	if err != nil {
-		return model.HistoryPage{}, fmt.Errorf("fetch history: decode GET %s: %w", u.EscapedPath(), err)
+		return model.HistoryPage{}, fmt.Errorf("fetch history: %w", c.decodeFailed(ctx, u, err))
 	}
 	if len(page.Problems) > 0 {
 		c.log.LogAttrs(ctx, slog.LevelDebug, "history page has skipped values",

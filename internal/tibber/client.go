@@ -125,6 +125,11 @@ type Client struct {
 	warnMu     sync.Mutex
 	lastWarn   time.Time
 	suppressed int
+
+	// refused is set when the API answered 401 to a token refreshed because
+	// of a 401, and cleared by the next successful call: while set, a 401
+	// ends the call without another refresh.
+	refused atomic.Bool
 }
 
 // userAgentRe is Tibber's format: product tokens of letters, digits and
@@ -305,6 +310,7 @@ func (c *Client) get(ctx context.Context, u *url.URL) ([]byte, error) {
 		attempts++
 		res := c.attempt(ctx, u, endpoint, tok, attempts)
 		if res.err == nil && res.apiErr == nil {
+			c.refused.Store(false)
 			return res.body, nil
 		}
 		if ctxErr := ctx.Err(); ctxErr != nil {
@@ -312,6 +318,11 @@ func (c *Client) get(ctx context.Context, u *url.URL) ([]byte, error) {
 		}
 		if res.apiErr != nil {
 			res.apiErr.Attempts = attempts
+			if res.apiErr.Status == http.StatusUnauthorized && (refreshed || c.refused.Load()) {
+				// A freshly refreshed token was refused: no more refreshes
+				// until a call succeeds (see refusedError).
+				return nil, c.refusedError(ctx, endpoint, res.apiErr, refreshed)
+			}
 			if res.apiErr.Status == http.StatusUnauthorized && !refreshed {
 				refreshed = true
 				t, err := c.tokens.Refresh(ctx, tok)
@@ -350,6 +361,17 @@ func (c *Client) get(ctx context.Context, u *url.URL) ([]byte, error) {
 			return nil, fmt.Errorf("%s: %w", endpoint, err)
 		}
 	}
+}
+
+// refusedError is the error of a 401 that costs no refresh: the token was
+// refreshed for this call (justRefreshed) or for an earlier one, and Tibber
+// still refuses it. It wraps model.ErrTokenRefused and the APIError.
+func (c *Client) refusedError(ctx context.Context, endpoint string, apiErr *APIError, justRefreshed bool) error {
+	if justRefreshed && !c.refused.Swap(true) {
+		c.log.LogAttrs(ctx, slog.LevelWarn, "Tibber refuses a freshly refreshed access token; no further refresh until an API call succeeds",
+			slog.String("endpoint", endpoint))
+	}
+	return fmt.Errorf("%w: %w", model.ErrTokenRefused, apiErr)
 }
 
 // closesGate reports whether an answer closes the installation's rate

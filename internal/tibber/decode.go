@@ -10,7 +10,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
+	"github.com/tibbersync/tibbersync/internal/logging"
 	"github.com/tibbersync/tibbersync/internal/model"
 )
 
@@ -242,17 +245,22 @@ func decodeHistoryPage(b []byte, base *url.URL) (model.HistoryPage, error) {
 			page.PageSize = int(min(f, 1e9))
 		}
 	}
+	// A page without its items member is not an empty page: with a next
+	// link the stream would move on and lose what the renamed member held.
 	var items []json.RawMessage
 	switch k := kind(obj["items"]); k {
-	case 0, 'n':
+	case 0:
+		return model.HistoryPage{}, driftf(obj, "history page has no %q member", "items")
+	case 'n':
 	case '[':
 		if err := json.Unmarshal(obj["items"], &items); err != nil {
 			return model.HistoryPage{}, fmt.Errorf("decode history items: %w", err)
 		}
 	default:
-		return model.HistoryPage{}, fmt.Errorf("history items is %s, not an array", kindName(k))
+		return model.HistoryPage{}, driftf(obj, "history %q is %s, not an array", "items", kindName(k))
 	}
 	pr := &problems{}
+	var shape itemShape
 	page.Items = make([]model.HistoryItem, 0, len(items))
 	for i, it := range items {
 		o, ok := object(it)
@@ -260,6 +268,7 @@ func decodeHistoryPage(b []byte, base *url.URL) (model.HistoryPage, error) {
 			pr.add("item %d: %s, not an object", i, kindName(kind(it)))
 			continue
 		}
+		shape.see(o)
 		t, ok := timestamp(o["time"])
 		if !ok {
 			pr.add("item %d: bad or missing time %s", i, quoteShort(o["time"]))
@@ -277,6 +286,9 @@ func decodeHistoryPage(b []byte, base *url.URL) (model.HistoryPage, error) {
 		}
 		page.Items = append(page.Items, item)
 	}
+	if err := shape.drift(); err != nil {
+		return model.HistoryPage{}, err
+	}
 	page.Problems = pr.list()
 	if page.Next, err = linkMember(obj, "next", base); err != nil {
 		return model.HistoryPage{}, err
@@ -285,6 +297,40 @@ func decodeHistoryPage(b []byte, base *url.URL) (model.HistoryPage, error) {
 		return model.HistoryPage{}, err
 	}
 	return page, nil
+}
+
+// itemShape tells schema drift from odd items: drift when the items are
+// objects but none has a time member, or none has a data member (the item
+// shape changed, and skipping every item as invalid would lose the page).
+// A single odd item is only skipped (and listed in Problems).
+type itemShape struct {
+	objects, withTime, withData int
+	sample                      map[string]json.RawMessage
+}
+
+func (sh *itemShape) see(o map[string]json.RawMessage) {
+	sh.objects++
+	if sh.sample == nil {
+		sh.sample = o
+	}
+	if _, ok := o["time"]; ok {
+		sh.withTime++
+	}
+	if _, ok := o["data"]; ok {
+		sh.withData++
+	}
+}
+
+func (sh *itemShape) drift() error {
+	switch {
+	case sh.objects == 0:
+		return nil
+	case sh.withTime == 0:
+		return driftf(sh.sample, "no history item has a %q member (members of the first item listed)", "time")
+	case sh.withData == 0:
+		return driftf(sh.sample, "no history item has a %q member (members of the first item listed)", "data")
+	}
+	return nil
 }
 
 // flatten walks nested data objects and stores numeric leaves under dotted
@@ -361,8 +407,11 @@ func linkMember(obj map[string]json.RawMessage, key string, base *url.URL) (stri
 }
 
 // resolveLink resolves s (absolute or relative) against base and checks
-// that it stays on base's scheme, host and port, with no user info. It
-// returns the absolute link without a fragment.
+// that it stays on base's scheme, host and port, with no user info, and
+// under base's API path (<base path>/v1/), with no dot segment, so that
+// a link cannot send the bearer token to another application on the same
+// origin (a reverse proxy's other routes). It returns the absolute link
+// without a fragment.
 func resolveLink(s string, base *url.URL) (string, error) {
 	u, err := base.Parse(s)
 	if err != nil {
@@ -371,8 +420,34 @@ func resolveLink(s string, base *url.URL) (string, error) {
 	if u.User != nil || !sameOrigin(u, base) {
 		return "", fmt.Errorf("%w: %s", ErrForeignLink, quoteName(origin(u)))
 	}
+	if !underAPIPath(u, base) {
+		return "", fmt.Errorf("%w: path %s is outside %s", ErrForeignLink, quoteName(u.EscapedPath()), quoteName(apiPrefix(base)))
+	}
 	u.Fragment, u.RawFragment = "", ""
 	return u.String(), nil
+}
+
+// apiPrefix is the path every API URL starts with: base's path + "/v1/".
+func apiPrefix(base *url.URL) string {
+	return strings.TrimSuffix(base.Path, "/") + "/v1/"
+}
+
+// underAPIPath reports whether u's path (decoded and as sent) starts with
+// apiPrefix(base) and has no "." or ".." segment, also not percent-encoded.
+func underAPIPath(u, base *url.URL) bool {
+	prefix := apiPrefix(base)
+	if !strings.HasPrefix(u.Path, prefix) {
+		return false
+	}
+	if rp := u.EscapedPath(); !strings.HasPrefix(rp, strings.TrimSuffix(base.EscapedPath(), "/")+"/v1/") {
+		return false
+	}
+	for _, seg := range strings.Split(u.Path, "/") {
+		if seg == "." || seg == ".." {
+			return false
+		}
+	}
+	return true
 }
 
 // sameOrigin compares scheme, host name (case-insensitively) and effective port.
@@ -425,7 +500,7 @@ func listItems(b []byte, key string) ([]json.RawMessage, error) {
 		}
 		raw, ok := env[key]
 		if !ok {
-			return nil, fmt.Errorf("response has no %q member", key)
+			return nil, driftf(env, "response has no %q member", key)
 		}
 		switch kind(raw) {
 		case 'n':
@@ -436,10 +511,10 @@ func listItems(b []byte, key string) ([]json.RawMessage, error) {
 			}
 			return items, nil
 		default:
-			return nil, fmt.Errorf("%q is %s, not an array", key, kindName(kind(raw)))
+			return nil, driftf(env, "%q is %s, not an array", key, kindName(kind(raw)))
 		}
 	default:
-		return nil, fmt.Errorf("response is %s, not an object or array", kindName(k))
+		return nil, driftf[json.RawMessage](nil, "response is %s, not an object or array", kindName(k))
 	}
 }
 
@@ -450,7 +525,7 @@ func topObject(b []byte) (map[string]json.RawMessage, error) {
 		return nil, err
 	}
 	if k := kind(b); k != '{' {
-		return nil, fmt.Errorf("response is %s, not an object", kindName(k))
+		return nil, driftf[json.RawMessage](nil, "response is %s, not an object", kindName(k))
 	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(b, &obj); err != nil {
@@ -577,13 +652,17 @@ func timestamp(raw json.RawMessage) (time.Time, bool) {
 	return t.In(time.FixedZone("", off)), true
 }
 
-// validID accepts an id for use as a URL path segment and a database key.
+// validID accepts an id for use as a URL path segment and a database key:
+// valid UTF-8 without control characters (C0, DEL, C1), bidi controls or
+// other characters that display as something else (logging.Neutralise),
+// nor invisible ones or U+FFFD (a byte that was not UTF-8), so an id can
+// never disguise itself as another.
 func validID(id string) bool {
-	if id == "" || id == "." || id == ".." || len(id) > maxIDLen {
+	if id == "" || id == "." || id == ".." || len(id) > maxIDLen || !utf8.ValidString(id) {
 		return false
 	}
 	for _, r := range id {
-		if r < 0x20 || r == 0x7f {
+		if logging.Neutralise(r) || unicode.Is(unicode.Cf, r) || r == utf8.RuneError {
 			return false
 		}
 	}

@@ -408,7 +408,7 @@ func TestDecodeHistoryPageShapes(t *testing.T) {
 			t.Errorf("DecodeHistoryPage(%q) succeeded", body)
 		}
 	}
-	for _, body := range []string{`{}`, `{"items":null}`, `{"query":null,"items":[]}`, `{"query":{"effectiveStart":null,"pageSize":"500"}}`} {
+	for _, body := range []string{`{"items":null}`, `{"query":null,"items":[]}`, `{"query":{"effectiveStart":null,"pageSize":"500"},"items":[]}`} {
 		page, err := tibber.DecodeHistoryPage(strings.NewReader(body), testBase)
 		if err != nil || len(page.Items) != 0 || !page.EffectiveStart.IsZero() || page.PageSize != 0 {
 			t.Errorf("DecodeHistoryPage(%q) = %+v, %v", body, page, err)

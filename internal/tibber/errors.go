@@ -19,8 +19,9 @@ import (
 var ErrResponseTooLarge = errors.New("response too large")
 
 // ErrForeignLink is wrapped by the error returned when a next/prev link
-// points to another scheme, host or port than the configured API base. The
-// link is never followed, so the bearer token never leaves the API host.
+// points to another scheme, host or port than the configured API base, or
+// to a path outside the API's (base path + "/v1/"). The link is never
+// followed, so the bearer token never leaves the API.
 var ErrForeignLink = errors.New("link to another host refused")
 
 // maxProblemText bounds every text taken from an error body.
@@ -163,13 +164,17 @@ var (
 )
 
 // sanitize makes untrusted server text safe for errors and logs: the given
-// secrets, bearer credentials and JWT-shaped strings are redacted, control
+// secrets, bearer credentials and JWT-shaped strings are redacted (matched
+// after invisible characters are removed), control
 // characters become spaces, runs of white space collapse, and the result is
 // cut to maxProblemText runes.
 func sanitize(s string, secrets []logging.Secret) string {
 	if s == "" {
 		return ""
 	}
+	// Match on the text as it reads: a copy of a token split by zero-width
+	// characters must be found too.
+	s = logging.StripInvisible(s)
 	for _, sec := range secrets {
 		if v := sec.Reveal(); len(v) >= 4 {
 			s = strings.ReplaceAll(s, v, logging.Redacted)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -165,18 +166,68 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 // Pairing (remote mode only).
 
 const (
-	pairCookie          = "tibbersync_pairing"
-	maxPairingFailures  = 10
+	pairCookie = "tibbersync_pairing"
+	// freePairingFailures wrong codes per client address cost nothing
+	// (typos); each further one doubles the wait before that address may
+	// try again, from pairingDelayBase up to pairingDelayMax. There is no
+	// global lock: a stranger guessing can never lock out the owner, and
+	// at most a few hundred guesses a day per address against a 60-bit code
+	// get nowhere.
+	freePairingFailures = 3
+	pairingDelayBase    = 2 * time.Second
+	pairingDelayMax     = time.Hour
+	// maxPairingClients bounds the failure table; the entry tried longest
+	// ago is dropped first.
+	maxPairingClients   = 4096
 	pairingCodeLength   = 12
 	pairingCodeAlphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789" // 32 symbols: no I, O, 0, 1
 )
 
 // pairing is the state of the one-time pairing code. Guarded by Server.mu.
 type pairing struct {
-	code     string // normalized
-	used     bool
+	code    string // normalized
+	used    bool
+	clients map[string]*pairClient // by clientKey
+	session logging.Secret
+}
+
+// pairClient is the wrong-code record of one client address.
+type pairClient struct {
 	failures int
-	session  logging.Secret
+	last     time.Time // the last wrong code
+	until    time.Time // no attempt is checked before this
+}
+
+// pairingDelay is the wait after n wrong codes from one address.
+func pairingDelay(n int) time.Duration {
+	if n < freePairingFailures {
+		return 0
+	}
+	d := pairingDelayBase
+	for i := freePairingFailures; i < n && d < pairingDelayMax; i++ {
+		d *= 2
+	}
+	return min(d, pairingDelayMax)
+}
+
+// clientKey is the address a pairing attempt is counted against: the peer
+// IP (never a forwarded header, which the client controls), IPv6 by /64
+// since one host usually owns a whole /64.
+func clientKey(remoteAddr string) string {
+	host, _, err := net.SplitHostPort(remoteAddr)
+	if err != nil {
+		host = remoteAddr
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return host
+	}
+	ip = ip.Unmap()
+	if ip.Is6() {
+		p, _ := ip.Prefix(64)
+		return p.String()
+	}
+	return ip.String()
 }
 
 // newPairingCode returns a random code of 60 bits.
@@ -257,18 +308,28 @@ func (s *Server) handlePair(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	given := normalizePairingCode(r.PostForm.Get("code"))
-	session, failures, err := s.tryPair(given)
+	session, failures, wait, err := s.tryPair(clientKey(r.RemoteAddr), given)
+	var tooSoon *pairWaitError
 	switch {
 	case errors.Is(err, errPairingClosed):
 		s.renderMessage(w, http.StatusForbidden, messageView{
 			Title: "Pairing closed",
-			Message: "The pairing code has already been used or was entered wrongly too often. " +
+			Message: "The pairing code has already been used. " +
 				"Restart tibbersync to print a new code to its log, or open the setup page on the machine itself (http://localhost:PORT/setup through an SSH tunnel).",
 		})
 		return
+	case errors.As(err, &tooSoon):
+		secs := int((tooSoon.wait + time.Second - 1) / time.Second)
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
+		s.renderPair(w, http.StatusTooManyRequests, fmt.Sprintf("Too many wrong codes from this address. Wait %s before the next try; the code was not checked.", humanDuration(tooSoon.wait)))
+		return
 	case err != nil:
-		s.log.Warn("wrong pairing code", "failures", failures, "remote_addr", r.RemoteAddr)
-		s.renderPair(w, http.StatusForbidden, "That code is not right. The code is in tibbersync's log, in the line that says \"pairing code\".")
+		s.log.Warn("wrong pairing code", "failures", failures, "remote_addr", r.RemoteAddr, "next_try_in", wait)
+		msg := "That code is not right. The code is in tibbersync's log, in the line that says \"pairing code\"."
+		if wait > 0 {
+			msg += fmt.Sprintf(" Wait %s before the next try.", humanDuration(wait))
+		}
+		s.renderPair(w, http.StatusForbidden, msg)
 		return
 	}
 	s.log.Info("browser paired for setup", "remote_addr", r.RemoteAddr)
@@ -282,24 +343,54 @@ func (s *Server) handlePair(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, "/setup", http.StatusSeeOther)
 }
 
-// tryPair consumes the one-time code when given matches it.
-func (s *Server) tryPair(given string) (logging.Secret, int, error) {
+// pairWaitError refuses an attempt made before the client's wait ended.
+type pairWaitError struct{ wait time.Duration }
+
+func (e *pairWaitError) Error() string { return "pairing: wait " + e.wait.String() }
+
+// tryPair consumes the one-time code when given matches it. Wrong codes
+// are counted per client (clientKey); a client still inside its wait gets
+// a *pairWaitError and its code is not compared at all. It returns the
+// client's failures and the wait its last wrong code started.
+func (s *Server) tryPair(client, given string) (logging.Secret, int, time.Duration, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p := &s.pair
-	if p.used || p.failures >= maxPairingFailures || p.code == "" {
-		return logging.Secret{}, p.failures, errPairingClosed
+	if p.used || p.code == "" {
+		return logging.Secret{}, 0, 0, errPairingClosed
+	}
+	now := s.clock.Now()
+	c := p.clients[client]
+	if c != nil && now.Before(c.until) {
+		return logging.Secret{}, c.failures, 0, &pairWaitError{wait: c.until.Sub(now)}
 	}
 	if subtle.ConstantTimeCompare([]byte(given), []byte(p.code)) != 1 {
-		p.failures++
-		if p.failures >= maxPairingFailures {
-			s.log.Warn("pairing locked after too many wrong codes; restart tibbersync for a new code")
+		if c == nil {
+			if p.clients == nil {
+				p.clients = map[string]*pairClient{}
+			}
+			if len(p.clients) >= maxPairingClients {
+				oldest := ""
+				for k, v := range p.clients {
+					if oldest == "" || v.last.Before(p.clients[oldest].last) {
+						oldest = k
+					}
+				}
+				delete(p.clients, oldest)
+			}
+			c = &pairClient{}
+			p.clients[client] = c
 		}
-		return logging.Secret{}, p.failures, errors.New("wrong pairing code")
+		c.failures++
+		c.last = now
+		wait := pairingDelay(c.failures)
+		c.until = now.Add(wait)
+		return logging.Secret{}, c.failures, wait, errors.New("wrong pairing code")
 	}
 	p.used = true
+	p.clients = nil
 	p.session = logging.NewSecret(rand.Text())
-	return p.session, p.failures, nil
+	return p.session, 0, 0, nil
 }
 
 func truncate(s string, n int) string {

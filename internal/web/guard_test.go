@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"runtime"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tibbersync/tibbersync/internal/clock"
 	"github.com/tibbersync/tibbersync/internal/logging"
 	"github.com/tibbersync/tibbersync/internal/metrics"
 	"github.com/tibbersync/tibbersync/internal/web"
@@ -233,23 +235,100 @@ func TestPairingCookieFlags(t *testing.T) {
 	}
 }
 
-func TestPairingLocksAfterTooManyWrongCodes(t *testing.T) {
+// pairFrom posts a pairing code as the client at remoteAddr would.
+func pairFrom(t *testing.T, h http.Handler, remoteAddr, code string) *httptest.ResponseRecorder {
+	t.Helper()
+	req := httptest.NewRequest(http.MethodPost, "http://192.0.2.1:8765/setup/pair", strings.NewReader(url.Values{"code": {code}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.RemoteAddr = remoteAddr
+	req = req.WithContext(context.WithValue(req.Context(), http.LocalAddrContextKey, &net.TCPAddr{IP: net.ParseIP("192.0.2.1"), Port: 8765}))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
+}
+
+// TestPairingWrongGuessesArePerClient: wrong codes are counted per client
+// address with growing waits, and a client inside its wait is not even
+// checked; ten wrong guesses from one host never lock out the owner's
+// correct code from another (a global counter used to lock remote setup
+// until restart).
+func TestPairingWrongGuessesArePerClient(t *testing.T) {
 	opts := baseOptions(&syncBuffer{})
 	opts.Listen = "192.0.2.1:8765"
 	opts.AllowRemote = true
 	opts.PairingCode = logging.NewSecret("ABCD-EFGH-JKMN")
-	_, ts := handlerServer(t, opts)
-	c := jarClient(t)
+	clk := clock.NewFake(t0)
+	opts.Clock = clk
+	s, err := web.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := s.Handler()
+	const attacker = "198.51.100.7:40000"
+	var waits []time.Duration
 	for i := range 10 {
-		if r := postForm(t, c, ts.URL+"/setup/pair", url.Values{"code": {"AAAA-AAAA-AAA" + strconv.Itoa(i)}}, nil); r.status != http.StatusForbidden {
-			t.Fatalf("wrong code %d: status %d", i, r.status)
+		rec := pairFrom(t, h, attacker, "AAAA-AAAA-AAA"+strconv.Itoa(i))
+		if rec.Code != http.StatusForbidden || !strings.Contains(rec.Body.String(), "not right") {
+			t.Fatalf("wrong code %d: status %d, want 403\n%s", i, rec.Code, rec.Body)
+		}
+		if i < 2 {
+			continue // the first wrong codes cost nothing (typos)
+		}
+		// Another guess right away (another source port, same host) is
+		// refused unchecked while the wait runs: even the right code.
+		soon := pairFrom(t, h, "198.51.100.7:40001", "ABCD-EFGH-JKMN")
+		ra, _ := strconv.Atoi(soon.Header().Get("Retry-After"))
+		if soon.Code != http.StatusTooManyRequests || ra <= 0 {
+			t.Fatalf("guess %d inside the wait: status %d Retry-After %q, want 429 with Retry-After", i, soon.Code, soon.Header().Get("Retry-After"))
+		}
+		waits = append(waits, time.Duration(ra)*time.Second)
+		clk.Advance(time.Duration(ra) * time.Second)
+	}
+	for i := 1; i < len(waits); i++ {
+		if waits[i] < waits[i-1] || (waits[i] == waits[i-1] && waits[i] < time.Hour) {
+			t.Fatalf("waits do not grow: %v", waits)
 		}
 	}
-	r := postForm(t, c, ts.URL+"/setup/pair", url.Values{"code": {"ABCD-EFGH-JKMN"}}, nil)
-	if r.status != http.StatusForbidden {
-		t.Fatalf("right code after lockout: status %d, want 403", r.status)
+	if len(waits) == 0 || waits[len(waits)-1] < time.Minute {
+		t.Fatalf("waits after ten wrong codes: %v, want growing to minutes", waits)
 	}
-	mustContain(t, r.body, "Pairing closed")
+	// The owner, from another address, pairs at once.
+	owner := pairFrom(t, h, "203.0.113.5:50000", "abcd-efgh-jkmn")
+	if owner.Code != http.StatusSeeOther || owner.Header().Get("Location") != "/setup" {
+		t.Fatalf("owner's right code after ten wrong guesses elsewhere: status %d, want 303 /setup\n%s", owner.Code, owner.Body)
+	}
+	// The code is one-time: used up now.
+	if rec := pairFrom(t, h, "203.0.113.6:1", "ABCD-EFGH-JKMN"); rec.Code != http.StatusForbidden || !strings.Contains(rec.Body.String(), "Pairing closed") {
+		t.Fatalf("reused code: status %d", rec.Code)
+	}
+}
+
+// TestPairingSameHostAfterWait: the owner who mistyped from the same host
+// pairs once the wait is over; IPv6 addresses of one /64 share a record.
+func TestPairingSameHostAfterWait(t *testing.T) {
+	opts := baseOptions(&syncBuffer{})
+	opts.Listen = "192.0.2.1:8765"
+	opts.AllowRemote = true
+	opts.PairingCode = logging.NewSecret("ABCD-EFGH-JKMN")
+	clk := clock.NewFake(t0)
+	opts.Clock = clk
+	s, err := web.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := s.Handler()
+	for i := range 4 {
+		pairFrom(t, h, "[2001:db8:1:2::"+strconv.Itoa(i+1)+"]:4000", "WRONG")
+		clk.Advance(time.Hour)
+	}
+	pairFrom(t, h, "[2001:db8:1:2::99]:4000", "WRONG")
+	if rec := pairFrom(t, h, "[2001:db8:1:2::aa]:4000", "ABCD-EFGH-JKMN"); rec.Code != http.StatusTooManyRequests {
+		t.Fatalf("same /64 inside the wait: status %d, want 429", rec.Code)
+	}
+	clk.Advance(time.Hour)
+	if rec := pairFrom(t, h, "[2001:db8:1:2::aa]:4000", "ABCD-EFGH-JKMN"); rec.Code != http.StatusSeeOther {
+		t.Fatalf("right code after the wait: status %d, want 303", rec.Code)
+	}
 }
 
 func TestLoopbackModeNeedsNoPairing(t *testing.T) {

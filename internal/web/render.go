@@ -5,11 +5,14 @@ import (
 	"embed"
 	"fmt"
 	"html/template"
+	"io"
 	"math"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tibbersync/tibbersync/internal/logging"
 )
 
 //go:embed templates/*.html
@@ -63,10 +66,14 @@ func (s *Server) render(w http.ResponseWriter, status int, page string, data any
 		_, _ = fmt.Fprintln(w, "500 internal error: the page could not be rendered; see the log")
 		return
 	}
+	// html/template escapes markup but not control characters or bidi
+	// overrides: a device name with U+202E would reorder the text around
+	// it. Neutralise them in the whole page (our templates hold none).
+	out := logging.DisplayText(buf.String())
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
+	w.Header().Set("Content-Length", strconv.Itoa(len(out)))
 	w.WriteHeader(status)
-	_, _ = w.Write(buf.Bytes())
+	_, _ = io.WriteString(w, out)
 }
 
 func (s *Server) renderMessage(w http.ResponseWriter, status int, v messageView) {

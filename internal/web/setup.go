@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/tibbersync/tibbersync/internal/logging"
 	"github.com/tibbersync/tibbersync/internal/model"
 )
 
@@ -293,11 +294,15 @@ func (s *Server) complete(w http.ResponseWriter, redirected *url.URL, via string
 	if s.opts.OnAuthorized != nil {
 		s.opts.OnAuthorized(st)
 	}
+	var invisible []categoryView
+	if len(st.GrantedScopes) > 0 { // unknown scopes name no category as missing
+		invisible = categoryViews(model.MissingCategories(st.GrantedScopes))
+	}
 	s.render(w, http.StatusOK, "success.html", successView{
 		Title:         "Connected to Tibber",
 		Email:         st.Email,
 		GrantedScopes: st.GrantedScopes,
-		Invisible:     categoryViews(model.MissingCategories(st.GrantedScopes)),
+		Invisible:     invisible,
 		SyncStarted:   s.opts.OnAuthorized != nil,
 	})
 }
@@ -321,6 +326,7 @@ func userMessage(err error, redirected *url.URL) string {
 		return msg
 	}
 	q := redirected.Query()
+	msg = logging.StripInvisible(msg)
 	for _, k := range secretParams {
 		for _, v := range q[k] {
 			if len(v) < 4 {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tibbersync/tibbersync/internal/health"
+	"github.com/tibbersync/tibbersync/internal/logging"
 	"github.com/tibbersync/tibbersync/internal/metrics"
 	"github.com/tibbersync/tibbersync/internal/model"
 )
@@ -203,6 +204,7 @@ func (s *Server) statusView(sum model.Summary, now time.Time) statusView {
 	}
 	switch a.State {
 	case model.AuthOK:
+		v.Banner = apiProblemBanner(sum.Jobs, func(t time.Time) string { return s.fmtWhen(t, now) })
 	case model.AuthSetupRequired, "":
 		if !s.opts.ClientConfigured {
 			// Connecting cannot work yet: point at the steps, not at a
@@ -489,6 +491,34 @@ func (s *Server) refreshExpiry(a model.AuthSummary, now time.Time) string {
 	}
 }
 
+// apiProblemBanner warns about the job errors that need a person even
+// while authorized: Tibber's response format changed (nothing from such
+// responses is stored), or Tibber refuses even a freshly refreshed token.
+// Nil when no job's last run says so.
+func apiProblemBanner(jobs []model.JobSummary, when func(time.Time) string) *bannerView {
+	for _, j := range jobs {
+		switch {
+		case strings.Contains(j.LastError, model.ErrSchemaDrift.Error()):
+			return &bannerView{
+				Class: "error", Title: model.ErrSchemaDrift.Error(),
+				Text: "Tibber answered the " + j.Job + " job with a response tibbersync does not recognise, so nothing from it was stored. " +
+					"The next runs try again and fetch what was missed once the format is back; if it stays, tibbersync needs an update.",
+				Reason: j.LastError, Since: when(j.LastRunAt),
+				ActionURL: "#jobs", ActionLabel: "See the jobs",
+			}
+		case strings.Contains(j.LastError, model.ErrTokenRefused.Error()):
+			return &bannerView{
+				Class: "error", Title: model.ErrTokenRefused.Error(),
+				Text: "Tibber answers 401 even to an access token it has just issued (consent revoked at Tibber, or a wrong system clock). " +
+					"tibbersync does not refresh again until a call succeeds; check the clock, or authorize again.",
+				Reason: j.LastError, Since: when(j.LastRunAt),
+				ActionURL: "/setup", ActionLabel: "Re-authorize",
+			}
+		}
+	}
+	return nil
+}
+
 func stateClass(st model.AuthState) string {
 	switch st {
 	case model.AuthOK:
@@ -532,7 +562,7 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 		if !c.OK {
 			mark = "FAIL"
 		}
-		fmt.Fprintf(&b, "%s %s: %s\n", mark, c.Name, c.Detail)
+		fmt.Fprintf(&b, "%s %s: %s\n", mark, logging.Display(c.Name), logging.Display(c.Detail))
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	if v.Healthy {

@@ -1,4 +1,4 @@
--- 0004_compact_history.sql: history in an integer-keyed layout, and row
+-- 0005_compact_history.sql: history in an integer-keyed layout, and row
 -- counts kept as the store writes.
 --
 -- device_history repeated the device id (~80 characters), the metric name
