@@ -43,8 +43,14 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.StringVar(&o.TempDir, "tmp", "", "directory for the state directories (default $TMPDIR)")
 	fs.IntVar(&o.Unchanged, "cycles", o.Unchanged, "unchanged devices cycles to measure after the first")
 	fs.BoolVar(&o.DefaultRateCycle, "default-rate", o.DefaultRateCycle, "also time one cycle at the client's default rate limit (about 105 s, in the background)")
+	fs.IntVar(&o.BackfillDays, "backfill-days", o.BackfillDays, "days of the backfill child (peak RSS, bytes per value)")
+	fs.IntVar(&o.BackfillDevices, "backfill-devices", o.BackfillDevices, "devices of the backfill child")
+	fs.IntVar(&o.BackfillDaemonDays, "daemon-backfill-days", o.BackfillDaemonDays, "days of the release binary's backfill (idle RSS, /metrics time)")
+	fs.IntVar(&o.IngestDays, "ingest-days", o.IngestDays, "days of the ingest/raw pairs")
+	fs.IntVar(&o.BigHomes, "big-homes", o.BigHomes, "homes of the large devices cycle (peak RSS)")
+	fs.IntVar(&o.BigDevicesPerHome, "big-devices", o.BigDevicesPerHome, "devices per home of the large devices cycle")
 	quiet := fs.Bool("q", false, "no progress lines on stderr")
-	timeout := fs.Duration("timeout", 10*time.Minute, "give up after this long")
+	timeout := fs.Duration("timeout", 30*time.Minute, "give up after this long")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

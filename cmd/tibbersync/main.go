@@ -19,6 +19,7 @@ import (
 )
 
 func main() {
+	daemon.SetMemoryLimit()
 	ctx, cancel := context.WithCancel(context.Background())
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)

@@ -57,7 +57,8 @@ type BackfillResult struct {
 	Wall time.Duration
 	// Memory is VmRSS and VmHWM right after the backfill (before the raw loop).
 	Memory Status
-	// DBBytes is data.db plus its WAL after the backfill.
+	// DBBytes is data.db plus its WAL after the backfill, once the store
+	// is closed (the WAL checkpointed).
 	DBBytes int64
 	// RawRows and RawPages are what the raw loop inserted and committed;
 	// RawWall is the time spent inserting and committing (reading the rows
@@ -151,11 +152,12 @@ func RunBackfill(ctx context.Context, p BackfillParams, log *slog.Logger) (Backf
 	if res.StatusPage, res.StatusPageBytes, err = timeStatusPage(st.Data); err != nil {
 		return res, fmt.Errorf("backfill: %w", err)
 	}
-	db, wal := st.FileSizes()
-	res.DBBytes = db + wal
 	if err := st.Close(); err != nil {
 		return res, fmt.Errorf("backfill: %w", err)
 	}
+	// After the close, which checkpoints the WAL into data.db.
+	db, wal := st.FileSizes()
+	res.DBBytes = db + wal
 	if !p.Raw {
 		return res, nil
 	}
@@ -221,8 +223,23 @@ func rawInsert(ctx context.Context, src, dst string, p BackfillParams) (rows, pa
 		if err != nil {
 			return rows, pages, wall, err
 		}
+		// One series per metric, created before the timed inserts (the
+		// history job creates each once too).
+		series := map[string]int64{}
+		for _, r := range hist {
+			if _, ok := series[r.metric]; ok {
+				continue
+			}
+			res, err := out.ExecContext(ctx, `INSERT INTO history_series (device_id, resolution, metric) VALUES (?1, ?2, ?3)`, id, p.Resolution, r.metric)
+			if err != nil {
+				return rows, pages, wall, fmt.Errorf("insert series: %w", err)
+			}
+			if series[r.metric], err = res.LastInsertId(); err != nil {
+				return rows, pages, wall, err
+			}
+		}
 		t0 := time.Now()
-		n, np, err := insertPages(ctx, out, id, p.Resolution, hist, p.PageSize, now)
+		n, np, err := insertPages(ctx, out, series, hist, p.PageSize, now)
 		wall += time.Since(t0)
 		rows += n
 		pages += np
@@ -257,7 +274,7 @@ WHERE device_id = ?1 AND resolution = ?2 ORDER BY period_start, metric`, deviceI
 
 // insertPages inserts rows (in period order) in transactions of pageSize
 // periods each.
-func insertPages(ctx context.Context, db *sql.DB, deviceID, resolution string, rows []historyRow, pageSize int, now int64) (inserted, pages int, err error) {
+func insertPages(ctx context.Context, db *sql.DB, series map[string]int64, rows []historyRow, pageSize int, now int64) (inserted, pages int, err error) {
 	for i := 0; i < len(rows); {
 		// One page: the rows of the next pageSize distinct periods.
 		j, periods := i, 0
@@ -270,7 +287,7 @@ func insertPages(ctx context.Context, db *sql.DB, deviceID, resolution string, r
 			}
 			j++
 		}
-		if err := insertPage(ctx, db, deviceID, resolution, rows[i:j], now); err != nil {
+		if err := insertPage(ctx, db, series, rows[i:j], now); err != nil {
 			return inserted, pages, err
 		}
 		inserted += j - i
@@ -280,20 +297,29 @@ func insertPages(ctx context.Context, db *sql.DB, deviceID, resolution string, r
 	return inserted, pages, nil
 }
 
-func insertPage(ctx context.Context, db *sql.DB, deviceID, resolution string, rows []historyRow, now int64) error {
+func insertPage(ctx context.Context, db *sql.DB, series map[string]int64, rows []historyRow, now int64) error {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("insert page: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	stmt, err := tx.PrepareContext(ctx, `INSERT INTO device_history (device_id, resolution, period_start, utc_offset_s,
-    metric, value, inserted_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)`)
+	// The page's write row, then its values in the compact layout.
+	res, err := tx.ExecContext(ctx, `INSERT INTO history_writes (written_at) VALUES (?1)`, now)
+	if err != nil {
+		return fmt.Errorf("insert page: %w", err)
+	}
+	write, err := res.LastInsertId()
+	if err != nil {
+		return fmt.Errorf("insert page: %w", err)
+	}
+	stmt, err := tx.PrepareContext(ctx, `INSERT INTO history_values (series_id, period_s, utc_offset_s, value, write_id)
+VALUES (?1, ?2, ?3, ?4, ?5)`)
 	if err != nil {
 		return fmt.Errorf("insert page: prepare: %w", err)
 	}
 	defer stmt.Close()
 	for _, r := range rows {
-		if _, err := stmt.ExecContext(ctx, deviceID, resolution, r.start, r.offset, r.metric, r.value, now); err != nil {
+		if _, err := stmt.ExecContext(ctx, series[r.metric], r.start/1000, r.offset, r.value, write); err != nil {
 			return fmt.Errorf("insert page: %w", err)
 		}
 	}

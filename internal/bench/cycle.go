@@ -221,10 +221,9 @@ func Summarize(cycles []CycleStat) (CycleSummary, error) {
 	return s, nil
 }
 
-// CriticalPath is the least wall time one devices cycle can take when
-// every request waits latency on the server and nothing else costs time.
-// jobs.Syncer fetches the homes list, then each home's device list one
-// after the other, then the details with concurrency in flight:
+// CriticalPath is the least wall time of the serialized devices cycle of
+// earlier releases, which fetched the homes list, then each home's device
+// list one after the other, then the details with concurrency in flight:
 //
 //	bound = (1 + homes + ceil(devices / concurrency)) × latency
 func CriticalPath(homes, devices, concurrency int, latency time.Duration) time.Duration {
@@ -233,6 +232,24 @@ func CriticalPath(homes, devices, concurrency int, latency time.Duration) time.D
 	}
 	rounds := (devices + concurrency - 1) / concurrency
 	return time.Duration(1+homes+rounds) * latency
+}
+
+// PipelinedBound is the least wall time one devices cycle can take when
+// every request waits latency on the server, the device lists of all homes
+// and the details share concurrency slots, and each detail starts as soon
+// as its list arrived: the homes list, then H + D requests C at a time,
+// and never fewer than three rounds (homes → a list → its details):
+//
+//	bound = (1 + max(2, ceil((homes + devices) / concurrency))) × latency
+func PipelinedBound(homes, devices, concurrency int, latency time.Duration) time.Duration {
+	if concurrency < 1 {
+		concurrency = 1
+	}
+	rounds := (homes + devices + concurrency - 1) / concurrency
+	if devices > 0 {
+		rounds = max(rounds, 2)
+	}
+	return time.Duration(1+rounds) * latency
 }
 
 // RateBound is the least wall time of requests under a token-bucket rate

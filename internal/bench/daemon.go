@@ -44,6 +44,11 @@ type DaemonParams struct {
 	Idle time.Duration
 	// WarmStarts is how many restarts on the populated state directory are timed.
 	WarmStarts int
+	// Scrapes is how many times GET /metrics is timed after the idle time
+	// (the first one warms the caches and is not counted).
+	Scrapes int
+	// FirstRunsTimeout bounds the wait for the first runs (default 3 minutes).
+	FirstRunsTimeout time.Duration
 }
 
 // DaemonResult is the outcome of RunDaemon.
@@ -61,6 +66,13 @@ type DaemonResult struct {
 	FirstRuns map[string]RunInfo
 	// Idle is VmRSS/VmHWM after the first runs and the idle time.
 	Idle Status
+	// Scrapes are the timed warm GET /metrics (p.Scrapes - 1 of them).
+	Scrapes []time.Duration
+	// HistoryValues is tibbersync_table_rows{table="device_history"} and
+	// HeapInuse go_memstats_heap_inuse_bytes of the last scrape.
+	HistoryValues, HeapInuse int64
+	// DBBytes is data.db plus its WAL after the first stop.
+	DBBytes int64
 }
 
 // RunInfo is the outcome of one job run, as recorded in sync_runs.
@@ -115,7 +127,7 @@ func RunDaemon(ctx context.Context, p DaemonParams) (DaemonResult, error) {
 		return res, fmt.Errorf("daemon: authorize: %w%s", err, logTail(logPath))
 	}
 	authDone := time.Now()
-	runs, err := waitFirstRuns(ctx, filepath.Join(stateDir, "data.db"), authStart, d)
+	runs, err := waitFirstRuns(ctx, filepath.Join(stateDir, "data.db"), authStart, d, p.FirstRunsTimeout)
 	if err != nil {
 		return res, fmt.Errorf("daemon: first runs: %w%s", err, logTail(logPath))
 	}
@@ -135,8 +147,18 @@ func RunDaemon(ctx context.Context, p DaemonParams) (DaemonResult, error) {
 	if res.Idle, err = ReadStatus(strconv.Itoa(d.cmd.Process.Pid)); err != nil {
 		return res, fmt.Errorf("daemon: %w", err)
 	}
+	if p.Scrapes > 0 {
+		if err := scrapeMetrics(ctx, base, p.Scrapes, &res); err != nil {
+			return res, fmt.Errorf("daemon: %w", err)
+		}
+	}
 	if err := d.stop(); err != nil {
 		return res, fmt.Errorf("daemon: stop: %w%s", err, logTail(logPath))
+	}
+	for _, f := range []string{"data.db", "data.db-wal"} {
+		if fi, err := os.Stat(filepath.Join(stateDir, f)); err == nil {
+			res.DBBytes += fi.Size()
+		}
 	}
 
 	for i := range p.WarmStarts {
@@ -341,7 +363,10 @@ type firstRun struct {
 // finished a run that started at or after since and was not skipped (the
 // daemon records skipped runs while it is not authorized yet), and returns
 // the first of each. A failed run is an error.
-func waitFirstRuns(ctx context.Context, dataPath string, since time.Time, d *daemonProc) (map[string]firstRun, error) {
+func waitFirstRuns(ctx context.Context, dataPath string, since time.Time, d *daemonProc, timeout time.Duration) (map[string]firstRun, error) {
+	if timeout <= 0 {
+		timeout = 3 * time.Minute
+	}
 	dsn, err := store.BuildDSN(dataPath, true, "")
 	if err != nil {
 		return nil, err
@@ -351,7 +376,7 @@ func waitFirstRuns(ctx context.Context, dataPath string, since time.Time, d *dae
 		return nil, err
 	}
 	defer db.Close()
-	deadline := time.After(3 * time.Minute)
+	deadline := time.After(timeout)
 	for {
 		runs, err := queryFirstRuns(ctx, db, since)
 		if err == nil && len(runs) == len(daemonJobs) {
@@ -369,14 +394,14 @@ func waitFirstRuns(ctx context.Context, dataPath string, since time.Time, d *dae
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-deadline:
-			return nil, fmt.Errorf("first runs not finished within 3 minutes (have %v, last error %v)", slices.Sorted(maps.Keys(runs)), err)
+			return nil, fmt.Errorf("first runs not finished within %s (have %v, last error %v)", timeout, slices.Sorted(maps.Keys(runs)), err)
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
 }
 
 func queryFirstRuns(ctx context.Context, db *sql.DB, since time.Time) (map[string]firstRun, error) {
-	rows, err := db.QueryContext(ctx, `SELECT job, status, finished_at, requests, rows_written FROM sync_runs
+	rows, err := db.QueryContext(ctx, `SELECT job, status, started_at, finished_at, requests, rows_written FROM sync_runs
 WHERE started_at >= ?1 AND finished_at IS NOT NULL AND status <> 'skipped' ORDER BY id`, since.UnixMilli())
 	if err != nil {
 		return nil, err
@@ -386,11 +411,16 @@ WHERE started_at >= ?1 AND finished_at IS NOT NULL AND status <> 'skipped' ORDER
 	for rows.Next() {
 		var job string
 		var r firstRun
-		var fin int64
-		if err := rows.Scan(&job, &r.status, &fin, &r.requests, &r.rows); err != nil {
+		var start, fin int64
+		if err := rows.Scan(&job, &r.status, &start, &fin, &r.requests, &r.rows); err != nil {
 			return nil, err
 		}
 		r.finished = time.UnixMilli(fin)
+		// The history run that counts is the one the first devices run
+		// triggered: one that started earlier saw no devices yet.
+		if dev, ok := out["devices"]; job == "history" && (!ok || start < dev.finished.UnixMilli()) {
+			continue
+		}
 		if _, ok := out[job]; !ok {
 			out[job] = r
 		}
@@ -421,4 +451,54 @@ func firstLine(s string) string {
 		s = s[:200]
 	}
 	return s
+}
+
+// scrapeMetrics times n GET /metrics one after the other; the first warms
+// the page cache and the daemon's code paths and is not kept. The last
+// body gives the history value count and the Go heap in use.
+func scrapeMetrics(ctx context.Context, base string, n int, res *DaemonResult) error {
+	c := &http.Client{Timeout: 30 * time.Second}
+	var body []byte
+	for i := range n {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
+		if err != nil {
+			return err
+		}
+		t0 := time.Now()
+		resp, err := c.Do(req)
+		if err != nil {
+			return fmt.Errorf("scrape /metrics: %w", err)
+		}
+		body, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		took := time.Since(t0)
+		if err != nil {
+			return fmt.Errorf("scrape /metrics: %w", err)
+		}
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("scrape /metrics: %s", resp.Status)
+		}
+		if i > 0 {
+			res.Scrapes = append(res.Scrapes, took)
+		}
+	}
+	res.HistoryValues = int64(metricValue(string(body), `tibbersync_table_rows{table="device_history"}`))
+	res.HeapInuse = int64(metricValue(string(body), "go_memstats_heap_inuse_bytes"))
+	return nil
+}
+
+// metricValue is the value of the sample named exactly series (name and
+// labels as exposed) in a Prometheus text exposition; 0 when absent.
+func metricValue(text, series string) float64 {
+	for _, line := range strings.Split(text, "\n") {
+		rest, ok := strings.CutPrefix(line, series+" ")
+		if !ok {
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.Fields(rest)[0], 64)
+		if err == nil {
+			return v
+		}
+	}
+	return 0
 }

@@ -18,6 +18,10 @@ type Status struct {
 	RSS int64
 	// HWM is VmHWM: the peak resident set size since the process started.
 	HWM int64
+	// Anon and File split RSS into anonymous memory (Go heap, stacks,
+	// SQLite's allocations) and file pages (the binary's code and data);
+	// RssAnon and RssFile, 0 when the kernel does not report them.
+	Anon, File int64
 }
 
 // ReadStatus reads /proc/<pid>/status; pid is a number or Self.
@@ -42,17 +46,22 @@ func ParseStatus(r io.Reader) (Status, error) {
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		key, val, ok := strings.Cut(sc.Text(), ":")
-		if !ok || (key != "VmRSS" && key != "VmHWM") {
+		if !ok || (key != "VmRSS" && key != "VmHWM" && key != "RssAnon" && key != "RssFile") {
 			continue
 		}
 		n, err := parseKB(val)
 		if err != nil {
 			return Status{}, fmt.Errorf("parse status: %s: %w", key, err)
 		}
-		if key == "VmRSS" {
+		switch key {
+		case "VmRSS":
 			st.RSS, haveRSS = n, true
-		} else {
+		case "VmHWM":
 			st.HWM, haveHWM = n, true
+		case "RssAnon":
+			st.Anon = n
+		case "RssFile":
+			st.File = n
 		}
 	}
 	if err := sc.Err(); err != nil {

@@ -251,6 +251,8 @@ func TestRunSmall(t *testing.T) {
 		Unchanged: 2, DefaultRateCycle: true,
 		BackfillDevices: 2, BackfillDays: 20, PageSize: 100, IngestDays: 5, IngestRuns: 2,
 		DaemonBackfillDays: 2, Idle: 200 * time.Millisecond, WarmStarts: 1,
+		BackfillDaemonHomes: 2, BackfillDaemonDevicesPerHome: 3, BackfillDaemonDays: 10, Scrapes: 3,
+		BigHomes: 3, BigDevicesPerHome: 3,
 		Progress: &progress,
 	}
 	rep, err := Run(ctx, o)
@@ -275,8 +277,22 @@ func TestRunSmall(t *testing.T) {
 	if r := find("requests per cycle"); r.OK != Pass || r.Value != "11" {
 		t.Errorf("requests per cycle: %+v, want 11 = 1 + 2 + 8", r)
 	}
-	if r := find("critical-path bound"); !strings.HasPrefix(r.Value, "50 ms (5 latency rounds)") {
-		t.Errorf("bound: %+v, want (1 + 2 + ⌈8/4⌉) × 10 ms = 50 ms", r)
+	if r := find("pipelined bound"); !strings.HasPrefix(r.Value, "40 ms (4 latency rounds)") {
+		t.Errorf("bound: %+v, want (1 + max(2, ⌈(2 + 8)/4⌉)) × 10 ms = 40 ms", r)
+	}
+	if r := find("serialized bound"); !strings.HasPrefix(r.Value, "50 ms") {
+		t.Errorf("old bound: %+v, want (1 + 2 + ⌈8/4⌉) × 10 ms = 50 ms", r)
+	}
+	// Bytes per value is a byte count: the compact layout's target holds
+	// at any size.
+	if r := find("data.db bytes per stored history value"); r.Value == "" || strings.HasPrefix(r.Value, "0.0 B") {
+		t.Errorf("bytes per value not measured: %+v", r)
+	}
+	if r := find("warm GET /metrics at"); strings.HasPrefix(r.Metric, "warm GET /metrics at 0 ") {
+		t.Errorf("/metrics scrape saw no history values: %+v", r)
+	}
+	if r := find("its first runs"); !strings.Contains(r.Value, "history ok") || strings.Contains(r.Value, "history ok 0/0") {
+		t.Errorf("backfill daemon's history run: %+v", r)
 	}
 	if r := find("rows written by the unchanged cycles"); r.Value != "0" {
 		t.Errorf("unchanged cycles wrote rows: %+v", r)
@@ -310,7 +326,7 @@ func TestRunSmall(t *testing.T) {
 	if r := find("binary size"); !raceEnabled && !strings.Contains(r.Value, "not stripped, static") {
 		t.Errorf("binary row %+v: want a static binary with symbols (built without -s -w)", r)
 	}
-	for _, prefix := range []string{"peak RSS (VmHWM), cycles", "peak RSS (VmHWM), 20-day", "idle RSS", "start-up to /healthz 200, empty", "binary size"} {
+	for _, prefix := range []string{"peak RSS (VmHWM), cycles", "peak RSS (VmHWM), devices cycles of 3 homes", "peak RSS (VmHWM), 20-day", "idle RSS", "peak RSS (VmHWM) of that daemon, backfill", "start-up to /healthz 200, empty", "binary size"} {
 		if r := find(prefix); r.Value == "" || strings.HasPrefix(r.Value, "0 ") {
 			t.Errorf("row %q not measured: %+v", prefix, r)
 		}

@@ -324,9 +324,13 @@ func (d *Daemon) recordJobState(ctx context.Context, r model.Run) {
 // openStores opens data.db and tokens.db.
 func (d *Daemon) openStores(ctx context.Context) error {
 	var err error
+	storeLog := d.log.With("component", "store")
 	d.data, err = store.Open(ctx, filepath.Join(d.cfg.Storage.Dir, "data.db"), store.Options{
 		Clock:  d.clk,
-		Logger: d.log.With("component", "store"),
+		Logger: storeLog,
+		// A data.db of an older release is converted on first open, with
+		// its progress in the log (the terminal when run by hand).
+		ConvertProgress: store.LogProgress(storeLog, d.clk.Now),
 	})
 	if err != nil {
 		return err

@@ -114,6 +114,7 @@ func (d *Daemon) onRun(r model.Run, err error) {
 		d.sched.Trigger(jobs.JobHistory)
 	}
 	d.observeRun(context.Background(), r, err)
+	d.releaseMemory(context.Background())
 }
 
 // authorized is the web server's OnAuthorized: the jobs start at once,

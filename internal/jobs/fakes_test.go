@@ -105,14 +105,16 @@ type histKey struct {
 type fakeStore struct {
 	api *fakeAPI // may be nil
 
-	SaveInventoryFn   func(ctx context.Context, run model.Run, b model.InventoryBatch) (model.Run, error)
-	SaveHistoryPageFn func(ctx context.Context, deviceID, resolution string, page model.HistoryPage, cp model.HistoryCheckpoint) (model.HistoryResult, error)
-	JobStateFn        func(ctx context.Context, job string) (model.JobState, error)
+	SaveInventoryFn     func(ctx context.Context, run model.Run, b model.InventoryBatch) (model.Run, error)
+	SaveHomeInventoryFn func(ctx context.Context, b model.InventoryBatch) (int, error)
+	SaveHistoryPageFn   func(ctx context.Context, deviceID, resolution string, page model.HistoryPage, cp model.HistoryCheckpoint) (model.HistoryResult, error)
+	JobStateFn          func(ctx context.Context, job string) (model.JobState, error)
 
 	mu          sync.Mutex
 	violations  []string
 	runs        []model.Run
 	batches     []model.InventoryBatch
+	parts       []model.InventoryBatch // SaveHomeInventory calls since the last SaveInventory
 	homeDevices map[string][]model.Device
 	states      map[string]model.JobState
 	checkpoints map[string]model.HistoryCheckpoint
@@ -162,8 +164,24 @@ func (s *fakeStore) Batches() []model.InventoryBatch {
 	return append([]model.InventoryBatch(nil), s.batches...)
 }
 
+// SaveInventory records the run with everything it saved: the batch merged
+// with the run's SaveHomeInventory parts, so that Batches shows one batch
+// per run.
 func (s *fakeStore) SaveInventory(ctx context.Context, run model.Run, b model.InventoryBatch) (model.Run, error) {
 	s.check("SaveInventory")
+	s.mu.Lock()
+	parts := s.parts
+	s.parts = nil
+	s.mu.Unlock()
+	for _, p := range parts {
+		if b.HomeDevices == nil {
+			b.HomeDevices = map[string][]model.Device{}
+		}
+		for h, devs := range p.HomeDevices {
+			b.HomeDevices[h] = devs
+		}
+		b.Details = append(b.Details, p.Details...)
+	}
 	if s.SaveInventoryFn != nil {
 		return s.SaveInventoryFn(ctx, run, b)
 	}
@@ -172,8 +190,22 @@ func (s *fakeStore) SaveInventory(ctx context.Context, run model.Run, b model.In
 	s.runs = append(s.runs, run)
 	s.batches = append(s.batches, b)
 	run.ID = int64(len(s.runs))
-	run.RowsWritten = len(b.Homes) + len(b.Details)
+	run.RowsWritten += len(b.Homes)
 	return run, nil
+}
+
+// SaveHomeInventory keeps one home's part until the run's SaveInventory.
+// It is not checked against API calls in flight: a home is saved while
+// other homes' requests run, by design; R14 forbids network I/O inside a
+// transaction, which a store call cannot do.
+func (s *fakeStore) SaveHomeInventory(ctx context.Context, b model.InventoryBatch) (int, error) {
+	if s.SaveHomeInventoryFn != nil {
+		return s.SaveHomeInventoryFn(ctx, b)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.parts = append(s.parts, b)
+	return len(b.Details), nil
 }
 
 func (s *fakeStore) RecordRun(ctx context.Context, run model.Run) (int64, error) {

@@ -23,9 +23,16 @@ type API interface {
 
 // Store is the data.db store as the jobs use it. *store.DB implements it.
 type Store interface {
-	// SaveInventory writes a homes/devices batch and its run in one transaction.
-	// It returns the run as stored: ID and RowsWritten filled in.
+	// SaveInventory writes a homes/devices batch and its run in one
+	// transaction. It returns the run as stored: ID filled in, and
+	// RowsWritten the rows this transaction wrote added to run.RowsWritten
+	// (the rows the run's SaveHomeInventory calls wrote).
 	SaveInventory(ctx context.Context, run model.Run, b model.InventoryBatch) (model.Run, error)
+	// SaveHomeInventory writes one home's part of a cycle in one
+	// transaction: b.Homes (that home), b.HomeDevices (its complete device
+	// list) and the details fetched through it, without a run row, and
+	// returns the rows it wrote.
+	SaveHomeInventory(ctx context.Context, b model.InventoryBatch) (int, error)
 	// RecordRun writes a run that stored no batch (failed or skipped).
 	RecordRun(ctx context.Context, run model.Run) (int64, error)
 	// ActiveHomeDevices returns, per non-removed home, its non-removed devices

@@ -196,19 +196,26 @@ func (s *Syncer) Run(ctx context.Context, job string) (model.Run, error) {
 	return model.Run{Job: job}, fmt.Errorf("unknown job %q", job)
 }
 
-// RunHomes fetches the homes and each home's device list, and saves them in
-// one transaction (no device details). Homes and devices that disappeared
-// are marked removed by the store.
+// RunHomes fetches the homes and each home's device list (all lists at
+// once, within the concurrency limit), saves each home's list in its own
+// transaction as it arrives, and then the homes list with the run (no
+// device details). Homes and devices that disappeared are marked removed
+// by the store.
 func (s *Syncer) RunHomes(ctx context.Context) (model.Run, error) {
 	return s.runInventory(ctx, JobHomes, false)
 }
 
-// RunDevices fetches the homes, each home's device list and the detail of
-// every device (each device once, even when several homes list it), with
-// bounded concurrency, then saves everything in one transaction. A device
-// whose detail fails is left out and named in the run's error (status
-// partial); when every detail or every device list fails, or the homes
-// cannot be fetched, the run is failed.
+// RunDevices fetches the homes, then every home's device list and the
+// detail of every device (each device once, even when several homes list
+// it) as one pipeline: the lists of all homes are requested at once, each
+// device's detail as soon as its list arrived, with at most Concurrency
+// requests in flight in all. Each home is saved in its own transaction as
+// soon as its list and details are in (change-only writes), so the cycle
+// never holds the whole inventory; the homes list, the removal marks and
+// the run row follow in one last transaction. A device whose detail fails
+// is left out and named in the run's error (status partial); when every
+// detail or every device list fails, or the homes cannot be fetched, the
+// run is failed.
 func (s *Syncer) RunDevices(ctx context.Context) (model.Run, error) {
 	return s.runInventory(ctx, JobDevices, true)
 }
@@ -299,11 +306,29 @@ func (s *Syncer) record(ctx context.Context, run model.Run, m *meter, err error)
 	return run, err
 }
 
-// detailTarget is one device whose detail is to be fetched, through the
-// first home that listed it.
-type detailTarget struct {
-	homeID string
-	listed model.Device
+// homeResult is what the pipeline fetched and saved for one home.
+type homeResult struct {
+	listFailed   bool
+	targets      int // details fetched through this home
+	detailFailed int
+	problems     []string
+	errs         []error
+	saved        int // rows its transaction wrote
+	// seen are the categories of the details fetched; refused the ids of
+	// devices whose detail got 403 (category scope not granted).
+	seen    []model.Category
+	refused []string
+}
+
+// homeState is one home in the pipeline: its list, the devices whose
+// details it fetches, and their results until it is saved.
+type homeState struct {
+	home    model.Home
+	devs    []model.Device
+	targets []model.Device
+	results []detailResult
+	left    int // details not finished yet
+	res     homeResult
 }
 
 // detailResult is the outcome of one detail fetch.
@@ -311,6 +336,215 @@ type detailResult struct {
 	attempted bool
 	dev       model.Device
 	err       error
+}
+
+// pipeline runs one inventory run's requests: Concurrency workers take
+// requests from one FIFO queue, which starts with every home's device
+// list; a list that arrives appends its devices' details at the tail. So
+// the lists go first, all slots stay busy, and details are fetched home by
+// home in the order the lists came in, so that homes complete (and are
+// saved, by one saver, and dropped) one after the other instead of all at
+// the end; the saver's queue holds one home, so a fast API cannot outrun
+// the database. At most Concurrency requests are in flight and
+// Concurrency + 1 goroutines run, whatever the size of the account.
+type pipeline struct {
+	s           *Syncer
+	m           *meter
+	log         *slog.Logger
+	withDetails bool
+	ctx         context.Context
+	cancel      context.CancelFunc
+	saves       chan *homeState
+
+	mu      sync.Mutex
+	cond    *sync.Cond
+	queue   []func()
+	pending int             // queued or running items
+	claimed map[string]bool // device ids whose detail some home fetches
+	seen    map[string]bool // device ids any list named
+
+	// stopped: no new detail request in this run (Tibber answered 429, or
+	// stormLimit details in a row failed with retryable server errors);
+	// the remaining details count as not fetched and the run as partial.
+	stopped atomic.Bool
+	storm   atomic.Int32 // retryable detail failures in a row
+	stopErr error        // a token error: no further call may be made
+}
+
+// push queues items (under p.mu).
+func (p *pipeline) push(items ...func()) {
+	p.queue = append(p.queue, items...)
+	p.pending += len(items)
+	p.cond.Broadcast()
+}
+
+// worker runs queued items until none is queued or running.
+func (p *pipeline) worker() {
+	for {
+		p.mu.Lock()
+		for len(p.queue) == 0 && p.pending > 0 {
+			p.cond.Wait()
+		}
+		if len(p.queue) == 0 {
+			p.mu.Unlock()
+			return
+		}
+		item := p.queue[0]
+		p.queue[0] = nil
+		p.queue = p.queue[1:]
+		p.mu.Unlock()
+		item()
+		p.mu.Lock()
+		p.pending--
+		if p.pending == 0 {
+			p.cond.Broadcast()
+		}
+		p.mu.Unlock()
+	}
+}
+
+// claimedDevices is every device id a saved list named.
+func (p *pipeline) claimedDevices() map[string]bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.seen
+}
+
+// called records one finished API call; a token error stops the run.
+func (p *pipeline) called(err error) {
+	p.m.done(err)
+	if isTokenError(err) {
+		p.mu.Lock()
+		if p.stopErr == nil {
+			p.stopErr = err
+		}
+		p.mu.Unlock()
+		p.cancel()
+	}
+}
+
+// list fetches one home's device list and queues the details of the
+// devices no earlier list named.
+func (p *pipeline) list(h *homeState) {
+	if p.ctx.Err() != nil {
+		return
+	}
+	devs, err := p.s.API.Devices(p.ctx, h.home.ID)
+	p.called(err)
+	if p.ctx.Err() != nil {
+		return
+	}
+	if err != nil {
+		h.res.listFailed = true
+		h.res.errs = append(h.res.errs, err)
+		h.res.problems = append(h.res.problems, fmt.Sprintf("device list of home %s: %v", h.home.ID, err))
+		p.log.Warn("device list skipped", "home_id", h.home.ID, "err", err)
+		return
+	}
+	h.devs = cleanDevices(devs, h.home.ID, &h.res.problems)
+	p.mu.Lock()
+	for _, d := range h.devs {
+		p.seen[d.ID] = true
+	}
+	if p.withDetails {
+		for _, d := range h.devs {
+			if !p.claimed[d.ID] {
+				p.claimed[d.ID] = true
+				h.targets = append(h.targets, d)
+			}
+		}
+	}
+	h.res.targets = len(h.targets)
+	h.results = make([]detailResult, len(h.targets))
+	h.left = len(h.targets)
+	for i := range h.targets {
+		p.push(func() { p.detail(h, i) })
+	}
+	p.mu.Unlock()
+	if len(h.targets) == 0 {
+		p.saves <- h
+	}
+}
+
+// detail fetches one device detail; the home's last one hands the home to
+// the saver.
+func (p *pipeline) detail(h *homeState, i int) {
+	if p.ctx.Err() == nil && !p.stopped.Load() {
+		dev, err := p.s.API.Device(p.ctx, h.home.ID, h.targets[i].ID)
+		p.called(err)
+		h.results[i] = detailResult{attempted: true, dev: dev, err: err}
+		switch {
+		case err == nil:
+			p.storm.Store(0)
+		case RateLimited(err):
+			// Tibber asked to slow down: no new requests in this run.
+			p.stopped.Store(true)
+		case overloaded(err) && p.storm.Add(1) >= stormLimit:
+			p.stopped.Store(true)
+		}
+	}
+	p.mu.Lock()
+	h.left--
+	last := h.left == 0
+	p.mu.Unlock()
+	if last {
+		p.saves <- h
+	}
+}
+
+// save checks a complete home's details and writes the home in one
+// transaction, then drops what it fetched.
+func (p *pipeline) save(h *homeState) {
+	if p.ctx.Err() != nil {
+		return
+	}
+	r := &h.res
+	details := make([]model.Device, 0, len(h.targets))
+	for i, res := range h.results {
+		t := h.targets[i]
+		if !res.attempted && res.err == nil {
+			res.err = errNotFetched
+		}
+		if res.err == nil {
+			res.err = checkDetail(t, &res.dev)
+		}
+		if res.err != nil {
+			if isForbidden(res.err) {
+				// Tibber refuses this device: its category's scope is
+				// not granted (the store knows the category).
+				r.refused = append(r.refused, t.ID)
+			}
+			r.detailFailed++
+			r.errs = append(r.errs, res.err)
+			r.problems = append(r.problems, fmt.Sprintf("device %s: %v", deviceLabel(t), res.err))
+			p.log.Warn("device detail skipped", "device_id", t.ID, "device", t.Name, "home_id", h.home.ID, "err", res.err)
+			continue
+		}
+		details = append(details, res.dev)
+		r.seen = append(r.seen, res.dev.Category)
+	}
+	if !p.withDetails {
+		details = nil
+	}
+	n, err := p.s.Store.SaveHomeInventory(p.ctx, model.InventoryBatch{
+		ObservedAt:  p.s.now(),
+		Homes:       []model.Home{h.home},
+		HomeDevices: map[string][]model.Device{h.home.ID: h.devs},
+		Details:     details,
+	})
+	h.devs, h.targets, h.results = nil, nil, nil
+	if err != nil {
+		if p.ctx.Err() != nil {
+			return
+		}
+		err = fmt.Errorf("save home %s: %w", h.home.ID, err)
+		r.errs = append(r.errs, err)
+		r.problems = append(r.problems, err.Error())
+		r.listFailed = true
+		p.log.Warn("home not saved", "home_id", h.home.ID, "err", err)
+		return
+	}
+	r.saved = n
 }
 
 func (s *Syncer) runInventory(ctx context.Context, job string, withDetails bool) (model.Run, error) {
@@ -328,70 +562,60 @@ func (s *Syncer) runInventory(ctx context.Context, job string, withDetails bool)
 	var errs []error
 	homes := cleanHomes(rawHomes, &problems)
 
-	batch := model.InventoryBatch{
-		Homes:         homes,
-		HomeDevices:   make(map[string][]model.Device, len(homes)),
-		GrantedScopes: s.scopes(),
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	p := &pipeline{
+		s: s, m: m, log: log, withDetails: withDetails,
+		ctx: pctx, cancel: cancel,
+		// Room for one complete home: a worker that completes another
+		// waits for the saver, so fetched homes cannot pile up in memory.
+		saves:   make(chan *homeState, 1),
+		claimed: map[string]bool{},
+		seen:    map[string]bool{},
 	}
-	listFailed := 0
-	for _, h := range homes {
-		if err := ctx.Err(); err != nil {
-			return s.abort(ctx, run, m, fmt.Errorf("fetch devices: %w", err))
-		}
-		devs, err := s.API.Devices(ctx, h.ID)
-		m.done(err)
-		if err != nil {
-			if isTokenError(err) || ctx.Err() != nil {
-				return s.abort(ctx, run, m, fmt.Errorf("fetch devices of home %s: %w", h.ID, err))
-			}
-			listFailed++
-			errs = append(errs, err)
-			problems = append(problems, fmt.Sprintf("device list of home %s: %v", h.ID, err))
-			log.Warn("device list skipped", "home_id", h.ID, "err", err)
-			continue
-		}
-		batch.HomeDevices[h.ID] = cleanDevices(devs, h.ID, &problems)
+	p.cond = sync.NewCond(&p.mu)
+	states := make([]*homeState, len(homes))
+	p.mu.Lock()
+	for i, h := range homes {
+		states[i] = &homeState{home: h}
+		p.push(func() { p.list(states[i]) })
 	}
-
-	var targets []detailTarget
-	if withDetails {
-		seen := map[string]bool{}
-		for _, h := range homes {
-			for _, d := range batch.HomeDevices[h.ID] {
-				if seen[d.ID] {
-					continue
-				}
-				seen[d.ID] = true
-				targets = append(targets, detailTarget{homeID: h.ID, listed: d})
-			}
+	p.mu.Unlock()
+	saverDone := make(chan struct{})
+	go func() {
+		defer close(saverDone)
+		for h := range p.saves {
+			p.save(h)
 		}
+	}()
+	var wg sync.WaitGroup
+	for range s.concurrency() {
+		wg.Go(p.worker)
 	}
-	results, stopErr := s.fetchDetails(ctx, m, targets)
-	if stopErr != nil {
-		return s.abort(ctx, run, m, fmt.Errorf("fetch device details: %w", stopErr))
+	wg.Wait()
+	close(p.saves)
+	<-saverDone
+	if p.stopErr != nil {
+		return s.abort(ctx, run, m, fmt.Errorf("fetch devices: %w", p.stopErr))
 	}
 	if err := ctx.Err(); err != nil {
-		return s.abort(ctx, run, m, fmt.Errorf("fetch device details: %w", err))
+		return s.abort(ctx, run, m, fmt.Errorf("fetch devices: %w", err))
 	}
-	detailFailed := 0
-	for i, r := range results {
-		t := targets[i]
-		if r.err == nil {
-			r.err = checkDetail(t.listed, &r.dev)
+	listFailed, targets, detailFailed := 0, 0, 0
+	var seenCats []model.Category
+	var refused []string
+	for _, h := range states {
+		r := h.res
+		seenCats = append(seenCats, r.seen...)
+		refused = append(refused, r.refused...)
+		if r.listFailed {
+			listFailed++
 		}
-		if r.err != nil {
-			if isForbidden(r.err) {
-				// Tibber refuses this device: its category's scope is
-				// not granted (the store knows the category).
-				batch.ScopeRefused = append(batch.ScopeRefused, t.listed.ID)
-			}
-			detailFailed++
-			errs = append(errs, r.err)
-			problems = append(problems, fmt.Sprintf("device %s: %v", deviceLabel(t.listed), r.err))
-			log.Warn("device detail skipped", "device_id", t.listed.ID, "device", t.listed.Name, "home_id", t.homeID, "err", r.err)
-			continue
-		}
-		batch.Details = append(batch.Details, r.dev)
+		targets += r.targets
+		detailFailed += r.detailFailed
+		problems = append(problems, r.problems...)
+		errs = append(errs, r.errs...)
+		run.RowsWritten += r.saved
 	}
 
 	run.Status = StatusOK
@@ -399,27 +623,27 @@ func (s *Syncer) runInventory(ctx context.Context, job string, withDetails bool)
 		run.Status = StatusPartial
 	}
 	allListsFailed := len(homes) > 0 && listFailed == len(homes)
-	allDetailsFailed := len(targets) > 0 && detailFailed == len(targets)
+	allDetailsFailed := targets > 0 && detailFailed == targets
 	if allListsFailed || allDetailsFailed {
 		run.Status = StatusFailed
 	}
-	run.Error = summarize(problems, detailFailed, len(targets))
+	run.Error = summarize(problems, detailFailed, targets)
 	run.Requests = m.requests()
 	// What the run saw, whether or not it changed anything: the homes job
 	// says "2 homes, 9 devices" even when the devices job stored them first.
-	seen := map[string]bool{}
-	for _, devs := range batch.HomeDevices {
-		for _, d := range devs {
-			seen[d.ID] = true
-		}
-	}
-	run.Progress = &model.RunProgress{Homes: len(homes), Devices: len(seen), Requests: run.Requests, Fraction: 1}
-	batch.ObservedAt = s.now()
-	run.FinishedAt = batch.ObservedAt
+	run.Progress = &model.RunProgress{Homes: len(homes), Devices: len(p.claimedDevices()), Requests: run.Requests, Fraction: 1}
+	run.FinishedAt = s.now()
 
-	// Everything valid is stored, even when the run counts as failed (homes
-	// still refresh when every device list failed).
-	saved, err := s.Store.SaveInventory(ctx, run, batch)
+	// The homes list (removed homes), devices no active home lists any
+	// more, category access and the run row, in the last transaction;
+	// run.RowsWritten already counts the per-home transactions.
+	saved, err := s.Store.SaveInventory(ctx, run, model.InventoryBatch{
+		ObservedAt:     run.FinishedAt,
+		Homes:          homes,
+		GrantedScopes:  s.scopes(),
+		SeenCategories: seenCats,
+		ScopeRefused:   refused,
+	})
 	if err != nil {
 		saveErr := fmt.Errorf("save inventory: %w", err)
 		run.Status = StatusFailed
@@ -427,7 +651,7 @@ func (s *Syncer) runInventory(ctx context.Context, job string, withDetails bool)
 		return s.record(ctx, run, m, saveErr)
 	}
 	run.ID, run.RowsWritten = saved.ID, saved.RowsWritten
-	log.Debug("inventory saved", "homes", len(homes), "details", len(batch.Details), "problems", len(problems))
+	log.Debug("inventory saved", "homes", len(homes), "details", targets-detailFailed, "problems", len(problems))
 	if run.Status == StatusFailed {
 		return run, fmt.Errorf("%s: %w", job, errors.Join(errs...))
 	}
@@ -440,75 +664,6 @@ func (s *Syncer) runInventory(ctx context.Context, job string, withDetails bool)
 		return run, fmt.Errorf("%s: %w: %w", job, ErrStorm, err)
 	}
 	return run, nil
-}
-
-// fetchDetails fetches the targets' details with at most Concurrency calls
-// in flight. One failing device never cancels the others; only an error
-// from the token source (no call may be made) stops the remaining fetches,
-// and is returned. results[i] belongs to targets[i].
-func (s *Syncer) fetchDetails(ctx context.Context, m *meter, targets []detailTarget) ([]detailResult, error) {
-	results := make([]detailResult, len(targets))
-	if len(targets) == 0 {
-		return results, nil
-	}
-	dctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-
-	var (
-		mu      sync.Mutex
-		stopErr error
-		stopped atomic.Bool
-		storm   atomic.Int32 // retryable failures in a row
-	)
-	work := make(chan int)
-	var wg sync.WaitGroup
-	for range min(s.concurrency(), len(targets)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range work {
-				if stopped.Load() || dctx.Err() != nil {
-					continue
-				}
-				t := targets[i]
-				dev, err := s.API.Device(dctx, t.homeID, t.listed.ID)
-				m.done(err)
-				results[i] = detailResult{attempted: true, dev: dev, err: err}
-				switch {
-				case err == nil:
-					storm.Store(0)
-				case RateLimited(err):
-					// Tibber asked to slow down: no new requests in this run.
-					stopped.Store(true)
-				case overloaded(err) && storm.Add(1) >= stormLimit:
-					stopped.Store(true)
-				}
-				if isTokenError(err) {
-					mu.Lock()
-					if stopErr == nil {
-						stopErr = err
-					}
-					mu.Unlock()
-					stopped.Store(true)
-					cancel()
-				}
-			}
-		}()
-	}
-	for i := range targets {
-		if stopped.Load() || dctx.Err() != nil {
-			break
-		}
-		work <- i
-	}
-	close(work)
-	wg.Wait()
-	for i := range results {
-		if !results[i].attempted && results[i].err == nil {
-			results[i].err = errNotFetched
-		}
-	}
-	return results, stopErr
 }
 
 // checkDetail validates a device detail against its list item, and fills

@@ -46,6 +46,10 @@ type InventoryBatch struct {
 	// was last stored with as not granted, unless a detail of the same
 	// category in this batch proves the scope granted.
 	ScopeRefused []string
+	// SeenCategories are the categories of device details fetched in this
+	// run but saved before (per home), so the run's closing save can tell
+	// which scopes they prove granted.
+	SeenCategories []Category
 }
 
 // JobState is the persisted scheduling state of one job.

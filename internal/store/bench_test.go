@@ -40,6 +40,14 @@ func BenchmarkRawInsert(b *testing.B) {
 	db, _, _ := MustOpenDB(b)
 	mustSave(b, db, model.InventoryBatch{ObservedAt: t0, HomeDevices: map[string][]model.Device{"h1": {listItem("d1", "Battery")}}})
 	raw := db.RawForTest()
+	series := map[string]int64{}
+	for m := range benchPage(0).Items[0].Metrics {
+		r, err := raw.ExecContext(ctx, `INSERT INTO history_series (device_id, resolution, metric) VALUES ('d1', 'hour', ?)`, m)
+		if err != nil {
+			b.Fatal(err)
+		}
+		series[m], _ = r.LastInsertId()
+	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -48,15 +56,20 @@ func BenchmarkRawInsert(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		stmt, err := tx.PrepareContext(ctx, `INSERT INTO device_history (device_id, resolution, period_start, utc_offset_s,
-    metric, value, inserted_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`)
+		now := t0.UnixMilli()
+		r, err := tx.ExecContext(ctx, `INSERT INTO history_writes (written_at) VALUES (?)`, now)
 		if err != nil {
 			b.Fatal(err)
 		}
-		now := t0.UnixMilli()
+		write, _ := r.LastInsertId()
+		stmt, err := tx.PrepareContext(ctx, `INSERT INTO history_values (series_id, period_s, utc_offset_s, value, write_id)
+VALUES (?, ?, ?, ?, ?)`)
+		if err != nil {
+			b.Fatal(err)
+		}
 		for _, it := range page.Items {
 			for m, v := range it.Metrics {
-				if _, err := stmt.ExecContext(ctx, "d1", "hour", it.Time.UnixMilli(), it.UTCOffsetSeconds, m, v, now, now); err != nil {
+				if _, err := stmt.ExecContext(ctx, series[m], it.Time.Unix(), it.UTCOffsetSeconds, v, write); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -15,9 +15,11 @@ import (
 // rows (R14). Items outside [EffectiveStart, EffectiveEnd) (either bound
 // may be zero: open) and items with no usable metric are skipped.
 //
-// Each (period, metric) is inserted once; a later page that brings a
-// different value (Tibber back-fills) updates it, bumps revisions and
-// counts as Updated; the same value again writes nothing. cp.LastPeriod is
+// Each (period, metric) is inserted once into history_values; a later page
+// that brings a different value (Tibber back-fills) updates it, records the
+// correction in history_revisions and counts as Updated; the same value
+// again writes nothing. Items whose period does not start on a whole second
+// are skipped. cp.LastPeriod is
 // kept monotonic: the stored value is the newest of the old one, cp's and
 // the newest period saved from this page.
 func (db *DB) SaveHistoryPage(ctx context.Context, deviceID, resolution string, page model.HistoryPage, cp model.HistoryCheckpoint) (model.HistoryResult, error) {
@@ -34,58 +36,32 @@ func (db *DB) SaveHistoryPage(ctx context.Context, deviceID, resolution string, 
 	}
 	defer func() { _ = tx.Rollback() }()
 
-	// Two statements instead of one upsert with RETURNING: an insert that
-	// does nothing on conflict, then (only then) a conditional update. Both
-	// report through RowsAffected, which tells inserted from updated from
-	// unchanged without reading rows back, and the common case (new rows)
-	// costs one plain insert.
-	ins, err := tx.PrepareContext(ctx, `INSERT INTO device_history (device_id, resolution, period_start, utc_offset_s,
-    metric, value, inserted_at, updated_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
-ON CONFLICT (device_id, resolution, period_start, metric) DO NOTHING`)
+	w, err := newHistoryWriter(ctx, tx, deviceID, resolution)
 	if err != nil {
-		return res, fmt.Errorf("save history page: prepare: %w", err)
+		return res, fmt.Errorf("save history page: %w", err)
 	}
-	defer func() { _ = ins.Close() }()
-	upd, err := tx.PrepareContext(ctx, `UPDATE device_history SET
-    value = ?6,
-    utc_offset_s = ?4,
-    updated_at = ?7,
-    revisions = revisions + 1
-WHERE device_id = ?1 AND resolution = ?2 AND period_start = ?3 AND metric = ?5
-  AND (value IS NOT ?6 OR utc_offset_s IS NOT ?4)`)
-	if err != nil {
-		return res, fmt.Errorf("save history page: prepare: %w", err)
-	}
-	defer func() { _ = upd.Close() }()
+	defer w.close()
 
-	now := tx.now.UnixMilli()
 	var newest time.Time
 	for _, it := range page.Items {
-		if !inWindow(it.Time, page.EffectiveStart, page.EffectiveEnd) {
+		if !inWindow(it.Time, page.EffectiveStart, page.EffectiveEnd) || it.Time.Nanosecond() != 0 {
+			// Periods start on whole seconds; anything else is not a period.
 			res.Skipped++
 			continue
 		}
-		start := it.Time.UnixMilli()
 		stored := 0
 		for metric, v := range it.Metrics {
 			if metric == "" || math.IsNaN(v) || math.IsInf(v, 0) {
 				continue
 			}
-			r, err := ins.ExecContext(ctx, deviceID, resolution, start, it.UTCOffsetSeconds, metric, v, now)
+			change, err := w.put(ctx, metric, it.Time.Unix(), it.UTCOffsetSeconds, v)
 			if err != nil {
-				return res, fmt.Errorf("save history page: insert %s at %s: %w", metric, it.Time.Format(time.RFC3339), err)
+				return res, fmt.Errorf("save history page: %s at %s: %w", metric, it.Time.Format(time.RFC3339), err)
 			}
-			if n, _ := r.RowsAffected(); n > 0 {
+			switch change {
+			case inserted:
 				res.Inserted++
-				stored++
-				continue
-			}
-			r, err = upd.ExecContext(ctx, deviceID, resolution, start, it.UTCOffsetSeconds, metric, v, now)
-			if err != nil {
-				return res, fmt.Errorf("save history page: update %s at %s: %w", metric, it.Time.Format(time.RFC3339), err)
-			}
-			if n, _ := r.RowsAffected(); n > 0 {
+			case updated:
 				res.Updated++
 			}
 			stored++
@@ -97,6 +73,12 @@ WHERE device_id = ?1 AND resolution = ?2 AND period_start = ?3 AND metric = ?5
 		if it.Time.After(newest) {
 			newest = it.Time
 		}
+	}
+	if err := w.finish(ctx); err != nil {
+		return res, fmt.Errorf("save history page: %w", err)
+	}
+	if err := addInserted(ctx, tx, "history_values", int64(res.Inserted)); err != nil {
+		return res, fmt.Errorf("save history page: %w", err)
 	}
 
 	cp.DeviceID, cp.Resolution = deviceID, resolution
@@ -184,12 +166,146 @@ WHERE device_id = ?1 AND resolution = ?2`, deviceID, resolution).Scan(
 // (device, resolution) stream; false when it has none.
 func (db *DB) LatestHistoryPeriod(ctx context.Context, deviceID, resolution string) (time.Time, bool, error) {
 	var v sql.NullInt64
-	if err := db.sql.QueryRowContext(ctx, `SELECT max(period_start) FROM device_history
-WHERE device_id = ?1 AND resolution = ?2`, deviceID, resolution).Scan(&v); err != nil {
+	if err := db.sql.QueryRowContext(ctx, `SELECT max(v.period_s) FROM history_series AS s
+JOIN history_values AS v ON v.series_id = s.id
+WHERE s.device_id = ?1 AND s.resolution = ?2`, deviceID, resolution).Scan(&v); err != nil {
 		return time.Time{}, false, fmt.Errorf("latest history period %q/%s: %w", deviceID, resolution, err)
 	}
 	if !v.Valid {
 		return time.Time{}, false, nil
 	}
-	return fromMS(v), true, nil
+	return time.Unix(v.Int64, 0).UTC(), true, nil
+}
+
+// change is what writing one history value did.
+type change int
+
+const (
+	unchanged change = iota
+	inserted
+	updated
+)
+
+// historyWriter writes the values of one (device, resolution) stream
+// within one transaction: it finds or creates each metric's series once,
+// and stamps new values with the transaction's history_writes row, which
+// it creates only when the transaction stored a new value.
+type historyWriter struct {
+	tx                                         *tx
+	device, res                                string
+	series                                     map[string]int64
+	writeID                                    int64
+	wrote                                      bool
+	findSeries, addSeries, ins, read, upd, rev *sql.Stmt
+}
+
+func newHistoryWriter(ctx context.Context, t *tx, deviceID, resolution string) (*historyWriter, error) {
+	w := &historyWriter{tx: t, device: deviceID, res: resolution, series: map[string]int64{}}
+	// The id the write row will get if this transaction stores a value:
+	// ids only grow, and this is the only writer (BEGIN IMMEDIATE).
+	if err := t.QueryRowContext(ctx, `SELECT coalesce(max(id), 0) + 1 FROM history_writes`).Scan(&w.writeID); err != nil {
+		return nil, fmt.Errorf("next write id: %w", err)
+	}
+	for _, p := range []struct {
+		dst **sql.Stmt
+		sql string
+	}{
+		{&w.findSeries, `SELECT id FROM history_series WHERE device_id = ?1 AND resolution = ?2 AND metric = ?3`},
+		{&w.addSeries, `INSERT INTO history_series (device_id, resolution, metric) VALUES (?1, ?2, ?3)`},
+		{&w.ins, `INSERT INTO history_values (series_id, period_s, utc_offset_s, value, write_id)
+VALUES (?1, ?2, ?3, ?4, ?5)
+ON CONFLICT (series_id, period_s) DO NOTHING`},
+		{&w.read, `SELECT value, utc_offset_s FROM history_values WHERE series_id = ?1 AND period_s = ?2`},
+		{&w.upd, `UPDATE history_values SET value = ?3, utc_offset_s = ?4 WHERE series_id = ?1 AND period_s = ?2`},
+		{&w.rev, `INSERT INTO history_revisions (series_id, period_s, revisions, updated_at, previous_value)
+VALUES (?1, ?2, 1, ?3, ?4)
+ON CONFLICT (series_id, period_s) DO UPDATE SET
+    revisions = revisions + 1,
+    updated_at = excluded.updated_at,
+    previous_value = excluded.previous_value`},
+	} {
+		st, err := t.PrepareContext(ctx, p.sql)
+		if err != nil {
+			w.close()
+			return nil, fmt.Errorf("prepare: %w", err)
+		}
+		*p.dst = st
+	}
+	return w, nil
+}
+
+func (w *historyWriter) close() {
+	for _, st := range []*sql.Stmt{w.findSeries, w.addSeries, w.ins, w.read, w.upd, w.rev} {
+		if st != nil {
+			_ = st.Close()
+		}
+	}
+}
+
+// seriesID finds or creates the series of metric.
+func (w *historyWriter) seriesID(ctx context.Context, metric string) (int64, error) {
+	if id, ok := w.series[metric]; ok {
+		return id, nil
+	}
+	var id int64
+	err := w.findSeries.QueryRowContext(ctx, w.device, w.res, metric).Scan(&id)
+	if err == sql.ErrNoRows {
+		r, ierr := w.addSeries.ExecContext(ctx, w.device, w.res, metric)
+		if ierr != nil {
+			return 0, fmt.Errorf("add series: %w", ierr)
+		}
+		id, err = r.LastInsertId()
+	}
+	if err != nil {
+		return 0, fmt.Errorf("find series: %w", err)
+	}
+	w.series[metric] = id
+	return id, nil
+}
+
+// put stores one value: inserted when new, updated (and a revision
+// recorded) when Tibber changed it, nothing when it is the same (0 and -0
+// are the same).
+func (w *historyWriter) put(ctx context.Context, metric string, periodS int64, offset int, v float64) (change, error) {
+	sid, err := w.seriesID(ctx, metric)
+	if err != nil {
+		return unchanged, err
+	}
+	r, err := w.ins.ExecContext(ctx, sid, periodS, offset, v, w.writeID)
+	if err != nil {
+		return unchanged, fmt.Errorf("insert: %w", err)
+	}
+	if n, _ := r.RowsAffected(); n > 0 {
+		w.wrote = true
+		return inserted, nil
+	}
+	var (
+		old       float64
+		oldOffset int
+	)
+	if err := w.read.QueryRowContext(ctx, sid, periodS).Scan(&old, &oldOffset); err != nil {
+		return unchanged, fmt.Errorf("read stored value: %w", err)
+	}
+	if old == v && oldOffset == offset {
+		return unchanged, nil
+	}
+	if _, err := w.upd.ExecContext(ctx, sid, periodS, v, offset); err != nil {
+		return unchanged, fmt.Errorf("update: %w", err)
+	}
+	if _, err := w.rev.ExecContext(ctx, sid, periodS, w.tx.now.UnixMilli(), old); err != nil {
+		return unchanged, fmt.Errorf("record revision: %w", err)
+	}
+	return updated, nil
+}
+
+// finish creates the write row the new values point at, if there are any.
+func (w *historyWriter) finish(ctx context.Context) error {
+	if !w.wrote {
+		return nil
+	}
+	if _, err := w.tx.ExecContext(ctx, `INSERT INTO history_writes (id, written_at) VALUES (?1, ?2)`,
+		w.writeID, w.tx.now.UnixMilli()); err != nil {
+		return fmt.Errorf("record write: %w", err)
+	}
+	return nil
 }

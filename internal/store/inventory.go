@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/tibbersync/tibbersync/internal/model"
@@ -19,10 +20,11 @@ import (
 const SeenRefresh = time.Hour
 
 // SaveInventory writes a homes/devices batch and its run in one BEGIN
-// IMMEDIATE transaction (R14) and returns the run as stored: its ID and
-// RowsWritten are set to the number of data rows inserted or updated (the run
-// row itself not counted). Re-running the same batch writes only a new run
-// row.
+// IMMEDIATE transaction (R14) and returns the run as stored: its ID set, and
+// the number of data rows this transaction inserted or updated (the run row
+// itself not counted) added to run.RowsWritten, which counts what the run's
+// SaveHomeInventory transactions wrote before. Re-running the same batch
+// writes only a new run row.
 func (db *DB) SaveInventory(ctx context.Context, run model.Run, b model.InventoryBatch) (model.Run, error) {
 	tx, err := db.begin(ctx)
 	if err != nil {
@@ -58,18 +60,18 @@ func (db *DB) SaveInventory(ctx context.Context, run model.Run, b model.Inventor
 	if len(b.GrantedScopes) == 0 {
 		// Granted scopes unknown (the token response named none): a device
 		// of a category proves its scope granted; nothing proves one missing.
-		if err := saveSeenCategories(ctx, tx, b.Details); err != nil {
+		if err := saveSeenCategories(ctx, tx, seenCategories(b)); err != nil {
 			return run, fmt.Errorf("save inventory: category access: %w", err)
 		}
 	}
-	if err := saveRefusedCategories(ctx, tx, b.ScopeRefused, b.Details); err != nil {
+	if err := saveRefusedCategories(ctx, tx, b.ScopeRefused, seenCategories(b)); err != nil {
 		return run, fmt.Errorf("save inventory: category access: %w", err)
 	}
 	after, err := totalChanges(ctx, tx)
 	if err != nil {
 		return run, fmt.Errorf("save inventory: %w", err)
 	}
-	run.RowsWritten = int(after - before - tx.uncounted)
+	run.RowsWritten += int(after - before - tx.uncounted)
 	// The run's duration includes this save.
 	if now := db.clock.Now(); now.After(run.FinishedAt) {
 		run.FinishedAt = now
@@ -85,12 +87,54 @@ func (db *DB) SaveInventory(ctx context.Context, run model.Run, b model.Inventor
 	return run, nil
 }
 
+// SaveHomeInventory writes one home's part of a homes or devices cycle in
+// one BEGIN IMMEDIATE transaction (R14): b.Homes (that home, upserted;
+// no other home is marked removed), b.HomeDevices (normally one home's
+// complete device list: links refreshed, devices it no longer lists
+// unlinked) and b.Details (devices fetched through that home: capability
+// values, state and snapshots, change-only). It writes no run row and
+// leaves the complete homes list, removed devices and category access to
+// the run's closing SaveInventory. It returns the data rows written.
+func (db *DB) SaveHomeInventory(ctx context.Context, b model.InventoryBatch) (int, error) {
+	tx, err := db.begin(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("save home inventory: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	before, err := totalChanges(ctx, tx)
+	if err != nil {
+		return 0, fmt.Errorf("save home inventory: %w", err)
+	}
+	obs := b.ObservedAt.UTC()
+	if b.ObservedAt.IsZero() {
+		obs = tx.now
+	}
+	if _, err := upsertHomes(ctx, tx, obs, b.Homes); err != nil {
+		return 0, fmt.Errorf("save home inventory: homes: %w", err)
+	}
+	if err := saveHomeDevices(ctx, tx, obs, b.HomeDevices); err != nil {
+		return 0, fmt.Errorf("save home inventory: devices: %w", err)
+	}
+	if err := saveDetails(ctx, tx, obs, b.Details); err != nil {
+		return 0, fmt.Errorf("save home inventory: details: %w", err)
+	}
+	after, err := totalChanges(ctx, tx)
+	if err != nil {
+		return 0, fmt.Errorf("save home inventory: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("save home inventory: commit: %w", err)
+	}
+	return int(after - before - tx.uncounted), nil
+}
+
 // totalChanges is SQLite's count of rows the connection has inserted,
-// updated or deleted so far; the difference over a transaction is exactly
-// the rows it wrote (no-op upserts do not count).
+// updated or deleted so far, less the changes the row-count triggers made
+// to counters (see counters.go); the difference over a transaction is
+// exactly the rows it wrote (no-op upserts do not count).
 func totalChanges(ctx context.Context, tx *tx) (int64, error) {
 	var n int64
-	if err := tx.QueryRowContext(ctx, `SELECT total_changes()`).Scan(&n); err != nil {
+	if err := tx.QueryRowContext(ctx, `SELECT total_changes() - (`+triggerChangesSQL+`)`).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count changes: %w", err)
 	}
 	return n, nil
@@ -100,28 +144,9 @@ func saveHomes(ctx context.Context, tx *tx, obs time.Time, homes []model.Home) e
 	if homes == nil {
 		return nil
 	}
-	stmt, err := tx.PrepareContext(ctx, `INSERT INTO homes (id, name, first_seen_at, last_seen_at)
-VALUES (?1, ?2, ?3, ?3)
-ON CONFLICT (id) DO UPDATE SET
-    name = excluded.name,
-    last_seen_at = max(homes.last_seen_at, excluded.last_seen_at),
-    removed_at = NULL
-WHERE homes.name IS NOT excluded.name
-   OR homes.removed_at IS NOT NULL
-   OR excluded.last_seen_at - homes.last_seen_at >= ?4`)
+	ids, err := upsertHomes(ctx, tx, obs, homes)
 	if err != nil {
 		return err
-	}
-	defer func() { _ = stmt.Close() }()
-	ids := make([]string, 0, len(homes))
-	for _, h := range homes {
-		if h.ID == "" {
-			continue
-		}
-		if _, err := stmt.ExecContext(ctx, h.ID, h.Name, obs.UnixMilli(), SeenRefresh.Milliseconds()); err != nil {
-			return fmt.Errorf("upsert home %q: %w", h.ID, err)
-		}
-		ids = append(ids, h.ID)
 	}
 	// The list is complete: a home missing from it is gone (kept, marked).
 	if _, err := tx.ExecContext(ctx, `UPDATE homes SET removed_at = ?1
@@ -134,6 +159,34 @@ WHERE removed_at IS NULL AND home_id IN (SELECT id FROM homes WHERE removed_at I
 		return fmt.Errorf("mark links of removed homes: %w", err)
 	}
 	return nil
+}
+
+// upsertHomes inserts or refreshes homes (change-only) and returns their ids.
+func upsertHomes(ctx context.Context, tx *tx, obs time.Time, homes []model.Home) ([]string, error) {
+	stmt, err := tx.PrepareContext(ctx, `INSERT INTO homes (id, name, first_seen_at, last_seen_at)
+VALUES (?1, ?2, ?3, ?3)
+ON CONFLICT (id) DO UPDATE SET
+    name = excluded.name,
+    last_seen_at = max(homes.last_seen_at, excluded.last_seen_at),
+    removed_at = NULL
+WHERE homes.name IS NOT excluded.name
+   OR homes.removed_at IS NOT NULL
+   OR excluded.last_seen_at - homes.last_seen_at >= ?4`)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = stmt.Close() }()
+	ids := make([]string, 0, len(homes))
+	for _, h := range homes {
+		if h.ID == "" {
+			continue
+		}
+		if _, err := stmt.ExecContext(ctx, h.ID, h.Name, obs.UnixMilli(), SeenRefresh.Milliseconds()); err != nil {
+			return nil, fmt.Errorf("upsert home %q: %w", h.ID, err)
+		}
+		ids = append(ids, h.ID)
+	}
+	return ids, nil
 }
 
 // upsertDeviceSQL inserts or refreshes a device from a home's device list,
@@ -291,33 +344,50 @@ WHERE category_access.granted IS NOT excluded.granted OR category_access.scope I
 	return nil
 }
 
-// saveSeenCategories marks the categories of devs as granted.
-func saveSeenCategories(ctx context.Context, tx *tx, devs []model.Device) error {
-	for _, d := range devs {
-		scope, ok := model.CategoryScopes[d.Category]
+// seenCategories are the categories of b's details and b.SeenCategories
+// (details a run saved per home), each once.
+func seenCategories(b model.InventoryBatch) []model.Category {
+	var out []model.Category
+	for _, d := range b.Details {
+		if !slices.Contains(out, d.Category) {
+			out = append(out, d.Category)
+		}
+	}
+	for _, c := range b.SeenCategories {
+		if !slices.Contains(out, c) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// saveSeenCategories marks cats as granted.
+func saveSeenCategories(ctx context.Context, tx *tx, cats []model.Category) error {
+	for _, c := range cats {
+		scope, ok := model.CategoryScopes[c]
 		if !ok || scope == "" {
 			continue
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO category_access (category, scope, granted, updated_at)
 VALUES (?1, ?2, 1, ?3)
 ON CONFLICT (category) DO UPDATE SET scope = excluded.scope, granted = 1, updated_at = excluded.updated_at
-WHERE category_access.granted IS NOT 1`, string(d.Category), scope, tx.now.UnixMilli()); err != nil {
-			return fmt.Errorf("upsert %s: %w", d.Category, err)
+WHERE category_access.granted IS NOT 1`, string(c), scope, tx.now.UnixMilli()); err != nil {
+			return fmt.Errorf("upsert %s: %w", c, err)
 		}
 	}
 	return nil
 }
 
 // saveRefusedCategories marks as not granted the stored category of each
-// device the API refused with 403, unless one of details (fetched in the
-// same batch) is of that category: a success proves the scope granted.
-func saveRefusedCategories(ctx context.Context, tx *tx, refused []string, details []model.Device) error {
+// device the API refused with 403, unless a detail of that category was
+// fetched in the same run (seen): a success proves the scope granted.
+func saveRefusedCategories(ctx context.Context, tx *tx, refused []string, seen []model.Category) error {
 	if len(refused) == 0 {
 		return nil
 	}
 	proven := map[model.Category]bool{}
-	for _, d := range details {
-		proven[d.Category] = true
+	for _, c := range seen {
+		proven[c] = true
 	}
 	access := map[model.Category]bool{}
 	for _, id := range refused {

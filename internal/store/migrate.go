@@ -64,6 +64,11 @@ func SchemaVersion() int {
 // each in its own transaction, and refuses a database written by a newer
 // binary.
 func (db *DB) migrate(ctx context.Context) error {
+	return db.migrateTo(ctx, 0)
+}
+
+// migrateTo is migrate stopping after version upTo (0: all).
+func (db *DB) migrateTo(ctx context.Context, upTo int) error {
 	ms, err := loadMigrations()
 	if err != nil {
 		return fmt.Errorf("load migrations: %w", err)
@@ -83,6 +88,9 @@ func (db *DB) migrate(ctx context.Context) error {
 		return fmt.Errorf("data.db schema version %d is newer than this binary's %d: upgrade tibbersync", newest, known)
 	}
 	for _, m := range ms {
+		if upTo > 0 && m.version > upTo {
+			break
+		}
 		if err := db.applyMigration(ctx, m); err != nil {
 			return fmt.Errorf("migration %s: %w", m.name, err)
 		}

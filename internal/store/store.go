@@ -49,6 +49,13 @@ type Options struct {
 	// WALWarnBytes is the -wal size above which Checkpoint warns (once per
 	// episode). Default DefaultWALWarnBytes.
 	WALWarnBytes int64
+	// ConvertProgress, when set, receives the progress of the one-off
+	// conversion of history to the compact layout that Open runs on a
+	// data.db written by an older release (TerminalProgress prints it).
+	ConvertProgress func(ConvertProgress)
+	// ConvertBatch is how many history rows one conversion transaction
+	// moves. Default DefaultConvertBatch.
+	ConvertBatch int
 }
 
 // DefaultWALWarnBytes is the -wal size that means a reader is holding a
@@ -93,6 +100,16 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 		return nil, fmt.Errorf("open data db %q: %w", path, err)
 	}
 	if err := db.migrate(ctx); err != nil {
+		_ = db.sql.Close()
+		return nil, fmt.Errorf("open data db %q: %w", path, err)
+	}
+	// The counters only spare the status surfaces a count(*): a table they
+	// cannot be set up for (a damaged page, found by the health checks) is
+	// counted on each read instead, and the file still opens.
+	if err := db.ensureCounters(ctx); err != nil {
+		db.log.Warn("row counters not set up; status pages count those tables", "err", err)
+	}
+	if err := db.convertLegacyHistory(ctx, opts.ConvertBatch, opts.ConvertProgress); err != nil {
 		_ = db.sql.Close()
 		return nil, fmt.Errorf("open data db %q: %w", path, err)
 	}
@@ -216,6 +233,7 @@ func wantPragmas(readOnly bool, synchronous string) []pragmaWant {
 		{"synchronous", sync},
 		{"foreign_keys", "1"},
 		{"temp_store", "2"},
+		{"cache_size", strconv.Itoa(CachePages)},
 	}
 	if !readOnly {
 		// A reader reports whatever mode the file is in (a backup copy is

@@ -24,7 +24,7 @@ func TestBuildDSN(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := "file:/var/lib/tibbersync/data.db?_busy_timeout=10000&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)" +
-		"&_pragma=foreign_keys(1)&_pragma=temp_store(MEMORY)&_pragma=journal_size_limit(67108864)&_txlock=immediate"
+		"&_pragma=foreign_keys(1)&_pragma=temp_store(MEMORY)&_pragma=cache_size(256)&_pragma=journal_size_limit(67108864)&_txlock=immediate"
 	if got != want {
 		t.Fatalf("writer DSN\n got %s\nwant %s", got, want)
 	}

@@ -224,14 +224,16 @@ LIMIT 1`, name).Scan(&started, &finished, &status, &runErr, &j.LastRequests, &j.
 		if err := summaryRunning(ctx, tx, &j); err != nil {
 			return err
 		}
-		if err := tx.QueryRowContext(ctx, `SELECT coalesce(sum(rows_written), 0) FROM sync_runs WHERE job = ?1`, name).
-			Scan(&j.RowsWrittenTotal); err != nil {
+		if j.RowsWrittenTotal, err = rowsWrittenTotal(ctx, tx, name); err != nil {
 			return fmt.Errorf("job %s rows written: %w", name, err)
 		}
 		if j.LastSuccessAt.IsZero() {
+			// The newest ok run, walking sync_runs_by_job backwards; a job
+			// whose last success is unknown has few runs.
 			var ok sql.NullInt64
-			if err := tx.QueryRowContext(ctx, `SELECT max(finished_at) FROM sync_runs WHERE job = ?1 AND status IN ('ok', 'partial')`, name).
-				Scan(&ok); err != nil {
+			err := tx.QueryRowContext(ctx, `SELECT finished_at FROM sync_runs WHERE job = ?1 AND status IN ('ok', 'partial')
+ORDER BY started_at DESC LIMIT 1`, name).Scan(&ok)
+			if err != nil && err != sql.ErrNoRows {
 				return fmt.Errorf("job %s last success: %w", name, err)
 			}
 			j.LastSuccessAt = fromMS(ok)
@@ -250,11 +252,13 @@ func summaryRunning(ctx context.Context, tx *sql.Tx, j *model.JobSummary) error 
 		requests int
 		rows     int
 	)
+	// Only the job's newest run can be in progress (a job never runs twice
+	// at once, and a dead process's row is closed at the next start), so
+	// this reads one index entry, not every run of the job.
 	err := tx.QueryRowContext(ctx, `SELECT started_at, progress, requests, rows_written
-FROM sync_runs
-WHERE job = ?1 AND status = 'running'
-ORDER BY started_at DESC, id DESC
-LIMIT 1`, j.Job).Scan(&started, &progress, &requests, &rows)
+FROM (SELECT started_at, progress, requests, rows_written, status
+      FROM sync_runs WHERE job = ?1 ORDER BY started_at DESC, id DESC LIMIT 1)
+WHERE status = 'running'`, j.Job).Scan(&started, &progress, &requests, &rows)
 	switch {
 	case err == sql.ErrNoRows:
 		return nil
@@ -281,33 +285,53 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// summaryTables counts the rows of every table in the schema.
+// summaryTables reports the rows of every table in the schema from the
+// counters the write transactions keep (O(1) in the table sizes), plus
+// device_history, the view over history_values. Only a table without a
+// counter (a file opened read-only that no writer of this release has
+// opened yet) is counted.
 func summaryTables(ctx context.Context, tx *sql.Tx, s *model.Summary) error {
-	rows, err := tx.QueryContext(ctx, `SELECT name FROM sqlite_master
+	rows, err := tx.QueryContext(ctx, `SELECT t.name, i.value - d.value FROM sqlite_master AS t
+LEFT JOIN counters AS i ON i.name = 'inserted:' || t.name
+LEFT JOIN counters AS d ON d.name = 'deleted:' || t.name
+WHERE t.type = 'table' AND t.name NOT LIKE 'sqlite\_%' ESCAPE '\' ORDER BY t.name`)
+	if err != nil && strings.Contains(err.Error(), "no such table: counters") {
+		rows, err = tx.QueryContext(ctx, `SELECT name, NULL FROM sqlite_master
 WHERE type = 'table' AND name NOT LIKE 'sqlite\_%' ESCAPE '\' ORDER BY name`)
+	}
 	if err != nil {
 		return fmt.Errorf("list tables: %w", err)
 	}
-	var names []string
+	var uncounted []string
 	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
+		var (
+			n string
+			c sql.NullInt64
+		)
+		if err := rows.Scan(&n, &c); err != nil {
 			_ = rows.Close()
 			return fmt.Errorf("list tables: %w", err)
 		}
-		names = append(names, n)
+		if c.Valid {
+			s.Tables[n] = c.Int64
+		} else {
+			uncounted = append(uncounted, n)
+		}
 	}
 	_ = rows.Close()
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("list tables: %w", err)
 	}
-	for _, n := range names {
+	for _, n := range uncounted {
 		var c int64
 		// n comes from sqlite_master; quoting keeps any name a single identifier.
-		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM "`+strings.ReplaceAll(n, `"`, `""`)+`"`).Scan(&c); err != nil {
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM `+quoteIdent(n)).Scan(&c); err != nil {
 			return fmt.Errorf("count %s: %w", n, err)
 		}
 		s.Tables[n] = c
+	}
+	if c, ok := s.Tables["history_values"]; ok {
+		s.Tables["device_history"] = c
 	}
 	return nil
 }
@@ -447,4 +471,22 @@ ORDER BY observed_at, id`, sr.DeviceID, capabilityID, sinceMS)
 		}
 	}
 	return kept, nil
+}
+
+// rowsWrittenTotal is the sum of sync_runs.rows_written of job, from the
+// counter the sync_runs triggers keep; summed only on a file without it.
+func rowsWrittenTotal(ctx context.Context, tx *sql.Tx, job string) (int64, error) {
+	var n sql.NullInt64
+	err := tx.QueryRowContext(ctx, `SELECT value FROM counters WHERE name = 'rows_written:' || ?1`, job).Scan(&n)
+	switch {
+	case err == nil:
+		return n.Int64, nil
+	case err == sql.ErrNoRows:
+		// No run of job was recorded since the counters exist: none at all.
+		return 0, nil
+	case strings.Contains(err.Error(), "no such table: counters"):
+		err = tx.QueryRowContext(ctx, `SELECT coalesce(sum(rows_written), 0) FROM sync_runs WHERE job = ?1`, job).Scan(&n)
+		return n.Int64, err
+	}
+	return 0, err
 }
