@@ -448,6 +448,13 @@ func (d *Daemon) buildComponents() error {
 	var st jobs.Store = d.data
 	if o.WrapStore != nil {
 		st = o.WrapStore(st)
+		// A wrapper that embeds jobs.Store hides data.db's RunTracker:
+		// without it a run writes no "running" row, and a devices run's
+		// per-home commits would exist without their run after a crash.
+		// Keep the product's run rows whatever the wrapper forwards.
+		if _, ok := st.(jobs.RunTracker); !ok {
+			st = trackedStore{Store: st, RunTracker: d.data}
+		}
 	}
 	d.syncer = &jobs.Syncer{
 		API:                api,
@@ -665,3 +672,9 @@ func transportOf(c *http.Client) http.RoundTripper {
 
 // Unlimited is the RateLimit of a test that must not wait for the limiter.
 var Unlimited = math.Inf(1)
+
+// trackedStore is a wrapped jobs.Store with data.db's run tracking.
+type trackedStore struct {
+	jobs.Store
+	jobs.RunTracker
+}
