@@ -460,8 +460,11 @@ func (p *pipeline) list(h *homeState) {
 	for i := range h.targets {
 		p.push(func() { p.detail(h, i) })
 	}
+	// Read under the lock: once the details are queued, the home's last
+	// detail hands it to the saver, which clears h.targets.
+	noDetails := len(h.targets) == 0
 	p.mu.Unlock()
-	if len(h.targets) == 0 {
+	if noDetails {
 		p.saves <- h
 	}
 }
