@@ -24,6 +24,7 @@ import (
 	"github.com/tibbersync/tibbersync/internal/control"
 	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/simulator"
+	"github.com/tibbersync/tibbersync/internal/testutil"
 )
 
 // The service user of the test: nobody/nogroup exist on every Debian.
@@ -155,12 +156,10 @@ func TestPackagedDaemonHeadlessSetup(t *testing.T) {
 		}
 	}
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	webAddr := ln.Addr().String()
-	_, port, _ := net.SplitHostPort(webAddr)
+	// The web socket, held by the test and passed to the daemon the way a
+	// systemd socket unit would.
+	web := testutil.NewSocket(t)
+	webAddr, port := web.Addr, web.PortString()
 	redirect := "http://localhost:" + port + "/callback"
 	sim := simulator.New(simulator.Options{Seed: 12, RedirectURIs: []string{redirect}, AutoConsent: true, HistoryDays: 2})
 	t.Cleanup(sim.Close)
@@ -229,7 +228,7 @@ func TestPackagedDaemonHeadlessSetup(t *testing.T) {
 	daemon.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: svcUID, Gid: svcGID, Groups: []uint32{}}}
 	var dlog syncBuf
 	daemon.Stdout, daemon.Stderr = &dlog, &dlog
-	ln.Close() // the daemon binds the web port now
+	web.Activate(daemon)
 	if err := daemon.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,7 @@ import (
 // validation error is a configuration error (78): restarting cannot fix
 // it. The message names one bad key per line; nothing is written.
 func loadConfig(g globalFlags, env *environment) (config.Config, error) {
-	cfg, err := config.Load(g.ConfigPath, env.environ)
+	cfg, err := config.LoadAt(g.ConfigPath, env.environ, env.configLocations())
 	if err != nil {
 		return cfg, withCode(exitConfig, err)
 	}

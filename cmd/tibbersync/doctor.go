@@ -28,14 +28,15 @@ func cmdDoctor(ctx context.Context, g globalFlags, args []string, env *environme
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
+	loc := env.configLocations()
 	path := g.ConfigPath
 	if path == "" {
-		path = config.SystemPath
+		path = loc.System
 		if _, err := os.Stat(path); err != nil {
-			path = config.LocalPath
+			path = loc.Local
 		}
 	}
-	cfg, cfgErr := config.Load(g.ConfigPath, env.environ)
+	cfg, cfgErr := config.LoadAt(g.ConfigPath, env.environ, loc)
 	o := doctor.Options{
 		Config:       cfg,
 		ConfigPath:   path,

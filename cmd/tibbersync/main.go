@@ -8,14 +8,17 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
 
 	"github.com/tibbersync/tibbersync/internal/auth"
+	"github.com/tibbersync/tibbersync/internal/config"
 	"github.com/tibbersync/tibbersync/internal/daemon"
 	"github.com/tibbersync/tibbersync/internal/logging"
+	"github.com/tibbersync/tibbersync/internal/sdnotify"
 )
 
 func main() {
@@ -31,7 +34,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "tibbersync: second signal, exiting now")
 		os.Exit(exitError)
 	}()
-	env := &environment{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, environ: os.Environ()}
+	env := &environment{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, environ: os.Environ(),
+		inherited: func() ([]net.Listener, error) { return sdnotify.Listeners(os.Environ(), os.Getpid()) }}
 	code := runMain(ctx, os.Args[1:], env)
 	signal.Stop(sigs)
 	cancel()
@@ -114,6 +118,19 @@ type environment struct {
 	stdout  io.Writer
 	stderr  io.Writer
 	environ []string
+	// inherited returns the sockets passed by socket activation
+	// (LISTEN_FDS); only `run` asks. nil: none.
+	inherited func() ([]net.Listener, error)
+	// locations replaces the default config search and state directory
+	// (tests); the zero value means config.DefaultLocations.
+	locations config.Locations
+}
+
+func (env *environment) configLocations() config.Locations {
+	if env.locations == (config.Locations{}) {
+		return config.DefaultLocations()
+	}
+	return env.locations
 }
 
 var usage = `tibbersync keeps a local SQLite copy of your Tibber Data API data.

@@ -45,16 +45,6 @@ func testCtx(t *testing.T, d time.Duration) context.Context {
 	return ctx
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // fixture is a simulator on loopback and a config file pointing at it.
 type fixture struct {
 	sim     *simulator.Simulator
@@ -62,7 +52,20 @@ type fixture struct {
 	dir     string
 	cfgPath string
 	port    int
+	sock    *testutil.Socket // the web socket, held for the whole test
 	environ []string
+}
+
+// runEnv is the environment of an in-process `run` whose web server serves
+// the fixture's socket, handed over as systemd's socket activation does.
+func (f *fixture) runEnv(out io.Writer) *environment {
+	return withSocket(&environment{stdin: strings.NewReader(""), stdout: out, stderr: out, environ: f.environ}, f.sock)
+}
+
+// withSocket passes a new descriptor of sock to env's `run`.
+func withSocket(env *environment, sock *testutil.Socket) *environment {
+	env.inherited = func() ([]net.Listener, error) { return []net.Listener{sock.Listener()}, nil }
+	return env
 }
 
 func newFixture(t *testing.T, mutate func(*simulator.Options)) *fixture {
@@ -74,7 +77,8 @@ func newFixture(t *testing.T, mutate func(*simulator.Options)) *fixture {
 // hold or observe requests).
 func newFixtureWrapped(t *testing.T, mutate func(*simulator.Options), wrap func(http.Handler) http.Handler) *fixture {
 	t.Helper()
-	f := &fixture{dir: t.TempDir(), port: freePort(t)}
+	f := &fixture{dir: t.TempDir(), sock: testutil.NewSocket(t)}
+	f.port = f.sock.Port
 	redirect := fmt.Sprintf("http://localhost:%d/callback", f.port)
 	opts := simulator.Options{Seed: 7, RedirectURIs: []string{redirect}, PageSize: 48}
 	if mutate != nil {
@@ -224,7 +228,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		env := &environment{stdin: strings.NewReader(""), stdout: &runErr, stderr: &runErr, environ: f.environ}
+		env := f.runEnv(&runErr)
 		runCode = runMain(runCtx, []string{"-c", f.cfgPath, "run"}, env)
 	}()
 	base := fmt.Sprintf("http://127.0.0.1:%d", f.port)
@@ -387,7 +391,8 @@ func walkConsent(ctx context.Context, base string) error {
 // configure, instead of exiting.
 func TestRunWithoutClientServesSetupInstructions(t *testing.T) {
 	dir := t.TempDir()
-	port := freePort(t)
+	sock := testutil.NewSocket(t)
+	port := sock.Port
 	cfg := filepath.Join(dir, "config.toml")
 	body := fmt.Sprintf("[storage]\ndir = %q\n[web]\nlisten = \"127.0.0.1:%d\"\n[tibber]\nredirect_url = \"http://localhost:%d/callback\"\n", filepath.Join(dir, "state"), port, port)
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
@@ -398,7 +403,7 @@ func TestRunWithoutClientServesSetupInstructions(t *testing.T) {
 	done := make(chan int, 1)
 	var logs syncBuffer
 	go func() {
-		env := &environment{stdin: strings.NewReader(""), stdout: &logs, stderr: &logs, environ: []string{"PATH=" + os.Getenv("PATH")}}
+		env := withSocket(&environment{stdin: strings.NewReader(""), stdout: &logs, stderr: &logs, environ: []string{"PATH=" + os.Getenv("PATH")}}, sock)
 		done <- runMain(runCtx, []string{"-c", cfg, "run"}, env)
 	}()
 	var page string

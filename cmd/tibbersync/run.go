@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 
@@ -30,7 +31,38 @@ func cmdRun(ctx context.Context, g globalFlags, args []string, env *environment)
 		file = "none (built-in defaults and TIBBERSYNC_* environment)"
 	}
 	log.Info("configuration", "file", file, "storage_dir", cfg.Storage.Dir)
-	return serve(ctx, cfg, log, env, daemon.Options{}, nil)
+	ln, err := inheritedListener(env)
+	if err != nil {
+		return withCode(exitConfig, fmt.Errorf("tibbersync run: %w", err))
+	}
+	if ln != nil {
+		// The socket systemd (or a test) bound and passed: it replaces
+		// [web].listen, also for the redirect check and the setup URL.
+		if addr := ln.Addr().String(); addr != cfg.Web.Listen {
+			log.Info("web: serving on the socket passed by socket activation instead of [web].listen", "address", addr, "configured", cfg.Web.Listen)
+			cfg.Web.Listen = addr
+		}
+	}
+	return serve(ctx, cfg, log, env, daemon.Options{Listener: ln}, nil)
+}
+
+// inheritedListener returns the one socket passed by socket activation
+// (systemd's LISTEN_FDS), or nil when none was passed.
+func inheritedListener(env *environment) (net.Listener, error) {
+	if env.inherited == nil {
+		return nil, nil
+	}
+	lns, err := env.inherited()
+	if err != nil || len(lns) <= 1 {
+		if len(lns) == 1 {
+			return lns[0], nil
+		}
+		return nil, err
+	}
+	for _, ln := range lns {
+		ln.Close()
+	}
+	return nil, fmt.Errorf("socket activation passed %d sockets; tibbersync serves one (its web page): give the socket unit one ListenStream=", len(lns))
 }
 
 // checkStateDir refuses to start with no config file at all when the
@@ -50,9 +82,10 @@ func checkStateDir(cfg config.Config, env *environment) error {
 	if _, err := os.Stat(cfg.Storage.Dir); !errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
+	loc := env.configLocations()
 	return withCode(exitConfig, fmt.Errorf("tibbersync run: no config file (-c FILE, %s or ./%s) and the default storage directory %s does not exist; "+
 		"refusing to create it from built-in defaults: pass -c FILE (see config.example.toml), set TIBBERSYNC_STORAGE_DIR, or create the directory "+
-		"(the systemd unit's StateDirectory= does)", config.SystemPath, config.LocalPath, cfg.Storage.Dir))
+		"(the systemd unit's StateDirectory= does)", loc.System, loc.Local, cfg.Storage.Dir))
 }
 
 // serve opens the daemon as a service (lock, metrics, sd_notify) and runs

@@ -2,13 +2,17 @@ package main
 
 import (
 	"encoding/json"
-	"fmt"
+	"errors"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tibbersync/tibbersync/internal/config"
+	"github.com/tibbersync/tibbersync/internal/testutil"
 )
 
 // TestFlagsAfterPositionalArguments: the usage lines put flags after the
@@ -75,12 +79,7 @@ func TestStatusTimesCarryTheirZone(t *testing.T) {
 
 // TestBindErrorHasOnePrefix: a taken port is reported once, plainly.
 func TestBindErrorHasOnePrefix(t *testing.T) {
-	f := newFixture(t, nil)
-	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", f.port))
-	if err != nil {
-		t.Skipf("cannot take the port first: %v", err)
-	}
-	defer ln.Close()
+	f := newFixture(t, nil) // its socket holds [web].listen's port
 	code, _, errOut := runCmd(t, testCtx(t, 30*time.Second), f.environ, "", "run", "-c", f.cfgPath)
 	if code == 0 || !strings.Contains(errOut, "listen on") || strings.Contains(errOut, "web: web:") {
 		t.Fatalf("run on a taken port: exit %d, stderr %q", code, errOut)
@@ -91,19 +90,41 @@ func TestBindErrorHasOnePrefix(t *testing.T) {
 // no storage directory in the environment refuses, naming what to do,
 // instead of silently creating the default state directory.
 func TestRunWithoutConfigDoesNotCreateStateDir(t *testing.T) {
-	if _, err := os.Stat("/var/lib/tibbersync"); err == nil {
-		t.Skip("/var/lib/tibbersync exists on this machine")
+	// The installation's default places, moved under a temporary root so
+	// that what this machine has in /etc and /var/lib does not matter.
+	root := t.TempDir()
+	loc := config.Locations{
+		System:   filepath.Join(root, "etc/tibbersync/config.toml"),
+		Local:    filepath.Join(root, "cwd/config.toml"),
+		StateDir: filepath.Join(root, "var/lib/tibbersync"),
 	}
-	if _, err := os.Stat("/etc/tibbersync/config.toml"); err == nil {
-		t.Skip("/etc/tibbersync/config.toml exists on this machine")
-	}
-	t.Chdir(t.TempDir()) // no ./config.toml
-	code, _, errOut := runCmd(t, testCtx(t, 30*time.Second), []string{"PATH=" + os.Getenv("PATH")}, "", "run")
-	if code != exitConfig || !strings.Contains(errOut, "no config file") || !strings.Contains(errOut, "/var/lib/tibbersync") {
+	var out syncBuffer
+	env := &environment{stdin: strings.NewReader(""), stdout: &out, stderr: &out, environ: []string{"PATH=" + os.Getenv("PATH")}, locations: loc}
+	code := runMain(testCtx(t, 30*time.Second), []string{"run"}, env)
+	errOut := out.String()
+	if code != exitConfig || !strings.Contains(errOut, "no config file") || !strings.Contains(errOut, loc.StateDir) || !strings.Contains(errOut, loc.System) {
 		t.Fatalf("run without config: exit %d, stderr %q", code, errOut)
 	}
-	if _, err := os.Stat("/var/lib/tibbersync"); err == nil {
-		t.Fatal("run without config created /var/lib/tibbersync")
+	if _, err := os.Stat(loc.StateDir); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("run without config created %s: %v", loc.StateDir, err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "var")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("run without config created a parent of the state dir: %v", err)
+	}
+
+	// The same places with a config file at the system path: it is found
+	// and read (its bad key is named).
+	state := filepath.Join(root, "state")
+	if err := os.MkdirAll(filepath.Dir(loc.System), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(loc.System, []byte("[storage]\ndir = \""+state+"\"\n[schedule]\ndevices = \"nonsense\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out = syncBuffer{}
+	code = runMain(testCtx(t, 30*time.Second), []string{"run"}, env)
+	if code != exitConfig || !strings.Contains(out.String(), "schedule.devices") {
+		t.Fatalf("run with a config at the system path: exit %d, stderr %q (want the file's bad key named)", code, out.String())
 	}
 }
 
@@ -123,5 +144,24 @@ func TestSyncUpdatesJobState(t *testing.T) {
 	}
 	if !st.LastSuccessAt.Equal(r.FinishedAt) || !st.LastRunAt.Equal(r.StartedAt) || st.ConsecutiveFailures != 0 {
 		t.Fatalf("job_state after a sync run: %+v; run %+v", st, r)
+	}
+}
+
+// TestRunRefusesTwoPassedSockets: socket activation with two sockets is a
+// configuration error naming what to fix, and both sockets are closed.
+func TestRunRefusesTwoPassedSockets(t *testing.T) {
+	f := newFixture(t, nil)
+	a, b := testutil.NewSocket(t).Listener(), testutil.NewSocket(t).Listener()
+	var out syncBuffer
+	env := &environment{stdin: strings.NewReader(""), stdout: &out, stderr: &out, environ: f.environ,
+		inherited: func() ([]net.Listener, error) { return []net.Listener{a, b}, nil }}
+	code := runMain(testCtx(t, 30*time.Second), []string{"-c", f.cfgPath, "run"}, env)
+	if code != exitConfig || !strings.Contains(out.String(), "2 sockets") || !strings.Contains(out.String(), "ListenStream=") {
+		t.Fatalf("two passed sockets: exit %d, output %q", code, out.String())
+	}
+	for _, ln := range []net.Listener{a, b} {
+		if _, err := ln.Accept(); !errors.Is(err, net.ErrClosed) {
+			t.Errorf("passed socket %s not closed: %v", ln.Addr(), err)
+		}
 	}
 }

@@ -4,18 +4,16 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/tibbersync/tibbersync/internal/health"
 	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/store"
+	"github.com/tibbersync/tibbersync/internal/testutil"
 )
 
 // makeDataDB creates an authorized-looking data.db of ~400 KiB at dir.
@@ -89,53 +87,28 @@ func TestStatusReportsDamagedDataDB(t *testing.T) {
 // Disk full and a read-only file system are reported by `status`, which
 // used to say healthy.
 func TestStatusReportsFullAndReadOnlyDisk(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("SKIPPED: this storage-fault test needs root to mount a small tmpfs (CI runs it as root)")
-	}
 	f := newFixture(t, nil)
 	state := filepath.Join(f.dir, "state")
 	if err := os.MkdirAll(state, 0o750); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", state).CombinedOutput(); err != nil {
-		t.Skipf("SKIPPED: cannot mount a tmpfs (%v: %s); this storage-fault test did not run", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("umount", "-l", state).Run() })
+	testutil.MountTmpfs(t, state, "size=32m")
 	makeDataDB(t, state)
 	if code, rep, out := statusJSON(t, f); code == statusError || !storageOf(rep).OK {
 		t.Fatalf("fresh state dir: exit %d storage %+v\n%s", code, storageOf(rep), out)
 	}
-	filler, err := os.Create(filepath.Join(state, "filler"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 64<<10)
-	for {
-		if _, err := filler.Write(buf); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatal(err)
-			}
-			break
-		}
-	}
-	_ = filler.Close()
+	filler := testutil.FillDisk(t, state)
 	code, rep, out := statusJSON(t, f)
 	if code != statusError || storageOf(rep).OK || !strings.Contains(out, "disk full") {
 		t.Fatalf("status on a full disk: exit %d, storage %+v\n%s", code, storageOf(rep), out)
 	}
-	_ = os.Remove(filepath.Join(state, "filler"))
+	_ = os.Remove(filler)
 
 	ro := filepath.Join(f.dir, "state-ro")
 	if err := os.MkdirAll(ro, 0o750); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command("mount", "--bind", state, ro).CombinedOutput(); err != nil {
-		t.Skipf("SKIPPED read-only part: %v: %s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("umount", "-l", ro).Run() })
-	if out, err := exec.Command("mount", "-o", "remount,bind,ro", ro).CombinedOutput(); err != nil {
-		t.Skipf("SKIPPED read-only part: %v: %s", err, out)
-	}
+	testutil.BindReadOnly(t, state, ro)
 	cfg, err := os.ReadFile(f.cfgPath)
 	if err != nil {
 		t.Fatal(err)

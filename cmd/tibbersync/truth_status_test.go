@@ -52,7 +52,7 @@ func startDaemon(t *testing.T, ctx context.Context, f *fixture) *daemonProc {
 	runCtx, stop := context.WithCancel(ctx)
 	d := &daemonProc{stop: stop, done: make(chan int, 1), log: &syncBuffer{}}
 	go func() {
-		env := &environment{stdin: strings.NewReader(""), stdout: d.log, stderr: d.log, environ: f.environ}
+		env := f.runEnv(d.log)
 		d.done <- exitCode(runWith(runCtx, []string{"-c", f.cfgPath, "run"}, env))
 	}()
 	base := fmt.Sprintf("http://127.0.0.1:%d", f.port)

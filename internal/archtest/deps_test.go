@@ -30,6 +30,7 @@ var forbidden = map[string]struct {
 	},
 	"secret": {nil, "secret is a leaf"},
 	"clock":  {nil, "clock is a leaf"},
+	"dbfile": {nil, "dbfile is a leaf shared by store and tokenstore"},
 	"jobs": {
 		[]string{"tibber", "store", "auth", "tokenstore", "web", "daemon"},
 		"jobs declares the API, Store and APIError interfaces it needs and never sees the concrete types",

@@ -4,16 +4,14 @@ import (
 	"context"
 	"errors"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/tibbersync/tibbersync/internal/auth"
 	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/simulator"
+	"github.com/tibbersync/tibbersync/internal/testutil"
 	"github.com/tibbersync/tibbersync/internal/tokenstore"
 )
 
@@ -137,59 +135,14 @@ func TestDeletedWALPostponesRefresh(t *testing.T) {
 	}
 }
 
-// mountTmpfs mounts a tmpfs of size bytes at a new directory and unmounts
-// it at the end of the test. It skips, loudly, when that is impossible.
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("SKIPPED: this storage-fault test needs root to mount a small tmpfs (CI runs it as root)")
-	}
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size+",mode=0700", "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("SKIPPED: cannot mount a tmpfs (%v: %s); this storage-fault test did not run", err, strings.TrimSpace(string(out)))
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", "-l", dir).CombinedOutput(); err != nil {
-			t.Logf("umount %s: %v: %s", dir, err, out)
-		}
-	})
-	return dir
-}
-
-// fillDisk writes a file until the file system is full and returns its path.
-func fillDisk(t *testing.T, dir string) string {
-	t.Helper()
-	p := filepath.Join(dir, "filler")
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 64<<10)
-	for {
-		if _, err := f.Write(buf); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatalf("fill: %v", err)
-			}
-			break
-		}
-	}
-	// Top up the last partial block.
-	for {
-		if _, err := f.Write(buf[:512]); err != nil {
-			break
-		}
-	}
-	return p
-}
-
 // The reproduction: the state dir's disk is full when a refresh is
 // due, the daemon restarts after space returns. Before the fix the refresh
 // was sent although the marker could not be written, the rotated token lived
 // only in memory, and the restart presented the rotated-out refresh token:
 // reuse detected, grant revoked, reauth_required.
 func TestFullDiskAtRefreshThenRestartLosesNothing(t *testing.T) {
-	mnt := mountTmpfs(t, "2m")
+	mnt := t.TempDir()
+	testutil.MountTmpfs(t, mnt, "size=2m,mode=0700")
 	e, sim := simEnv(t, simulator.Options{})
 	e.dir = mnt
 	e.store = e.openStore()
@@ -207,7 +160,7 @@ func TestFullDiskAtRefreshThenRestartLosesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	filler := fillDisk(t, mnt)
+	filler := testutil.FillDisk(t, mnt)
 	// Several refresh slots pass on the full disk.
 	for range 3 {
 		e.clk.Advance(time.Hour)

@@ -2,7 +2,6 @@ package browser
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http/httptest"
@@ -40,59 +39,15 @@ const outputDir = "../../test-output/browser"
 // fails) under test-output/browser/. Without Chromium it skips loudly,
 // unless CI is set, where it fails.
 func TestSetupFlowInChromium(t *testing.T) {
-	if _, err := os.Stat(chromiumPath); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("Chromium is required in CI but %s is missing (%v); .ci/run installs Debian's chromium package", chromiumPath, err)
-		}
-		appendSummary(t, "browser: SKIPPED, no Chromium at "+chromiumPath)
-		t.Skipf("\n%s\n!!! SKIPPED: no Chromium at %s (%v).\n!!! The real-browser setup test did NOT run. Install it with: apt-get install chromium\n%s",
-			strings.Repeat("!", 78), chromiumPath, err, strings.Repeat("!", 78))
-	}
+	requireChromium(t, "setup test")
 	began := time.Now()
-	outDir, err := filepath.Abs(outputDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(outDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, old := range []string{"01-setup.png", "02-consent.png", "03-success.png", "failure.png"} {
-		if err := os.Remove(filepath.Join(outDir, old)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			t.Fatal(err)
-		}
-	}
+	outDir := screenshotDir(t, "01-setup.png", "02-consent.png", "03-success.png", "failure.png")
 
 	env := newSetupEnv(t)
 
 	// The whole browser session, start-up included, is bounded; each step
 	// has its own deadline inside it.
-	sessionCtx, cancelSession := context.WithTimeout(context.Background(), 75*time.Second)
-	defer cancelSession()
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(sessionCtx,
-		append(chromedp.DefaultExecAllocatorOptions[:],
-			chromedp.ExecPath(chromiumPath),
-			chromedp.Headless,
-			chromedp.NoSandbox,
-			chromedp.DisableGPU,
-			chromedp.NoFirstRun,
-			chromedp.Flag("disable-quic", true),
-			chromedp.Flag("disable-background-networking", true),
-			chromedp.Flag("disable-component-update", true),
-			chromedp.Flag("disable-sync", true),
-			chromedp.Flag("disable-dev-shm-usage", true),
-			chromedp.UserDataDir(t.TempDir()),
-			chromedp.WindowSize(1100, 900),
-		)...)
-	defer cancelAlloc()
-	browserCtx, cancelBrowser := chromedp.NewContext(allocCtx)
-	defer cancelBrowser()
-	// The first Do starts the browser; it must run on the browser's own
-	// context (a deadline there would stop the browser).
-	if err := chromedp.Do(browserCtx); err != nil {
-		t.Fatalf("start Chromium: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(browserCtx, 60*time.Second)
-	defer cancel()
+	browserCtx, ctx := startChromium(t, 75*time.Second, 60*time.Second)
 	v, err := cdp.Call(ctx, chromedp.FromContext(ctx).Browser, cdpbrowser.GetVersion, cdp.Empty{})
 	if err != nil {
 		t.Fatalf("browser version: %v", err)

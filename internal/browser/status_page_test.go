@@ -3,14 +3,12 @@ package browser
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -59,52 +57,15 @@ const measureLayout = `(() => {
 // or more. It saves status-desktop.png and status-phone.png under
 // test-output/browser/ (and in docs/ with TIBBERSYNC_UPDATE_SCREENSHOTS=1).
 func TestStatusPageInChromium(t *testing.T) {
-	if _, err := os.Stat(chromiumPath); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("Chromium is required in CI but %s is missing (%v)", chromiumPath, err)
-		}
-		appendSummary(t, "browser: status page SKIPPED, no Chromium at "+chromiumPath)
-		t.Skipf("\n%s\n!!! SKIPPED: no Chromium at %s (%v).\n%s", strings.Repeat("!", 78), chromiumPath, err, strings.Repeat("!", 78))
-	}
+	requireChromium(t, "status page test")
 	began := time.Now()
-	outDir, err := filepath.Abs(outputDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(outDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	names := make([]string, 0, len(docsShots))
 	for name := range docsShots {
-		if err := os.Remove(filepath.Join(outDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			t.Fatal(err)
-		}
+		names = append(names, name)
 	}
+	outDir := screenshotDir(t, names...)
 	pageURL := newSyncedStatusServer(t)
-
-	sessionCtx, cancelSession := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancelSession()
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(sessionCtx,
-		append(chromedp.DefaultExecAllocatorOptions[:],
-			chromedp.ExecPath(chromiumPath),
-			chromedp.Headless,
-			chromedp.NoSandbox,
-			chromedp.DisableGPU,
-			chromedp.NoFirstRun,
-			chromedp.Flag("disable-background-networking", true),
-			chromedp.Flag("disable-component-update", true),
-			chromedp.Flag("disable-sync", true),
-			chromedp.Flag("disable-dev-shm-usage", true),
-			chromedp.UserDataDir(t.TempDir()),
-			chromedp.WindowSize(1100, 900),
-		)...)
-	defer cancelAlloc()
-	browserCtx, cancelBrowser := chromedp.NewContext(allocCtx)
-	defer cancelBrowser()
-	if err := chromedp.Do(browserCtx); err != nil {
-		t.Fatalf("start Chromium: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(browserCtx, 75*time.Second)
-	defer cancel()
+	_, ctx := startChromium(t, 90*time.Second, 75*time.Second)
 
 	shot := func(name string) chromedp.Action[chromedp.Void] {
 		return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {

@@ -110,15 +110,45 @@ func Default() Config {
 // *ValidationError; errors that stop loading early (unreadable or
 // unparsable file) are plain wrapped errors. On error the Config is zero.
 func Load(path string, environ []string) (Config, error) {
-	return load(path, environ, []string{SystemPath, LocalPath})
+	return LoadAt(path, environ, DefaultLocations())
 }
 
-func load(path string, environ []string, search []string) (Config, error) {
+// Locations are the places a bare installation uses: the config files
+// searched when no path is given (System, then Local) and the default
+// storage directory. Tests point them at a temporary directory so that
+// what the machine has under /etc and /var/lib does not matter.
+type Locations struct {
+	System   string
+	Local    string
+	StateDir string
+}
+
+// DefaultLocations are SystemPath, LocalPath and /var/lib/tibbersync.
+func DefaultLocations() Locations {
+	return Locations{System: SystemPath, Local: LocalPath, StateDir: Default().Storage.Dir}
+}
+
+// LoadAt is Load with the default locations replaced by loc.
+func LoadAt(path string, environ []string, loc Locations) (Config, error) {
+	defaults := Default()
+	if loc.StateDir != "" {
+		defaults.Storage.Dir = loc.StateDir
+	}
+	var search []string
+	for _, p := range []string{loc.System, loc.Local} {
+		if p != "" {
+			search = append(search, p)
+		}
+	}
+	return load(path, environ, search, defaults)
+}
+
+func load(path string, environ []string, search []string, defaults Config) (Config, error) {
 	specs := keySpecs()
 	var probs problems
 
 	k := koanf.New(".")
-	if err := k.Load(confmap.Provider(flatValues(Default()), "."), nil); err != nil {
+	if err := k.Load(confmap.Provider(flatValues(defaults), "."), nil); err != nil {
 		return Config{}, fmt.Errorf("%w: load defaults: %w", ErrConfig, err)
 	}
 

@@ -380,3 +380,37 @@ func TestSyntaxError(t *testing.T) {
 		t.Errorf("error %q does not give the line", err)
 	}
 }
+
+// TestLoadAtMovesTheDefaultPlaces: LoadAt searches the given system and
+// local paths in order and takes its default storage directory from the
+// locations; an environment variable still wins over that default.
+func TestLoadAtMovesTheDefaultPlaces(t *testing.T) {
+	dir := t.TempDir()
+	loc := config.Locations{
+		System:   filepath.Join(dir, "etc.toml"),
+		Local:    filepath.Join(dir, "local.toml"),
+		StateDir: filepath.Join(dir, "state"),
+	}
+	cfg, err := config.LoadAt("", nil, loc)
+	if err != nil || cfg.Path != "" || cfg.Storage.Dir != loc.StateDir {
+		t.Fatalf("no files: path %q dir %q err %v; want no file and %s", cfg.Path, cfg.Storage.Dir, err, loc.StateDir)
+	}
+	if err := os.WriteFile(loc.Local, []byte("[log]\nlevel = \"debug\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err = config.LoadAt("", nil, loc); err != nil || cfg.Path != loc.Local || cfg.Log.Level != "debug" {
+		t.Fatalf("local file: path %q level %q err %v", cfg.Path, cfg.Log.Level, err)
+	}
+	if err := os.WriteFile(loc.System, []byte("[log]\nlevel = \"warn\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err = config.LoadAt("", nil, loc); err != nil || cfg.Path != loc.System || cfg.Log.Level != "warn" {
+		t.Fatalf("system file first: path %q level %q err %v", cfg.Path, cfg.Log.Level, err)
+	}
+	if cfg, err = config.LoadAt("", []string{"TIBBERSYNC_STORAGE_DIR=/data"}, loc); err != nil || cfg.Storage.Dir != "/data" {
+		t.Fatalf("environment over the located default: dir %q err %v", cfg.Storage.Dir, err)
+	}
+	if d := config.DefaultLocations(); d.System != config.SystemPath || d.Local != config.LocalPath || d.StateDir != "/var/lib/tibbersync" {
+		t.Fatalf("DefaultLocations = %+v", d)
+	}
+}

@@ -1,5 +1,8 @@
 package config
 
-// LoadSearch is Load with the default search paths injected, so that tests
-// do not depend on /etc/tibbersync existing on the test machine.
-var LoadSearch = load
+// LoadSearch is Load with the search paths injected (and the built-in
+// default storage directory), so that tests do not depend on
+// /etc/tibbersync existing on the test machine.
+func LoadSearch(path string, environ, search []string) (Config, error) {
+	return load(path, environ, search, Default())
+}

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/tibbersync/tibbersync/internal/cisummary"
 	"github.com/tibbersync/tibbersync/internal/simulator"
+	"github.com/tibbersync/tibbersync/internal/testutil"
 	"github.com/tibbersync/tibbersync/internal/version"
 )
 
@@ -65,13 +65,15 @@ type daemonFixture struct {
 	dir     string // state dir
 	cfgPath string
 	webURL  string
+	web     *testutil.Socket // held for the whole test, passed to each start
 }
 
-func newDaemonFixture(t *testing.T, bin, simURL, redirect string, port int, webhook string) *daemonFixture {
+func newDaemonFixture(t *testing.T, bin, simURL, redirect string, web *testutil.Socket, webhook string) *daemonFixture {
 	t.Helper()
 	root := t.TempDir()
+	port := web.Port
 	f := &daemonFixture{bin: bin, dir: filepath.Join(root, "state"), cfgPath: filepath.Join(root, "config.toml"),
-		webURL: fmt.Sprintf("http://127.0.0.1:%d", port)}
+		webURL: "http://" + web.Addr, web: web}
 	secret := filepath.Join(root, "client_secret")
 	if err := os.WriteFile(secret, []byte(simulator.DefaultClientSecret+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -148,6 +150,7 @@ func (f *daemonFixture) start(t *testing.T) *runningDaemon {
 	d := &runningDaemon{cmd: cmd, logs: &lockedBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = d.logs, d.logs
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	f.web.Activate(cmd)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -230,16 +233,6 @@ func waitFor(d time.Duration, cond func() (bool, error)) error {
 	}
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // TestInvalidGrantRestartLoop is issue 4's "done when" (R9): with the grant
 // revoked at Tibber and the access token expired, the real daemon is
 // started ten times by a wrapper. Across all ten lives: at most one token
@@ -253,13 +246,13 @@ func TestInvalidGrantRestartLoop(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
-	port := freePort(t)
-	redirect := fmt.Sprintf("http://localhost:%d/callback", port)
+	web := testutil.NewSocket(t)
+	redirect := "http://localhost:" + web.PortString() + "/callback"
 	sim, simURL := startSim(t, simulator.Options{Seed: 4, AutoConsent: true, RedirectURIs: []string{redirect}, PageSize: 48})
 	sink := &webhookSink{}
 	hook := httptest.NewServer(sink)
 	defer hook.Close()
-	f := newDaemonFixture(t, bin, simURL, redirect, port, hook.URL+"/notify")
+	f := newDaemonFixture(t, bin, simURL, redirect, web, hook.URL+"/notify")
 
 	// A grant set up two hours ago (its access token expired an hour ago),
 	// then revoked by the user at Tibber.

@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -19,6 +18,7 @@ import (
 	"time"
 
 	"github.com/tibbersync/tibbersync/internal/simulator"
+	"github.com/tibbersync/tibbersync/internal/testutil"
 )
 
 // buildBinary builds cmd/tibbersync into dir and returns its path.
@@ -62,9 +62,10 @@ func TestCanaryRealBinary(t *testing.T) {
 	c := newCanaries()
 	c.add("client_secret", canaryClientSecret)
 	c.add("webhook_token", canaryWebhookToken)
-	// Only the daemon binds the web port; it stays reserved until then.
-	webAddr, release := reservePort(t)
-	_, port, _ := net.SplitHostPort(webAddr)
+	// The daemon's web socket: bound here, held for the whole test and
+	// passed to the daemon by socket activation.
+	sock := testutil.NewSocket(t)
+	webAddr, port := sock.Addr, sock.PortString()
 	redirect := "http://localhost:" + port + "/callback"
 	sim := simulator.New(simulator.Options{
 		Seed: 31, ClientSecret: canaryClientSecret, RedirectURIs: []string{redirect},
@@ -194,7 +195,7 @@ level = "debug"
 	daemon.Env = environ
 	var dOut, dErr syncBuffer
 	daemon.Stdout, daemon.Stderr = &dOut, &dErr
-	release()
+	sock.Activate(daemon)
 	if err := daemon.Start(); err != nil {
 		t.Fatal(err)
 	}

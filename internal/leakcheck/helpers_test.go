@@ -7,7 +7,6 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -327,21 +326,6 @@ func fileHits(t *testing.T, c *canaries, dir string, kinds ...string) map[string
 		t.Fatalf("scan %s: %v", dir, err)
 	}
 	return out
-}
-
-// reservePort holds a free loopback port until release is called, so that
-// no other listener of this process (httptest servers bind ephemeral ports
-// too) can take it meanwhile. It returns the address and release.
-func reservePort(t *testing.T) (string, func()) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var once sync.Once
-	release := func() { once.Do(func() { ln.Close() }) }
-	t.Cleanup(release)
-	return ln.Addr().String(), release
 }
 
 // readFile returns the content of path or fails the test.

@@ -57,6 +57,7 @@ type sysRig struct {
 	simNow  atomic.Int64 // the simulator's clock (Unix ns): frozen unless the test moves it
 	simURL  string
 	environ []string
+	web     *testutil.Socket
 }
 
 // daemonProc is one `tibbersync run`.
@@ -71,8 +72,9 @@ func newSysRig(t *testing.T, b *broker) *sysRig {
 	r := &sysRig{t: t, tmp: t.TempDir()}
 	r.bin = buildBinary(t, r.tmp)
 	r.simNow.Store(time.Date(2026, 9, 14, 8, 7, 30, 0, time.UTC).UnixNano())
-	webAddr := freePort(t)
-	redirect := "http://localhost:" + port(webAddr) + "/callback"
+	r.web = testutil.NewSocket(t) // held for the whole test, passed to each daemon
+	webAddr := r.web.Addr
+	redirect := "http://localhost:" + r.web.PortString() + "/callback"
 	sim := simulator.New(simulator.Options{
 		Seed: 16, AutoConsent: true, RedirectURIs: []string{redirect}, HistoryDays: 2,
 		Now: func() time.Time { return time.Unix(0, r.simNow.Load()).UTC() },
@@ -194,6 +196,7 @@ func (r *sysRig) startDaemon() *daemonProc {
 	d.cmd.Env = r.environ
 	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlives the test
+	r.web.Activate(d.cmd)
 	if err := d.cmd.Start(); err != nil {
 		r.t.Fatal(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -13,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tibbersync/tibbersync/internal/dbfile"
 	"github.com/tibbersync/tibbersync/internal/model"
 )
 
@@ -33,8 +33,8 @@ const DefaultQuickCheckTimeout = 10 * time.Minute
 // fault is the state that makes writes fail; see refuse.
 type fault struct {
 	mu    sync.Mutex
-	err   error    // sticky: replaced, deleted or damaged
-	files []fileID // identities of data.db, -wal, -shm at open
+	err   error        // sticky: replaced, deleted or damaged
+	files dbfile.Files // identities of data.db, -wal, -shm at open
 	// lastWrite is the last failed write (disk full, read-only, I/O) and
 	// when; cleared by the next successful commit.
 	lastWrite   error
@@ -43,33 +43,11 @@ type fault struct {
 	onError func(kind string)
 }
 
-type fileID struct {
-	path     string
-	dev, ino uint64
-}
-
-func identify(path string) (fileID, bool) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return fileID{}, false
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return fileID{}, false
-	}
-	return fileID{path: path, dev: uint64(st.Dev), ino: uint64(st.Ino)}, true
-}
-
 // recordFiles remembers data.db's files as opened.
 func (db *DB) recordFiles() {
 	db.fault.mu.Lock()
 	defer db.fault.mu.Unlock()
-	db.fault.files = db.fault.files[:0]
-	for _, p := range []string{db.path, db.path + "-wal", db.path + "-shm"} {
-		if id, ok := identify(p); ok {
-			db.fault.files = append(db.fault.files, id)
-		}
-	}
+	db.fault.files = dbfile.Record(db.path)
 }
 
 // OnStorageError sets a callback told about every storage error by kind:
@@ -140,23 +118,19 @@ func (db *DB) CheckFiles() error {
 		return err
 	}
 	db.fault.mu.Lock()
-	files := append([]fileID(nil), db.fault.files...)
+	files := db.fault.files
 	db.fault.mu.Unlock()
-	for _, id := range files {
-		cur, ok := identify(id.path)
-		var err error
-		switch {
-		case !ok:
-			err = fmt.Errorf("%w: %s was deleted; restart tibbersync to create or reopen it", ErrFileReplaced, filepath.Base(id.path))
-		case cur.dev != id.dev || cur.ino != id.ino:
-			err = fmt.Errorf("%w: %s was replaced by another file; restart tibbersync to open the new one", ErrFileReplaced, filepath.Base(id.path))
-		}
-		if err != nil {
-			db.setFault(err, "replaced")
-			return err
-		}
+	err := files.Check()
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, dbfile.ErrDeleted):
+		err = fmt.Errorf("%w: %w; restart tibbersync to create or reopen it", ErrFileReplaced, err)
+	default:
+		err = fmt.Errorf("%w: %w; restart tibbersync to open the new one", ErrFileReplaced, err)
 	}
-	return nil
+	db.setFault(err, "replaced")
+	return err
 }
 
 // QuickCheck runs PRAGMA quick_check on a separate read-only connection
@@ -171,7 +145,7 @@ func (db *DB) QuickCheck(ctx context.Context, timeout time.Duration) error {
 	defer cancel()
 	problems, err := quickCheck(ctx, db.path)
 	if err != nil {
-		if damagedErr(err) {
+		if dbfile.Corrupt(err) {
 			derr := fmt.Errorf("%w: %v; see docs/operations.md (restore with tibbersync backup)", ErrDamaged, err)
 			db.setFault(derr, "damaged")
 			return derr
@@ -192,7 +166,7 @@ func (db *DB) QuickCheck(ctx context.Context, timeout time.Duration) error {
 // `tibbersync status`, which checks on its own.
 func QuickCheckFile(ctx context.Context, path string) ([]string, error) {
 	problems, err := quickCheck(ctx, path)
-	if err != nil && damagedErr(err) {
+	if err != nil && dbfile.Corrupt(err) {
 		return nil, fmt.Errorf("%w: %v; see docs/operations.md (restore with tibbersync backup)", ErrDamaged, err)
 	}
 	return problems, err
@@ -226,19 +200,7 @@ func quickCheck(ctx context.Context, path string) ([]string, error) {
 
 // IsDamaged reports whether err says a database file is damaged (or not a
 // database at all).
-func IsDamaged(err error) bool { return errors.Is(err, ErrDamaged) || damagedErr(err) }
-
-func damagedErr(err error) bool {
-	var coded interface{ Code() int }
-	if errors.As(err, &coded) {
-		switch coded.Code() & 0xff {
-		case 11, 26: // SQLITE_CORRUPT, SQLITE_NOTADB
-			return true
-		}
-	}
-	msg := err.Error()
-	return strings.Contains(msg, "malformed") || strings.Contains(msg, "not a database")
-}
+func IsDamaged(err error) bool { return errors.Is(err, ErrDamaged) || dbfile.Corrupt(err) }
 
 // Fault returns why the store refuses writes (replaced, deleted, damaged),
 // or nil.

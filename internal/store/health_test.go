@@ -4,16 +4,15 @@ import (
 	"context"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/tibbersync/tibbersync/internal/clock"
 	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/store"
+	"github.com/tibbersync/tibbersync/internal/testutil"
 )
 
 var bg = context.Background()
@@ -130,49 +129,11 @@ func TestQuickCheckFindsDamageAndRefusesWrites(t *testing.T) {
 	}
 }
 
-// mountTmpfs mounts a small tmpfs (root only; skips loudly otherwise).
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("SKIPPED: this storage-fault test needs root to mount a small tmpfs (CI runs it as root)")
-	}
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("SKIPPED: cannot mount a tmpfs (%v: %s); this storage-fault test did not run", err, strings.TrimSpace(string(out)))
-	}
-	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
-	return dir
-}
-
-func fill(t *testing.T, dir string) string {
-	t.Helper()
-	p := filepath.Join(dir, "filler")
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 64<<10)
-	for {
-		if _, err := f.Write(buf); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatal(err)
-			}
-			break
-		}
-	}
-	for {
-		if _, err := f.Write(buf[:512]); err != nil {
-			break
-		}
-	}
-	return p
-}
-
 // Disk full and a read-only file system show in the health (they were
 // only logged as "save job state" errors while /readyz stayed ready).
 func TestHealthReportsDiskFullAndReadOnly(t *testing.T) {
-	dir := mountTmpfs(t, "32m")
+	dir := t.TempDir()
+	testutil.MountTmpfs(t, dir, "size=32m")
 	path := filepath.Join(dir, "data.db")
 	db, err := store.Open(bg, path, store.Options{Clock: clock.NewFake(t0)})
 	if err != nil {
@@ -185,7 +146,7 @@ func TestHealthReportsDiskFullAndReadOnly(t *testing.T) {
 	if st := h.Check(); !st.OK() {
 		t.Fatalf("fresh tmpfs: %v", st.Problems)
 	}
-	filler := fill(t, dir)
+	filler := testutil.FillDisk(t, dir)
 	var werr error
 	for i := range 200 {
 		// Enough distinct rows that the WAL must grow.
@@ -218,13 +179,7 @@ func TestHealthReportsDiskFullAndReadOnly(t *testing.T) {
 	// The file system turns read-only under the running daemon (ext4
 	// errors=remount-ro): a read-only bind mount of the state directory.
 	ro := t.TempDir()
-	if out, err := exec.Command("mount", "--bind", dir, ro).CombinedOutput(); err != nil {
-		t.Skipf("SKIPPED read-only part: bind mount: %v: %s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("umount", "-l", ro).Run() })
-	if out, err := exec.Command("mount", "-o", "remount,bind,ro", ro).CombinedOutput(); err != nil {
-		t.Skipf("SKIPPED read-only part: remount read-only: %v: %s", err, out)
-	}
+	testutil.BindReadOnly(t, dir, ro)
 	h.Dir = ro
 	st = h.Check()
 	if st.OK() || !strings.Contains(strings.Join(st.Problems, " "), "read-only") {

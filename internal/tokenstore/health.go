@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/tibbersync/tibbersync/internal/dbfile"
 )
 
 // integrityTimeout bounds the quick_check of tokens.db at Open. The file
@@ -77,21 +77,7 @@ func (s *Store) checkIntegrity(ctx context.Context) error {
 // damaged reports whether err says the database file is damaged (or is not
 // a database at all) rather than unreachable or insecure.
 func damaged(err error) bool {
-	if err == nil {
-		return false
-	}
-	if errors.Is(err, ErrDamaged) {
-		return true
-	}
-	var coded interface{ Code() int }
-	if errors.As(err, &coded) {
-		switch coded.Code() & 0xff {
-		case 11, 26: // SQLITE_CORRUPT, SQLITE_NOTADB
-			return true
-		}
-	}
-	msg := err.Error()
-	return strings.Contains(msg, "malformed") || strings.Contains(msg, "not a database")
+	return errors.Is(err, ErrDamaged) || dbfile.Corrupt(err)
 }
 
 // moveAside renames path and its -wal and -shm files to
@@ -109,32 +95,9 @@ func moveAside(path string, now time.Time) (string, error) {
 	return aside, nil
 }
 
-// fileID identifies one file by device and inode.
-type fileID struct {
-	path     string
-	dev, ino uint64
-}
-
-func identify(path string) (fileID, bool) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return fileID{}, false
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return fileID{}, false
-	}
-	return fileID{path: path, dev: uint64(st.Dev), ino: uint64(st.Ino)}, true
-}
-
 // recordFiles remembers the identities of tokens.db, -wal and -shm as open.
 func (s *Store) recordFiles() {
-	s.files = s.files[:0]
-	for _, p := range []string{s.path, s.path + "-wal", s.path + "-shm"} {
-		if id, ok := identify(p); ok {
-			s.files = append(s.files, id)
-		}
-	}
+	s.files = dbfile.Record(s.path)
 }
 
 // CheckFiles reports an error wrapping ErrFileReplaced when tokens.db, its
@@ -143,14 +106,8 @@ func (s *Store) recordFiles() {
 // calls it before each refresh: a refresh whose result would be written
 // into a deleted file is not sent.
 func (s *Store) CheckFiles() error {
-	for _, id := range s.files {
-		cur, ok := identify(id.path)
-		switch {
-		case !ok:
-			return fmt.Errorf("%w: %s was deleted; restart tibbersync to reopen it", ErrFileReplaced, filepath.Base(id.path))
-		case cur.dev != id.dev || cur.ino != id.ino:
-			return fmt.Errorf("%w: %s was replaced by another file; restart tibbersync to reopen it", ErrFileReplaced, filepath.Base(id.path))
-		}
+	if err := s.files.Check(); err != nil {
+		return fmt.Errorf("%w: %w; restart tibbersync to reopen it", ErrFileReplaced, err)
 	}
 	return nil
 }

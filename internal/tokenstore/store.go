@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/tibbersync/tibbersync/internal/clock"
+	"github.com/tibbersync/tibbersync/internal/dbfile"
 	"github.com/tibbersync/tibbersync/internal/model"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -68,7 +69,7 @@ type Store struct {
 	// damage says why a damaged tokens.db was replaced at Open ("" if not).
 	damage string
 	// files are the identities of tokens.db, -wal and -shm at Open.
-	files []fileID
+	files dbfile.Files
 }
 
 // Open opens (creating if needed) dir/secrets/tokens.db. It creates dir/secrets
