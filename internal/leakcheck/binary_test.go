@@ -21,24 +21,6 @@ import (
 	"github.com/tibbersync/tibbersync/internal/testutil"
 )
 
-// buildBinary builds cmd/tibbersync into dir and returns its path.
-func buildBinary(t *testing.T, ctx context.Context, dir string) string {
-	t.Helper()
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("the go tool is not in PATH: %v", err)
-		}
-		t.Skipf("the go tool is not in PATH (%v); skipping the real-binary canary test", err)
-	}
-	bin := filepath.Join(dir, "tibbersync")
-	cmd := exec.CommandContext(ctx, goTool, "build", "-o", bin, "../../cmd/tibbersync")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // cliRun is one finished invocation of the binary.
 type cliRun struct {
 	args           string
@@ -57,7 +39,7 @@ func TestCanaryRealBinary(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	tmp := t.TempDir()
-	bin := buildBinary(t, ctx, tmp)
+	bin := testutil.BuildTibbersync(t, tmp)
 
 	c := newCanaries()
 	c.add("client_secret", canaryClientSecret)

@@ -30,22 +30,6 @@ import (
 // devices run every few seconds, slower on a loaded machine.
 const systemWait = 3 * time.Minute
 
-// buildBinary builds cmd/tibbersync into dir.
-func buildBinary(t *testing.T, dir string) string {
-	t.Helper()
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		t.Fatalf("the go tool is not in PATH: %v", err)
-	}
-	bin := filepath.Join(dir, "tibbersync")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	if out, err := exec.CommandContext(ctx, goTool, "build", "-o", bin, "../../cmd/tibbersync").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // sysRig is the real binary, the simulator and the broker.
 type sysRig struct {
 	t       *testing.T
@@ -70,7 +54,7 @@ type daemonProc struct {
 func newSysRig(t *testing.T, b *broker) *sysRig {
 	t.Helper()
 	r := &sysRig{t: t, tmp: t.TempDir()}
-	r.bin = buildBinary(t, r.tmp)
+	r.bin = testutil.BuildTibbersync(t, r.tmp)
 	r.simNow.Store(time.Date(2026, 9, 14, 8, 7, 30, 0, time.UTC).UnixNano())
 	r.web = testutil.NewSocket(t) // held for the whole test, passed to each daemon
 	webAddr := r.web.Addr
