@@ -99,42 +99,11 @@ func newFixtureWrapped(t *testing.T, mutate func(*simulator.Options), wrap func(
 		t.Fatal(err)
 	}
 	state := filepath.Join(f.dir, "state")
-	cfg := fmt.Sprintf(`
-[tibber]
-client_id = %q
-client_secret_file = %q
-redirect_url = %q
-auth_url = %q
-token_url = %q
-userinfo_url = %q
-api_url = %q
-requests_per_second = 100.0
-
-[storage]
-dir = %q
-
-[web]
-listen = "127.0.0.1:%d"
-
-[schedule]
-devices = "@every 1m"
-homes = "@every 1h"
-history = "@every 1h"
-jitter = "0s"
-
-[history]
-backfill_days = 3
-
-[log]
-format = "json"
-level = "debug"
-`, simulator.DefaultClientID, secretFile, redirect,
-		f.srv.URL+"/connect/authorize", f.srv.URL+"/connect/token", f.srv.URL+"/connect/userinfo", f.srv.URL,
-		state, f.port)
 	f.cfgPath = filepath.Join(f.dir, "config.toml")
-	if err := os.WriteFile(f.cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	testutil.SimConfig{
+		ClientID: simulator.DefaultClientID, SecretFile: secretFile, RedirectURL: redirect, SimURL: f.srv.URL,
+		StateDir: state, Listen: f.sock.Addr, BackfillDays: 3,
+	}.Write(t, f.cfgPath)
 	f.environ = []string{"PATH=" + os.Getenv("PATH")}
 	return f
 }

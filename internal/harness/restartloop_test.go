@@ -71,7 +71,6 @@ type daemonFixture struct {
 func newDaemonFixture(t *testing.T, bin, simURL, redirect string, web *testutil.Socket, webhook string) *daemonFixture {
 	t.Helper()
 	root := t.TempDir()
-	port := web.Port
 	f := &daemonFixture{bin: bin, dir: filepath.Join(root, "state"), cfgPath: filepath.Join(root, "config.toml"),
 		webURL: "http://" + web.Addr, web: web}
 	secret := filepath.Join(root, "client_secret")
@@ -81,43 +80,12 @@ func newDaemonFixture(t *testing.T, bin, simURL, redirect string, web *testutil.
 	// Every job is due again two seconds after its last run, so each start
 	// of the daemon runs all three at once: a restart that made no call
 	// would otherwise prove nothing.
-	cfg := fmt.Sprintf(`
-[tibber]
-client_id = %q
-client_secret_file = %q
-redirect_url = %q
-auth_url = %q
-token_url = %q
-userinfo_url = %q
-api_url = %q
-requests_per_second = 50.0
-
-[storage]
-dir = %q
-
-[web]
-listen = "127.0.0.1:%d"
-
-[schedule]
-devices = "@every 2s"
-homes = "@every 2s"
-history = "@every 2s"
-jitter = "0s"
-
-[history]
-backfill_days = 1
-
-[notify]
-webhook_url = %q
-
-[log]
-format = "json"
-level = "info"
-`, simulator.DefaultClientID, secret, redirect, simURL+"/connect/authorize", simURL+"/connect/token",
-		simURL+"/connect/userinfo", simURL, f.dir, port, webhook)
-	if err := os.WriteFile(f.cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	testutil.SimConfig{
+		ClientID: simulator.DefaultClientID, SecretFile: secret, RedirectURL: redirect, SimURL: simURL,
+		StateDir: f.dir, Listen: web.Addr, RequestsPerSecond: 50,
+		Devices: "@every 2s", Homes: "@every 2s", History: "@every 2s", LogLevel: "info",
+		Extra: fmt.Sprintf("[notify]\nwebhook_url = %q\n", webhook),
+	}.Write(t, f.cfgPath)
 	return f
 }
 

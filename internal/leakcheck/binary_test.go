@@ -68,42 +68,11 @@ func TestCanaryRealBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfgPath := filepath.Join(tmp, "config.toml")
-	cfg := fmt.Sprintf(`[tibber]
-client_id = %q
-client_secret_file = %q
-redirect_url = %q
-auth_url = %q
-token_url = %q
-userinfo_url = %q
-api_url = %q
-requests_per_second = 100.0
-
-[storage]
-dir = %q
-
-[web]
-listen = %q
-
-[schedule]
-devices = "@every 1m"
-homes = "@every 1h"
-history = "@every 1h"
-jitter = "0s"
-
-[history]
-backfill_days = 1
-
-[notify]
-webhook_url = %q
-
-[log]
-format = "json"
-level = "debug"
-`, simulator.DefaultClientID, secretFile, redirect, simSrv.URL+"/connect/authorize", simSrv.URL+"/connect/token",
-		simSrv.URL+"/connect/userinfo", simSrv.URL, state, webAddr, hookSrv.URL+"/hook?token="+canaryWebhookToken)
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	testutil.SimConfig{
+		ClientID: simulator.DefaultClientID, SecretFile: secretFile, RedirectURL: redirect, SimURL: simSrv.URL,
+		StateDir: state, Listen: webAddr,
+		Extra: fmt.Sprintf("[notify]\nwebhook_url = %q\n", hookSrv.URL+"/hook?token="+canaryWebhookToken),
+	}.Write(t, cfgPath)
 	environ := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + tmp, "NO_COLOR=1"}
 	var runs []cliRun
 	cli := func(stdin string, args ...string) cliRun {

@@ -73,36 +73,10 @@ func newSysRig(t *testing.T, b *broker) *sysRig {
 		t.Fatal(err)
 	}
 	r.cfgPath = filepath.Join(r.tmp, "config.toml")
-	base := fmt.Sprintf(`[tibber]
-client_id = %q
-client_secret_file = %q
-redirect_url = %q
-auth_url = %q
-token_url = %q
-userinfo_url = %q
-api_url = %q
-requests_per_second = 100.0
-
-[storage]
-dir = %q
-
-[web]
-listen = %q
-
-[schedule]
-devices = "@every 3s"
-homes = "@every 1h"
-history = "@every 24h"
-jitter = "0s"
-
-[history]
-backfill_days = 1
-
-[log]
-format = "json"
-level = "debug"
-`, simulator.DefaultClientID, secret, redirect, srv.URL+"/connect/authorize", srv.URL+"/connect/token",
-		srv.URL+"/connect/userinfo", srv.URL, r.state, webAddr)
+	base := testutil.SimConfig{
+		ClientID: simulator.DefaultClientID, SecretFile: secret, RedirectURL: redirect, SimURL: srv.URL,
+		StateDir: r.state, Listen: webAddr, Devices: "@every 3s", History: "@every 24h",
+	}.TOML()
 	r.writeConfig(base, fmt.Sprintf("[mqtt]\nurl = %q\nclient_id = \"tibbersync-systest\"\n", "mqtt://"+b.Plain))
 	r.environ = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + r.tmp, "NO_COLOR=1"}
 	r.setup()
