@@ -12,9 +12,8 @@ work=$(mktemp -d)
 chmod 0755 "$work"
 cp "$bin" "$work/tibbersync"; chmod 0755 "$work/tibbersync"
 mkdir "$work/state"; chown nobody:nogroup "$work/state"; chmod 0750 "$work/state"
-port=$(( 20000 + RANDOM % 20000 ))
 setpriv --reuid=nobody --regid=nogroup --clear-groups -- sh -c \
-  "umask 0027; exec '$work/tibbersync' demo --serve --dir '$work/state' --listen 127.0.0.1:$port" >"$work/daemon.log" 2>&1 &
+  "umask 0027; exec '$work/tibbersync' demo --serve --dir '$work/state' --listen 127.0.0.1:0" >"$work/daemon.log" 2>&1 &
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 
@@ -42,7 +41,20 @@ mode_secrets=$(stat -c %a "$work/state/secrets")
 if as_analyst ls "$work/state/secrets" >/dev/null 2>&1; then
   echo "analyst read: the analyst can list secrets/ (mode $mode_secrets)"; exit 1
 fi
-line="analyst read: $reads/30 read-only reads by a second user in the group while the daemon wrote, $fails errors; data.db $mode_db, secrets/ $mode_secrets (analyst denied)"
+# `tibbersync status` run by the analyst: the state directory is not
+# writable for this user by design (0750), which is not a storage problem;
+# the write probe is left to the service user and said so.
+st_rc=0
+st_json=$(TIBBERSYNC_STORAGE_DIR="$work/state" as_analyst "$work/tibbersync" status --json 2>"$work/status.err") || st_rc=$?
+storage=$(python3 -c 'import json,sys; d=json.load(sys.stdin); c=[c for c in d["checks"] if c["name"]=="storage"][0]; print(("ok" if c["ok"] else "FAIL")+": "+c["detail"])' <<<"$st_json") || {
+  echo "analyst read: status --json as the analyst (exit $st_rc) is not a report:"; echo "$st_json"; cat "$work/status.err"; exit 1; }
+case "$storage" in
+  "ok: "*"write probe skipped"*) ;;
+  *) echo "analyst read: status as the analyst reports storage \"$storage\" (exit $st_rc)"; exit 1 ;;
+esac
+[ "$st_rc" != 1 ] || { echo "analyst read: status as the analyst exits 1 (unreadable/storage error): $storage"; exit 1; }
+
+line="analyst read: $reads/30 read-only reads by a second user in the group while the daemon wrote, $fails errors; status as the analyst: storage $storage (exit $st_rc); data.db $mode_db, secrets/ $mode_secrets (analyst denied)"
 echo "$line"
 [ -n "${TIBBERSYNC_SUMMARY_FILE:-}" ] && echo "$line" >>"$TIBBERSYNC_SUMMARY_FILE"
 [ "$fails" = 0 ]

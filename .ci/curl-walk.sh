@@ -4,15 +4,23 @@
 # Usage: .ci/curl-walk.sh path/to/tibbersync
 set -euo pipefail
 bin=${1:-dist/tibbersync}
-port=$(( 20000 + RANDOM % 20000 ))
-B="http://127.0.0.1:$port"
 UA='curl-walk/1.0 (linux; amd64)'
 work=$(mktemp -d)
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 
-"$bin" simulate --listen "127.0.0.1:$port" --seed 1 --auto-consent --page-size 24 >"$work/sim.log" 2>&1 &
+# Port 0: the simulator binds a free port and prints it; nothing picks a
+# port and hopes it stays free.
+"$bin" simulate --listen 127.0.0.1:0 --seed 1 --auto-consent --page-size 24 >"$work/sim.log" 2>&1 &
 pid=$!
-for _ in $(seq 50); do curl -fs -o /dev/null -A "$UA" "$B/.well-known/openid-configuration" && break; sleep 0.1; done
+B=""
+for _ in $(seq 600); do
+  B=$(sed -n 's/^tibbersync simulator listening on \(http:[^ ]*\).*/\1/p' "$work/sim.log" | head -1)
+  [ -n "$B" ] && break
+  kill -0 "$pid" 2>/dev/null || { echo "curl walk: the simulator exited"; cat "$work/sim.log"; exit 1; }
+  sleep 0.1
+done
+[ -n "$B" ] || { echo "curl walk: the simulator printed no address"; cat "$work/sim.log"; exit 1; }
+B=${B%/}
 
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))" "$1"; }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -61,7 +62,7 @@ func cmdDemo(ctx context.Context, g globalFlags, args []string, env *environment
 	cycles := fs.Int("cycles", 4, "devices cycles to run (simulated time moves 15 minutes per cycle)")
 	dir := fs.String("dir", "", "state directory (default: a temporary directory, removed afterwards)")
 	serve := fs.Bool("serve", false, "after the cycles keep the daemon running with its status page until Ctrl-C")
-	listen := fs.String("listen", "127.0.0.1:0", "web UI address (with --serve, default 127.0.0.1:8765)")
+	listen := fs.String("listen", "127.0.0.1:0", "web UI address (with --serve, default 127.0.0.1:8765; port 0 picks a free one)")
 	seed := fs.Int64("seed", 1, "simulator seed")
 	backfill := fs.Int("backfill-days", 14, "history backfill in days")
 	verbose := fs.Bool("v", false, "show the daemon's log")
@@ -71,8 +72,10 @@ func cmdDemo(ctx context.Context, g globalFlags, args []string, env *environment
 	if *cycles < 0 || *cycles > 1000 {
 		return usageErrorf("tibbersync demo: --cycles %d: want 0..1000", *cycles)
 	}
-	if *serve && *listen == "127.0.0.1:0" {
-		*listen = "127.0.0.1:8765"
+	listenGiven := false
+	fs.Visit(func(f *flag.Flag) { listenGiven = listenGiven || f.Name == "listen" })
+	if *serve && !listenGiven {
+		*listen = "127.0.0.1:8765" // an explicit --listen 127.0.0.1:0 picks a free port
 	}
 	if h, _, err := net.SplitHostPort(*listen); err != nil || !loopbackHost(h) {
 		return usageErrorf("tibbersync demo: --listen %q: want a loopback host:port", *listen)

@@ -42,25 +42,30 @@ func readMQTTReport(cfg config.Config) *mqttReport {
 		rep.Note = "MQTT status unreadable: " + err.Error()
 		return rep
 	}
-	if !daemonRunning(cfg.Storage.Dir) {
+	switch running, known := daemonRunning(cfg.Storage.Dir); {
+	case !known:
+		rep.Note = "cannot tell whether the daemon runs (daemon.lock is not readable for this user); this is its last reported MQTT state"
+	case !running:
 		rep.Connected = false
 		rep.Note = "the daemon is not running; this is its last MQTT state"
 	}
 	return rep
 }
 
-// daemonRunning reports whether a daemon holds daemon.lock in dir.
-func daemonRunning(dir string) bool {
+// daemonRunning reports whether a daemon holds daemon.lock in dir. known
+// is false when this user may not open the lock file (it is 0600, the
+// service user's), so the answer is unknown rather than "not running".
+func daemonRunning(dir string) (running, known bool) {
 	f, err := os.Open(filepath.Join(dir, "daemon.lock"))
 	if err != nil {
-		return false
+		return false, !errors.Is(err, fs.ErrPermission)
 	}
 	defer f.Close()
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); err != nil {
-		return errors.Is(err, unix.EWOULDBLOCK)
+		return errors.Is(err, unix.EWOULDBLOCK), true
 	}
 	_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
-	return false
+	return false, true
 }
 
 // printMQTT is the MQTT part of `tibbersync status`.

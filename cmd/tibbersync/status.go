@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/tibbersync/tibbersync/internal/config"
 	"github.com/tibbersync/tibbersync/internal/daemon"
 	"github.com/tibbersync/tibbersync/internal/health"
@@ -51,13 +53,25 @@ const statusQuickCheck = 15 * time.Second
 // quick_check), independent of the daemon, which may not be running or may
 // be the one in trouble.
 func checkStorage(ctx context.Context, dir, dataPath string) model.StorageHealth {
-	d := store.CheckDir(dir, true)
+	// An analyst in the daemon's group may read the state directory but
+	// not write to it (0750): that is as meant, so the write probe is left
+	// to users who may write there (the service user, root).
+	probe := unix.Faccessat(unix.AT_FDCWD, dir, unix.W_OK, unix.AT_EACCESS) == nil
+	d := store.CheckDir(dir, probe)
 	st := model.StorageHealth{Checked: time.Now(), Dir: dir, FreeBytes: d.FreeBytes, Problems: d.Problems}
+	if !probe {
+		st.Notes = append(st.Notes, "write probe skipped: this user may not write to the state directory")
+	}
 	qctx, cancel := context.WithTimeout(ctx, statusQuickCheck)
 	defer cancel()
 	if problems, err := store.QuickCheckFile(qctx, dataPath); err != nil {
-		if errors.Is(err, store.ErrDamaged) {
+		switch {
+		case errors.Is(err, store.ErrDamaged):
 			st.Problems = append(st.Problems, err.Error())
+		case errors.Is(err, context.DeadlineExceeded) || errors.Is(qctx.Err(), context.DeadlineExceeded):
+			st.Notes = append(st.Notes, fmt.Sprintf("data.db integrity not checked: quick_check did not finish within %s", statusQuickCheck))
+		default:
+			st.Notes = append(st.Notes, fmt.Sprintf("data.db integrity not checked: %v", err))
 		}
 	} else if len(problems) > 0 {
 		st.Problems = append(st.Problems, fmt.Sprintf("data.db is damaged (quick_check: %s); see docs/operations.md: stop the daemon, keep the file aside, restore the last copy made with tibbersync backup",

@@ -228,11 +228,6 @@ func (o Options) normalize(forFlow bool) (Options, error) {
 	return o, nil
 }
 
-// clientSecret returns the configured secret (empty when none is).
-func clientSecret(_ context.Context, o Options) (logging.Secret, error) {
-	return o.ClientSecret, nil
-}
-
 // tokenHTTPClient returns a copy of base that sends userAgent, has a timeout,
 // and never follows redirects (a redirected POST would re-send a code or
 // refresh token to another URL).

@@ -41,17 +41,14 @@ func NewFlow(opts Options) (*Flow, error) {
 // valid for 10 minutes, and returns the authorize URL: response_type=code,
 // client_id, redirect_uri, scope, state and an S256 code_challenge.
 func (f *Flow) Start(ctx context.Context) (string, error) {
-	secret, err := clientSecret(ctx, f.o)
-	if err != nil {
-		return "", fmt.Errorf("start authorization: %w", err)
-	}
+	secret := f.o.ClientSecret
 	if secret.Empty() {
 		return "", fmt.Errorf("start authorization: %w", ErrNoClientSecret)
 	}
 	verifier := GenerateVerifier()
 	state := newState()
 	now := f.o.Clock.Now()
-	err = f.o.Store.SaveAttempt(ctx, tokenstore.Attempt{
+	err := f.o.Store.SaveAttempt(ctx, tokenstore.Attempt{
 		State:       state,
 		Verifier:    verifier,
 		RedirectURI: f.o.RedirectURL,
@@ -130,10 +127,7 @@ func (f *Flow) Complete(ctx context.Context, redirected *url.URL) (model.AuthSta
 		f.log.Warn("authorization callback rejected", "err", ErrNoCode)
 		return model.AuthStatus{}, ErrNoCode
 	}
-	secret, err := clientSecret(ctx, f.o)
-	if err != nil {
-		return model.AuthStatus{}, fmt.Errorf("complete authorization: %w", err)
-	}
+	secret := f.o.ClientSecret
 	if secret.Empty() {
 		return model.AuthStatus{}, fmt.Errorf("complete authorization: %w", ErrNoClientSecret)
 	}
@@ -149,7 +143,7 @@ func (f *Flow) Complete(ctx context.Context, redirected *url.URL) (model.AuthSta
 		f.log.Warn("authorization code exchange failed", attrs...)
 		return model.AuthStatus{}, fmt.Errorf("%w: %w", ErrExchangeFailed, err)
 	}
-	tok := tokenFromOAuth2(otok, receipt, f.o.Scopes)
+	tok := tokenFromOAuth2(otok, receipt)
 	if err := validateExchangedToken(tok, f.o.Scopes); err != nil {
 		f.log.Warn("authorization code exchange gave an unusable token; nothing stored", "err", err)
 		return model.AuthStatus{}, fmt.Errorf("%w: %w", ErrExchangeFailed, err)

@@ -518,10 +518,7 @@ func (s *Source) credentials(ctx context.Context, g tokenstore.Grant) (logging.S
 			"no refresh token was issued (is offline_access granted?); authorize again")
 		return logging.Secret{}, errAnswer(s.blockedErr(ctx))
 	}
-	secret, err := clientSecret(ctx, s.o)
-	if err != nil {
-		return logging.Secret{}, errAnswer(err)
-	}
+	secret := s.o.ClientSecret
 	if secret.Empty() {
 		return logging.Secret{}, errAnswer(fmt.Errorf("%w: %w", model.ErrNotAuthorized, ErrNoClientSecret))
 	}

@@ -248,7 +248,7 @@ func exchangeError(err error, secrets ...string) error {
 
 // tokenFromOAuth2 converts an exchanged token, computing the expiry from the
 // local receipt time and reading scope and expires_in from the response.
-func tokenFromOAuth2(t *oauth2.Token, receipt time.Time, requested []string) model.Token {
+func tokenFromOAuth2(t *oauth2.Token, receipt time.Time) model.Token {
 	expiresIn := time.Duration(t.ExpiresIn) * time.Second
 	if expiresIn <= 0 {
 		switch v := t.Extra("expires_in").(type) {
@@ -277,7 +277,6 @@ func tokenFromOAuth2(t *oauth2.Token, receipt time.Time, requested []string) mod
 	// screen lets the user drop scopes and its documented example has no
 	// scope member at all, so "everything requested" could be false. The
 	// missing-scope report stays silent until the scopes are known.
-	_ = requested
 	tok := model.Token{
 		AccessToken:  logging.NewSecret(t.AccessToken),
 		RefreshToken: logging.NewSecret(t.RefreshToken),

@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"math"
 	"net"
@@ -23,6 +24,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -36,6 +38,7 @@ import (
 	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/mqtt"
 	"github.com/tibbersync/tibbersync/internal/notify"
+	"github.com/tibbersync/tibbersync/internal/sdnotify"
 	"github.com/tibbersync/tibbersync/internal/store"
 	"github.com/tibbersync/tibbersync/internal/tibber"
 	"github.com/tibbersync/tibbersync/internal/tokenstore"
@@ -149,9 +152,10 @@ type Daemon struct {
 	// clientConfigured is true when both the client id and the secret are known.
 	clientConfigured bool
 
-	// historyAfterDevices: after start-up and after a new authorization,
-	// history runs again as soon as a devices run stored the inventory,
-	// instead of waiting up to an hour for its slot.
+	// historyAfterDevices: after a new authorization, and after a start-up
+	// with no devices stored yet, history runs again as soon as a devices
+	// run stored the inventory, instead of waiting up to an hour for its
+	// slot.
 	historyAfterDevices atomic.Bool
 
 	// maintMu guards lastCheckpoint, the time of Maintain's last WAL
@@ -183,6 +187,22 @@ func IsConfigError(err error) bool {
 }
 
 func configErr(err error) error { return &ConfigError{Err: err} }
+
+// openErr classifies an error opening data.db or tokens.db. Permissions,
+// an insecure secrets directory, a bad path and a data.db of a newer
+// release are for the admin to fix: ConfigErrors (exit 78, which systemd
+// does not restart). Anything else may pass and is left unmarked, so the
+// service is restarted: a conversion cancelled by a stop or by systemd's
+// start timeout, a busy lock, a full disk, an I/O error.
+func openErr(err error) error {
+	switch {
+	case errors.Is(err, fs.ErrPermission), errors.Is(err, tokenstore.ErrInsecure),
+		errors.Is(err, store.ErrBadDSN), errors.Is(err, store.ErrNewerSchema),
+		errors.Is(err, syscall.ENOTDIR), errors.Is(err, syscall.EISDIR):
+		return configErr(err)
+	}
+	return err
+}
 
 // BuildTime is the earliest plausible wall-clock time (R26): a clock before
 // it means a Pi booted without an RTC and has not synced yet.
@@ -231,7 +251,7 @@ func Open(ctx context.Context, cfg config.Config, o Options) (_ *Daemon, err err
 		}
 	}
 	if err := d.openStores(ctx); err != nil {
-		return nil, configErr(err)
+		return nil, openErr(err)
 	}
 	// Before the components: the bridge registers itself as an observer.
 	if err := d.buildMQTT(); err != nil {
@@ -288,7 +308,7 @@ func processAlive(pid int) bool {
 // recordJobState updates job_state after a run made outside the scheduler
 // (`tibbersync sync`), the way the scheduler records its own runs, so that
 // sync_health and /readyz see it.
-func (d *Daemon) recordJobState(ctx context.Context, r model.Run) {
+func (d *Daemon) recordJobState(ctx context.Context, r model.Run, runErr error) {
 	if r.Job == "" {
 		return
 	}
@@ -301,7 +321,7 @@ func (d *Daemon) recordJobState(ctx context.Context, r model.Run) {
 	if r.StartedAt.After(st.LastRunAt) {
 		st.LastRunAt = r.StartedAt
 	}
-	switch r.Status {
+	switch jobs.CountedStatus(r, runErr) {
 	case jobs.StatusOK, jobs.StatusPartial:
 		st.LastSuccessAt = r.FinishedAt
 		st.ConsecutiveFailures = 0
@@ -310,6 +330,9 @@ func (d *Daemon) recordJobState(ctx context.Context, r model.Run) {
 	case jobs.StatusFailed:
 		st.ConsecutiveFailures++
 		st.LastError = r.Error
+		if st.LastError == "" && runErr != nil {
+			st.LastError = runErr.Error()
+		}
 	default:
 		// skipped or interrupted: neither a success nor a failure.
 		return
@@ -329,8 +352,9 @@ func (d *Daemon) openStores(ctx context.Context) error {
 		Clock:  d.clk,
 		Logger: storeLog,
 		// A data.db of an older release is converted on first open, with
-		// its progress in the log (the terminal when run by hand).
-		ConvertProgress: store.LogProgress(storeLog, d.clk.Now),
+		// its progress in the log (the terminal when run by hand) and,
+		// under systemd, in the unit's status.
+		ConvertProgress: d.convertProgress(storeLog),
 	})
 	if err != nil {
 		return err
@@ -343,6 +367,33 @@ func (d *Daemon) openStores(ctx context.Context) error {
 		d.log.Error(damage, "component", "tokenstore")
 	}
 	return nil
+}
+
+// convertExtend is how far each conversion batch pushes systemd's start
+// timeout: far more than a batch takes on a Pi, so that only a conversion
+// that stopped making progress is ended by TimeoutStartSec.
+const convertExtend = 5 * time.Minute
+
+// convertProgress logs the one-off history conversion and, under systemd
+// (Type=notify: Open runs before READY=1), extends the start timeout with
+// every batch. Without it systemd's default 90 s would stop a conversion
+// that a Pi needs minutes for, on every start after an upgrade.
+func (d *Daemon) convertProgress(log *slog.Logger) func(store.ConvertProgress) {
+	logged := store.LogProgress(log, d.clk.Now)
+	sd := sdnotify.New(d.opts.Environ, os.Getpid())
+	if !d.opts.Service || !sd.Enabled() {
+		return logged
+	}
+	return func(p store.ConvertProgress) {
+		logged(p)
+		status := fmt.Sprintf("STATUS=converting history to the compact layout: %d of %d values", p.Done, p.Total)
+		if p.Finished {
+			status = "STATUS=history converted to the compact layout"
+		}
+		if err := sd.Send(fmt.Sprintf("EXTEND_TIMEOUT_USEC=%d", convertExtend.Microseconds()), status); err != nil {
+			log.Debug("sd_notify", "err", err)
+		}
+	}
 }
 
 // buildComponents wires auth, the Data API client, the syncer, the
@@ -556,13 +607,22 @@ func (d *Daemon) grantedScopes() []string {
 // are told.
 func (d *Daemon) RunJob(ctx context.Context, job string) (model.Run, error) {
 	r, err := d.runJob(ctx, job)
-	d.recordJobState(ctx, r)
+	d.recordJobState(ctx, r, err)
 	d.observeRun(ctx, r, err)
 	return r, err
 }
 
-// runJob runs one job with its deadline.
+// runJob runs one job with its deadline, scheduled or not, unless the
+// storage health says its result could not be stored (data.db replaced,
+// deleted or damaged; disk full or read-only): then it fails at once and
+// makes no API call.
 func (d *Daemon) runJob(ctx context.Context, job string) (model.Run, error) {
+	if err := d.health.BeforeJob(); err != nil {
+		now := d.clk.Now()
+		d.log.Warn("job not started: storage problem", "job", job, "err", err)
+		return model.Run{Job: job, StartedAt: now, FinishedAt: now, Status: jobs.StatusFailed,
+			Error: "not started: " + err.Error()}, fmt.Errorf("%s: %w", job, err)
+	}
 	ctx, cancel := context.WithTimeout(ctx, JobTimeout(d.cfg, job))
 	defer cancel()
 	return d.syncer.Run(ctx, job)

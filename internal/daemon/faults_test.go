@@ -324,6 +324,27 @@ func TestDeletedDataDBShowsAndStopsJobs(t *testing.T) {
 	}
 }
 
+// The same for a job run outside the schedule (`tibbersync sync`, RunJob):
+// it used to skip the storage check and make API calls whose answers could
+// not be stored.
+func TestSyncRefusedWhenDataDBIsGone(t *testing.T) {
+	r := newRig(t)
+	d := r.open()
+	r.authorize(d)
+	tick(d)
+	for _, suffix := range []string{"", "-wal", "-shm"} {
+		_ = os.Remove(filepath.Join(r.dir, "data.db"+suffix))
+	}
+	mark := r.mark()
+	run, err := d.RunJob(context.Background(), jobs.JobDevices)
+	if err == nil || run.Status != jobs.StatusFailed || !strings.Contains(run.Error, "not started") || !strings.Contains(err.Error(), "data.db was deleted") {
+		t.Fatalf("sync devices with data.db deleted: run %+v, err %v", run, err)
+	}
+	if n := len(r.from(mark)); n != 0 {
+		t.Fatalf("%d API requests for a sync whose result cannot be stored", n)
+	}
+}
+
 func grepLines(s, sub string) string {
 	var out []string
 	for _, l := range strings.Split(s, "\n") {

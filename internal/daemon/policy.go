@@ -103,12 +103,13 @@ func (d *Daemon) buildScheduler() error {
 }
 
 // onRun follows every scheduled run: metrics, the history chain, observers.
-// History works on the stored inventory: after start-up and after a new
-// authorization it runs again as soon as a devices run has stored the
-// devices, instead of waiting up to an hour for its next slot.
+// History works on the stored inventory: after a new authorization, and
+// after a start-up with no devices stored yet, it runs again as soon as a
+// devices run has stored the devices, instead of waiting up to an hour for
+// its next slot.
 func (d *Daemon) onRun(r model.Run, err error) {
 	if d.metrics != nil {
-		d.metrics.ObserveRun(r.Job, r.Status, r.RowsWritten, r.FinishedAt)
+		d.metrics.ObserveRun(r.Job, jobs.CountedStatus(r, err), r.RowsWritten, r.FinishedAt)
 	}
 	if r.Job == jobs.JobDevices && (r.Status == jobs.StatusOK || r.Status == jobs.StatusPartial) && d.historyAfterDevices.Swap(false) {
 		d.sched.Trigger(jobs.JobHistory)
@@ -155,14 +156,6 @@ func (q *quietRunner) Run(ctx context.Context, job string) (model.Run, error) {
 			return model.Run{Job: job, StartedAt: now, FinishedAt: now, Status: jobs.StatusSkipped,
 				Error: "not authorized: " + string(st.State)}, fmt.Errorf("%s: %w", job, model.ErrNotAuthorized)
 		}
-	}
-	if err := q.d.health.BeforeJob(); err != nil {
-		// Its result could not be stored (data.db replaced, deleted or
-		// damaged; disk full or read-only): no API call is made for it.
-		now := q.d.clk.Now()
-		q.d.log.Warn("job not started: storage problem", "job", job, "err", err)
-		return model.Run{Job: job, StartedAt: now, FinishedAt: now, Status: jobs.StatusFailed,
-			Error: "not started: " + err.Error()}, fmt.Errorf("%s: %w", job, err)
 	}
 	r, err := q.d.runJob(ctx, job)
 	q.mu.Lock()

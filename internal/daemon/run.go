@@ -73,7 +73,9 @@ func (d *Daemon) buildWeb() error {
 // Run is `tibbersync run`: it serves the setup and status pages, runs the
 // scheduler, the notifier and the maintenance loop, and tells systemd,
 // until ctx is done; then it lets running jobs finish and returns nil.
-// It returns an error only when the web server cannot bind.
+// It returns an error when the web server cannot bind, and when data.db
+// was deleted or replaced under the running process (a restart reopens
+// it).
 func (d *Daemon) Run(ctx context.Context) error {
 	for _, w := range auth.CheckRedirectURL(d.cfg.Tibber.RedirectURL, d.cfg.Web.Listen) {
 		d.log.Warn("redirect uri check: " + w)

@@ -219,6 +219,9 @@ func StorageCheck(st model.StorageHealth) Check {
 		c.Detail = "not checked yet"
 	default:
 		c.Detail = fmt.Sprintf("ok, %d MiB free", st.FreeBytes>>20)
+		if len(st.Notes) > 0 {
+			c.Detail += " (" + strings.Join(st.Notes, "; ") + ")"
+		}
 	}
 	return c
 }

@@ -433,7 +433,7 @@ func (s *Scheduler) behindClock(now time.Time) bool {
 	if now.Before(floor) {
 		if !s.clockBad {
 			s.clockBad = true
-			s.logger().Warn("clock is earlier than the last run or the build time, waiting for the clock to be set",
+			s.logger().Warn("clock is earlier than the build time, waiting for the clock to be set",
 				"now", now, "not_before", floor)
 		}
 		return true
@@ -529,6 +529,19 @@ type runTimes struct {
 	interrupted bool
 }
 
+// CountedStatus is the status a finished run counts as for the job's
+// state (job_state, /readyz, the metrics): run.Status, except that a
+// partial run that met a 429 (or the closed rate gate) or that a storm
+// ended counts as failed — it stored something, but it is not a success
+// that resets the backoff (issue 17). Every place that judges a run uses
+// this one rule.
+func CountedStatus(run model.Run, err error) string {
+	if run.Status == StatusPartial && (RateLimited(err) || errors.Is(err, ErrStorm)) {
+		return StatusFailed
+	}
+	return run.Status
+}
+
 // nextState is the scheduling rule, without side effects: the job's state
 // after run (which returned err), and whether the circuit breaker opened or
 // was extended. A success or a partial run clears the failures and the
@@ -547,13 +560,7 @@ func nextState(st model.JobState, run model.Run, err error, at runTimes) (model.
 	}
 	st.NextRunAt = at.next
 	opened := false
-	status := run.Status
-	if status == StatusPartial && (RateLimited(err) || errors.Is(err, ErrStorm)) {
-		// It stored something but met a 429 (or the closed rate gate) or a
-		// storm ended it: not a success that resets the backoff (issue 17).
-		status = StatusFailed
-	}
-	switch status {
+	switch CountedStatus(run, err) {
 	case StatusOK, StatusPartial:
 		st.LastSuccessAt = at.end
 		st.ConsecutiveFailures = 0

@@ -107,7 +107,8 @@ type Syncer struct {
 	// is always written.
 	ProgressEvery time.Duration
 	// HistoryBudget bounds the time of one history run, measured with
-	// Clock (the daemon sets it below sync.cycle_timeout). Each stream
+	// Clock (the daemon sets it to nine tenths of history's deadline,
+	// itself six times sync.cycle_timeout). Each stream
 	// gets a fair share of what is left when it starts (the rest divided
 	// by the streams still to come), so one endless or huge stream cannot
 	// keep every other device from its history; a stream

@@ -13,6 +13,9 @@ type StorageHealth struct {
 	FreeBytes uint64 `json:"free_bytes"`
 	// Problems says what is wrong and what to do; empty when healthy.
 	Problems []string `json:"problems,omitempty"`
+	// Notes say what could not be checked (not a problem), e.g. a write
+	// probe skipped for a user who may not write there.
+	Notes []string `json:"notes,omitempty"`
 }
 
 // OK reports whether no problem was found.

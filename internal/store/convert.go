@@ -228,29 +228,6 @@ JOIN history_series AS s ON s.device_id = l.device_id AND s.resolution = l.resol
 	return moved, nil
 }
 
-// TerminalProgress returns a progress function that writes one line per
-// call to w, at most one a second (the first and the last always), for a
-// terminal or a log.
-func TerminalProgress(w interface{ Write([]byte) (int, error) }, now func() time.Time) func(ConvertProgress) {
-	var last time.Time
-	return func(p ConvertProgress) {
-		t := now()
-		if !p.Finished && p.Done != 0 && t.Sub(last) < time.Second {
-			return
-		}
-		last = t
-		pct := 100.0
-		if p.Total > 0 {
-			pct = float64(p.Done) * 100 / float64(p.Total)
-		}
-		if p.Finished {
-			_, _ = fmt.Fprintf(w, "history converted to the compact layout: %d values\n", p.Done)
-			return
-		}
-		_, _ = fmt.Fprintf(w, "converting history to the compact layout: %d of %d values (%.0f%%)\n", p.Done, p.Total, pct)
-	}
-}
-
 // LogProgress returns a progress function that logs the conversion at
 // info level: the first and last calls, and at most one line every five
 // seconds in between (on a terminal the daemon's log is the terminal).

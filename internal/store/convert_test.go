@@ -5,12 +5,14 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tibbersync/tibbersync/internal/clock"
 	"github.com/tibbersync/tibbersync/internal/store"
@@ -254,21 +256,28 @@ func TestConvertResumesAfterKill(t *testing.T) {
 	assertCountersExact(t, db)
 }
 
-// TestTerminalProgress prints the first and last lines and at most one a
-// second in between.
-func TestTerminalProgress(t *testing.T) {
+// TestLogProgress logs the first line and at most one every five seconds
+// in between; the end is logged by the conversion itself.
+func TestLogProgress(t *testing.T) {
 	clk := clock.NewFake(t0)
 	var b strings.Builder
-	p := store.TerminalProgress(&b, clk.Now)
+	p := store.LogProgress(slog.New(slog.NewTextHandler(&b, &slog.HandlerOptions{
+		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey || a.Key == slog.LevelKey {
+				return slog.Attr{}
+			}
+			return a
+		},
+	})), clk.Now)
 	p(store.ConvertProgress{Total: 1000})
-	p(store.ConvertProgress{Done: 100, Total: 1000}) // same second: dropped
-	p(store.ConvertProgress{Done: 200, Total: 1000})
-	clk.Advance(1500 * 1e6)
+	p(store.ConvertProgress{Done: 100, Total: 1000}) // within five seconds: dropped
+	clk.Advance(4 * time.Second)
+	p(store.ConvertProgress{Done: 200, Total: 1000}) // still within: dropped
+	clk.Advance(2 * time.Second)
 	p(store.ConvertProgress{Done: 300, Total: 1000})
 	p(store.ConvertProgress{Done: 1000, Total: 1000, Finished: true})
-	want := "converting history to the compact layout: 0 of 1000 values (0%)\n" +
-		"converting history to the compact layout: 300 of 1000 values (30%)\n" +
-		"history converted to the compact layout: 1000 values\n"
+	want := "msg=\"converting history to the compact layout: 0 of 1000 values (0%)\"\n" +
+		"msg=\"converting history to the compact layout: 300 of 1000 values (30%)\"\n"
 	if b.String() != want {
 		t.Fatalf("progress lines:\n%s\nwant:\n%s", b.String(), want)
 	}

@@ -343,13 +343,6 @@ func (h *Health) Last() model.StorageHealth {
 	return out
 }
 
-// LastDir returns the state directory's part of the last Check.
-func (h *Health) LastDir() DirHealth {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.lastDir
-}
-
 // BeforeJob runs Check and returns an error when a job could not store
 // its result: data.db refuses writes (replaced, deleted, damaged) or the
 // state directory is full or read-only. The job is then not started, so it

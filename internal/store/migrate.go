@@ -85,7 +85,7 @@ func (db *DB) migrateTo(ctx context.Context, upTo int) error {
 		return fmt.Errorf("read schema version: %w", err)
 	}
 	if known := len(ms); newest > known {
-		return fmt.Errorf("data.db schema version %d is newer than this binary's %d: upgrade tibbersync", newest, known)
+		return fmt.Errorf("%w: version %d, this binary knows %d: upgrade tibbersync", ErrNewerSchema, newest, known)
 	}
 	for _, m := range ms {
 		if upTo > 0 && m.version > upTo {

@@ -37,6 +37,10 @@ const FileMode fs.FileMode = 0o640
 // ErrReadOnly is returned by write methods of a DB opened with OpenReadOnly.
 var ErrReadOnly = errors.New("database opened read-only")
 
+// ErrNewerSchema is wrapped by Open's error when data.db was written by a
+// newer release than this binary: only an upgrade helps, not a restart.
+var ErrNewerSchema = errors.New("data.db schema is newer than this binary")
+
 // Options configures Open.
 type Options struct {
 	// Clock stamps rows that carry no time of their own. Default clock.Real.
@@ -51,7 +55,7 @@ type Options struct {
 	WALWarnBytes int64
 	// ConvertProgress, when set, receives the progress of the one-off
 	// conversion of history to the compact layout that Open runs on a
-	// data.db written by an older release (TerminalProgress prints it).
+	// data.db written by an older release (LogProgress logs it).
 	ConvertProgress func(ConvertProgress)
 	// ConvertBatch is how many history rows one conversion transaction
 	// moves. Default DefaultConvertBatch.

@@ -227,7 +227,7 @@ func TestOpenRefusesNewerSchema(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := store.Open(ctx, path, store.Options{})
-	if err == nil || !strings.Contains(err.Error(), "newer") {
+	if !errors.Is(err, store.ErrNewerSchema) || !strings.Contains(err.Error(), "upgrade tibbersync") {
 		t.Fatalf("Open = %v, want a 'newer schema' error", err)
 	}
 }
