@@ -90,9 +90,12 @@ type Source struct {
 
 	// persistMu serialises retries of an unsaved commit.
 	persistMu sync.Mutex
-	// closing stops the background retry of an unsaved commit.
-	closing   chan struct{}
-	closeOnce sync.Once
+	// closing stops the background retry of an unsaved commit; closed
+	// under mu. persisting counts the running retry loops (added under
+	// mu while closing is open), so that Close can wait for them.
+	closing    chan struct{}
+	closeOnce  sync.Once
+	persisting sync.WaitGroup
 }
 
 type flight struct {
@@ -752,9 +755,18 @@ func (s *Source) keepUnsaved(ctx context.Context, tok model.Token, base int64, e
 	s.unsaved = u
 	first := !s.persistFailed
 	s.persistFailed = true
+	retry := true
+	select {
+	case <-s.closing:
+		retry = false // Close retries once itself and reports the loss
+	default:
+		s.persisting.Add(1) // under mu: Close closes closing under mu too
+	}
 	s.mu.Unlock()
 	s.log.Error("could not store the refreshed token; keeping it in memory and retrying", "reason", ReasonPersistFailed, "err", err)
-	go s.persistLoop(u)
+	if retry {
+		go s.persistLoop(u)
+	}
 	if first {
 		st, serr := s.o.Status.AuthStatus(ctx)
 		if serr != nil {
@@ -854,6 +866,7 @@ func (s *Source) mirrorTokenTimes(ctx context.Context) {
 // Its cadence uses real timers: it bounds how long a token lives only in
 // memory, which has nothing to do with token expiry.
 func (s *Source) persistLoop(u *unsavedToken) {
+	defer s.persisting.Done()
 	delay := persistRetryMin
 	for {
 		t := time.NewTimer(delay)
@@ -880,7 +893,14 @@ func (s *Source) persistLoop(u *unsavedToken) {
 // wrapping ErrTokenLost. The daemon calls it at shutdown, before it closes
 // the token store.
 func (s *Source) Close(ctx context.Context) error {
-	s.closeOnce.Do(func() { close(s.closing) })
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		close(s.closing)
+		s.mu.Unlock()
+	})
+	// A retry already under way finishes first: nothing may write to
+	// tokens.db after Close returns (the daemon closes it next).
+	s.persisting.Wait()
 	s.retryPersist(ctx)
 	s.mu.Lock()
 	u := s.unsaved
@@ -935,6 +955,43 @@ func (s *Source) storageFailed(ctx context.Context, err error) {
 		if serr := s.o.Status.SetAuthStatus(ctx, st); serr != nil {
 			s.log.Warn("record auth status", "err", serr)
 		}
+	}
+}
+
+// RecheckStorage is for the daemon's periodic health round. While the
+// in-flight marker could not be written, it rewrites the stored marker
+// unchanged (a real write to tokens.db with no change of meaning), under
+// the cross-process refresh lock that every marker writer holds, and
+// clears the recorded failure when the write succeeds. Without it the
+// status surfaces would report unsafe token storage until the next refresh
+// that is actually needed, long after space returned. It does nothing
+// while tokens are stored safely.
+func (s *Source) RecheckStorage(ctx context.Context) {
+	s.mu.Lock()
+	failing := s.storageErr != nil
+	s.mu.Unlock()
+	if !failing {
+		return
+	}
+	unlock, err := lockFile(ctx, s.o.LockPath)
+	if err != nil {
+		return // a refresh holds it; it writes the marker itself
+	}
+	defer unlock()
+	g, err := s.o.Store.Grant(ctx)
+	if err == nil {
+		err = s.checkFiles()
+	}
+	if err == nil {
+		err = s.o.Store.SetInFlight(ctx, g.Generation, g.InFlight)
+	}
+	switch {
+	case err == nil:
+		s.storageRecovered(ctx)
+	case errors.Is(err, tokenstore.ErrGenerationChanged):
+		// A setup replaced the grant meanwhile: the next round checks again.
+	default:
+		s.log.Debug("token store still refuses writes", "err", err)
 	}
 }
 

@@ -68,6 +68,47 @@ func TestMarkerWriteFailurePostponesRefresh(t *testing.T) {
 	}
 }
 
+// Space returns while the still-valid access token needs no refresh: the
+// daemon's health round (RecheckStorage) notices at once instead of the
+// status saying "cannot store tokens safely" until the next refresh that is
+// actually needed. It sends no token request and keeps the marker as it was.
+func TestRecheckStorageClearsTheFailureWithoutARefresh(t *testing.T) {
+	e := newEnv(t)
+	e.setup()
+	spy := &spyStore{Store: e.store}
+	e.opts.Store = spy
+	src := e.source()
+	t.Cleanup(func() { _ = src.Close(bg) })
+
+	spy.failMarker.Store(true)
+	src.RecheckStorage(bg) // nothing recorded yet: no write, no change
+	if src.StorageError() != nil {
+		t.Fatal("StorageError before any failure")
+	}
+	e.clk.Advance(time.Hour)
+	if _, err := src.AccessToken(bg); !errors.Is(err, auth.ErrStorageUnsafe) {
+		t.Fatalf("AccessToken with unwritable marker: %v", err)
+	}
+	src.RecheckStorage(bg) // still failing
+	if src.StorageError() == nil {
+		t.Fatal("RecheckStorage cleared the failure while writes still fail")
+	}
+	spy.failMarker.Store(false)
+	src.RecheckStorage(bg)
+	if err := src.StorageError(); err != nil {
+		t.Fatalf("after space returned: StorageError %v", err)
+	}
+	if st, _ := src.Status(bg); st.Reason != "" || st.State != model.AuthOK || e.rec.get().Reason != "" {
+		t.Fatalf("after space returned: status %+v, recorded %+v", st, e.rec.get())
+	}
+	if n := e.fake.stats().refreshPosts; n != 0 {
+		t.Fatalf("RecheckStorage sent %d refresh requests", n)
+	}
+	if e.grant().InFlight.Active() {
+		t.Fatal("RecheckStorage left a refresh-in-flight marker")
+	}
+}
+
 // A token that could not be stored is retried in the background and, at
 // shutdown, once more; if that fails too, Close says exactly what is lost.
 func TestCloseReportsAnUnsavedToken(t *testing.T) {

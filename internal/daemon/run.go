@@ -224,11 +224,15 @@ func (d *Daemon) maintainLoop(ctx context.Context, sd *sdnotify.Notifier, url st
 	}
 }
 
-// Maintain is one round of the daemon's housekeeping: the token keep-alive
+// Maintain is one round of the daemon's housekeeping: the storage checks
+// (tokens.db rewritten once while it refused writes), the token keep-alive
 // refresh (R8), a WAL checkpoint when the last one is 10 minutes old
 // (R17), and the bytes-written metric. Run calls it every minute; a test
 // driving the scheduler by hand calls it itself.
 func (d *Daemon) Maintain(ctx context.Context) {
+	// Postponed refreshes are reported until tokens.db takes a write again:
+	// try one, so that a disk freed meanwhile shows as fixed now.
+	d.source.RecheckStorage(ctx)
 	if st := d.CheckStorage(); !st.OK() {
 		d.warnStorage(st)
 		d.exitIfFileGone()
