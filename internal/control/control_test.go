@@ -167,6 +167,37 @@ func TestWaitReturnsOnAuthorizationElsewhere(t *testing.T) {
 	}
 }
 
+// TestCompleteAdvancesGenerationOnce: the server counts an authorization
+// it completed itself, exactly once, with no daemon around (this rig's
+// OnAuthorized, like the daemon's, does not call Authorized); a client
+// waiting for it returns.
+func TestCompleteAdvancesGenerationOnce(t *testing.T) {
+	r := newRig(t, &fakeFlow{})
+	ctx := context.Background()
+	first, err := r.cli.Do(ctx, Request{Op: OpStart})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan error, 1)
+	go func() {
+		_, err := r.cli.Do(ctx, Request{Op: OpWait, After: &first.Generation, TimeoutSeconds: 600})
+		waited <- err
+	}()
+	if _, err := r.cli.Do(ctx, Request{Op: OpComplete, Redirect: "http://localhost:8765/callback?code=x&state=state1", After: &first.Generation}); err != nil {
+		t.Fatalf("complete: %v", err)
+	}
+	if err := <-waited; err != nil {
+		t.Fatalf("wait: %v", err)
+	}
+	second, err := r.cli.Do(ctx, Request{Op: OpStart})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second.Generation != first.Generation+1 {
+		t.Errorf("one authorization moved the generation from %d to %d, want %d", first.Generation, second.Generation, first.Generation+1)
+	}
+}
+
 func TestWaitTimesOut(t *testing.T) {
 	r := newRig(t, &fakeFlow{})
 	r.srv.o.MaxWait = time.Millisecond

@@ -40,6 +40,8 @@ type Options struct {
 	// IsConfigError tells a rejected client configuration from other failures.
 	IsConfigError func(error) bool
 	// OnAuthorized runs after a successful Complete (starts the jobs).
+	// The server then advances its generation itself (Authorized), so
+	// OnAuthorized must not call Authorized.
 	OnAuthorized func(model.AuthStatus)
 	RedirectURL  string
 	SetupURL     string
@@ -227,8 +229,9 @@ func sleepOrClose(d time.Duration, done <-chan struct{}) bool {
 }
 
 // Authorized tells waiting clients (the browser flow) that the daemon is
-// authorized now; the daemon calls it from every successful Complete,
-// including the web page's /callback.
+// authorized now, advancing the generation by one. The server calls it
+// after each Complete it served; the daemon calls it for every other
+// successful Complete (the web page's /callback and paste).
 func (s *Server) Authorized() {
 	s.mu.Lock()
 	s.gen++
