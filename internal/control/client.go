@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"path/filepath"
 	"syscall"
 	"time"
 )
@@ -79,7 +80,7 @@ func (c *Client) dial(ctx context.Context) (net.Conn, error) {
 			return nil, ErrNoDaemon
 		}
 		if errors.Is(err, fs.ErrPermission) {
-			return nil, fmt.Errorf("%w %s (uid %d): run the command as root (sudo), or join the daemon's group: sudo usermod -aG tibbersync $USER, then log in again", ErrPermission, c.Path, os.Geteuid())
+			return nil, c.permissionError()
 		}
 		return nil, fmt.Errorf("control socket %s: %w", c.Path, err)
 	}
@@ -93,7 +94,34 @@ func (c *Client) dial(ctx context.Context) (net.Conn, error) {
 	case errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ECONNREFUSED):
 		return nil, ErrNoDaemon
 	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
-		return nil, fmt.Errorf("%w %s (uid %d): run the command as root (sudo), or join the daemon's group: sudo usermod -aG tibbersync $USER, then log in again", ErrPermission, c.Path, os.Geteuid())
+		return nil, c.permissionError()
 	}
 	return nil, fmt.Errorf("control socket %s: %w", c.Path, err)
+}
+
+// permissionError is ErrPermission with the fix: sudo, or joining the
+// group that owns the socket (the state directory's group, which Listen
+// gives it), named as the system names it.
+func (c *Client) permissionError() error {
+	how := "join the daemon's group"
+	if g := socketGroup(c.Path); g != "" {
+		how += ": sudo usermod -aG " + g + " $USER, then log in again"
+	} else {
+		how += " (the group of " + filepath.Dir(c.Path) + ", see ls -ld), then log in again"
+	}
+	return fmt.Errorf("%w %s (uid %d): run the command as root (sudo), or %s", ErrPermission, c.Path, os.Geteuid(), how)
+}
+
+// socketGroup is the name of the socket file's group (its number when the
+// group has no name), or the state directory's when the socket cannot be
+// stat'ed; "" when neither can.
+func socketGroup(path string) string {
+	for _, p := range []string{path, filepath.Dir(path)} {
+		if fi, err := os.Stat(p); err == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				return groupName(int(st.Gid))
+			}
+		}
+	}
+	return ""
 }

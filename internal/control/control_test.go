@@ -7,10 +7,13 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"os/user"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -164,6 +167,37 @@ func TestWaitReturnsOnAuthorizationElsewhere(t *testing.T) {
 	// reported as authorized, not as an error.
 	if _, err := r.cli.Do(ctx, Request{Op: OpComplete, Redirect: "http://localhost:8765/callback?code=x&state=stale", After: &start.Generation}); err != nil {
 		t.Fatalf("paste after page completion: %v", err)
+	}
+}
+
+// TestCompleteAdvancesGenerationOnce: the server counts an authorization
+// it completed itself, exactly once, with no daemon around (this rig's
+// OnAuthorized, like the daemon's, does not call Authorized); a client
+// waiting for it returns.
+func TestCompleteAdvancesGenerationOnce(t *testing.T) {
+	r := newRig(t, &fakeFlow{})
+	ctx := context.Background()
+	first, err := r.cli.Do(ctx, Request{Op: OpStart})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan error, 1)
+	go func() {
+		_, err := r.cli.Do(ctx, Request{Op: OpWait, After: &first.Generation, TimeoutSeconds: 600})
+		waited <- err
+	}()
+	if _, err := r.cli.Do(ctx, Request{Op: OpComplete, Redirect: "http://localhost:8765/callback?code=x&state=state1", After: &first.Generation}); err != nil {
+		t.Fatalf("complete: %v", err)
+	}
+	if err := <-waited; err != nil {
+		t.Fatalf("wait: %v", err)
+	}
+	second, err := r.cli.Do(ctx, Request{Op: OpStart})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second.Generation != first.Generation+1 {
+		t.Errorf("one authorization moved the generation from %d to %d, want %d", first.Generation, second.Generation, first.Generation+1)
 	}
 }
 
@@ -343,5 +377,68 @@ func TestPeerGroupsOfARealConnection(t *testing.T) {
 		if !slices.Contains(p.Groups, g) {
 			t.Errorf("peer groups %v lack %d (os.Getgroups %v)", p.Groups, g, want)
 		}
+	}
+}
+
+// The permission message names the group of the socket file as the system
+// names it (its number when it has no name), the state directory's when
+// the socket cannot be stat'ed, and says it once for both ways a client is
+// refused (no search permission on a long path's directory, EACCES on
+// connect).
+func TestPermissionMessageNamesTheSocketGroup(t *testing.T) {
+	dir, err := os.MkdirTemp("", "ctl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	c := NewClient(dir)
+	message := func() string {
+		err := c.permissionError()
+		if !errors.Is(err, ErrPermission) {
+			t.Fatalf("%v is not ErrPermission", err)
+		}
+		return err.Error()
+	}
+	gidOf := func(path string) int {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return int(fi.Sys().(*syscall.Stat_t).Gid)
+	}
+
+	// No socket: the state directory's group.
+	dirGroup := groupName(gidOf(dir))
+	if msg := message(); !strings.Contains(msg, "usermod -aG "+dirGroup+" $USER") {
+		t.Errorf("without a socket the message does not name the directory's group %q: %s", dirGroup, msg)
+	}
+
+	// A socket whose group differs from the directory's: the socket's.
+	if err := os.WriteFile(c.Path, nil, 0o660); err != nil {
+		t.Fatal(err)
+	}
+	named := -1
+	for gid := 1; gid < 1000; gid++ {
+		if g, err := user.LookupGroupId(strconv.Itoa(gid)); err == nil && g.Name != dirGroup && os.Chown(c.Path, -1, gid) == nil {
+			named = gid
+			break
+		}
+	}
+	if named < 0 {
+		t.Log("no other named group to give the socket (not root?); checked with the directory's group only")
+	} else if msg, want := message(), groupName(named); !strings.Contains(msg, "usermod -aG "+want+" $USER") {
+		t.Errorf("the message does not name the socket's group %q: %s", want, msg)
+	}
+
+	// A group without a name: its number.
+	unnamed := 54321
+	if _, err := user.LookupGroupId(strconv.Itoa(unnamed)); err == nil {
+		t.Skipf("gid %d has a name here", unnamed)
+	}
+	if err := os.Chown(c.Path, -1, unnamed); err != nil {
+		t.Skipf("cannot give the socket gid %d (not root?): %v", unnamed, err)
+	}
+	if msg := message(); !strings.Contains(msg, "usermod -aG 54321 $USER") {
+		t.Errorf("the message does not give the unnamed group's number: %s", msg)
 	}
 }

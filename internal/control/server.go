@@ -40,6 +40,8 @@ type Options struct {
 	// IsConfigError tells a rejected client configuration from other failures.
 	IsConfigError func(error) bool
 	// OnAuthorized runs after a successful Complete (starts the jobs).
+	// The server then advances its generation itself (Authorized), so
+	// OnAuthorized must not call Authorized.
 	OnAuthorized func(model.AuthStatus)
 	RedirectURL  string
 	SetupURL     string
@@ -55,10 +57,14 @@ type Options struct {
 // Server is the daemon's end of the control channel.
 type Server struct {
 	o       Options
-	ln      *net.UnixListener
+	ln      listener
 	path    string
 	sockGID int
 	selfUID int
+	// pause waits d before the next accept after a failed one and reports
+	// false when done closes first; sleepOrClose unless a test sets it.
+	pause func(d time.Duration, done <-chan struct{}) bool
+	done  chan struct{} // closed by Close
 
 	mu     sync.Mutex
 	gen    int           // incremented on every authorization
@@ -68,6 +74,13 @@ type Server struct {
 	// until the socket file is removed.
 	closeOnce sync.Once
 	wg        sync.WaitGroup
+}
+
+// listener is what Serve accepts from: the socket's *net.UnixListener, or
+// a test's fake.
+type listener interface {
+	AcceptUnix() (*net.UnixConn, error)
+	Close() error
 }
 
 // Listen creates the socket (mode 0660, group of the state directory). A
@@ -111,7 +124,8 @@ func Listen(o Options) (*Server, error) {
 		ln.Close()
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
-	s := &Server{o: o, ln: ln, path: path, sockGID: -1, selfUID: os.Geteuid(), genCh: make(chan struct{})}
+	s := &Server{o: o, ln: ln, path: path, sockGID: -1, selfUID: os.Geteuid(), genCh: make(chan struct{}),
+		pause: sleepOrClose, done: make(chan struct{})}
 	if dfi, err := os.Stat(o.Dir); err == nil {
 		if st, ok := dfi.Sys().(*syscall.Stat_t); ok {
 			// The socket takes the state directory's group, so that the
@@ -132,12 +146,25 @@ func Listen(o Options) (*Server, error) {
 // Path is the socket path.
 func (s *Server) Path() string { return s.path }
 
-// Serve accepts connections until ctx is done or Close is called.
+// Bounds of the pause after a failed accept (EMFILE, ENFILE, ...), as in
+// net/http's Server.Serve: it doubles per failure and starts over after an
+// accept succeeds.
+const (
+	minAcceptPause = 5 * time.Millisecond
+	maxAcceptPause = time.Second
+)
+
+// Serve accepts connections until ctx is done or Close is called. A failed
+// accept (out of file descriptors, say) is retried after a pause, so that
+// it neither spins a core nor floods the log: the first failure of a
+// streak is logged at WARN, the repeats at DEBUG.
 func (s *Server) Serve(ctx context.Context) {
 	go func() {
 		<-ctx.Done()
 		s.Close()
 	}()
+	var pause time.Duration
+	failures := 0
 	for {
 		c, err := s.ln.AcceptUnix()
 		if err != nil {
@@ -147,9 +174,22 @@ func (s *Server) Serve(ctx context.Context) {
 			if closed || errors.Is(err, net.ErrClosed) {
 				break
 			}
-			s.o.Logger.Warn("control socket accept", "err", err)
+			pause = min(max(2*pause, minAcceptPause), maxAcceptPause)
+			failures++
+			if failures == 1 {
+				s.o.Logger.Warn("control socket accept failed; retrying with backoff", "err", err)
+			} else {
+				s.o.Logger.Debug("control socket accept failed again", "err", err, "failures", failures, "pause", pause)
+			}
+			if !s.pause(pause, s.done) {
+				break
+			}
 			continue
 		}
+		if failures > 0 {
+			s.o.Logger.Info("control socket accepts again", "failures", failures)
+		}
+		pause, failures = 0, 0
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
@@ -169,14 +209,29 @@ func (s *Server) Close() {
 		s.mu.Lock()
 		s.closed = true
 		s.mu.Unlock()
+		close(s.done)
 		s.ln.Close()
 		_ = os.Remove(s.path)
 	})
 }
 
+// sleepOrClose waits d and reports true, or reports false as soon as done
+// is closed.
+func sleepOrClose(d time.Duration, done <-chan struct{}) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-done:
+		return false
+	}
+}
+
 // Authorized tells waiting clients (the browser flow) that the daemon is
-// authorized now; the daemon calls it from every successful Complete,
-// including the web page's /callback.
+// authorized now, advancing the generation by one. The server calls it
+// after each Complete it served; the daemon calls it for every other
+// successful Complete (the web page's /callback and paste).
 func (s *Server) Authorized() {
 	s.mu.Lock()
 	s.gen++

@@ -25,7 +25,8 @@ func (d *Daemon) openControl() {
 		IsConfigError: func(err error) bool {
 			return errors.Is(err, auth.ErrConfig) || errors.Is(err, auth.ErrNoClientSecret)
 		},
-		OnAuthorized: d.authorized,
+		// Not d.authorized: the server counts its own authorizations.
+		OnAuthorized: d.startJobs,
 		RedirectURL:  d.cfg.Tibber.RedirectURL,
 		SetupURL:     "http://" + d.cfg.Web.Listen + "/setup",
 		Logger:       d.log.With("component", "control"),

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/tibbersync/tibbersync/internal/clock"
 	"github.com/tibbersync/tibbersync/internal/config"
+	"github.com/tibbersync/tibbersync/internal/control"
 	"github.com/tibbersync/tibbersync/internal/jobs"
 	"github.com/tibbersync/tibbersync/internal/model"
 	"github.com/tibbersync/tibbersync/internal/simulator"
@@ -87,20 +89,7 @@ func authorize(t *testing.T, ctx context.Context, d *Daemon) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, authURL, nil)
-	req.Header.Set("User-Agent", version.UserAgent())
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	loc, err := resp.Location()
-	if err != nil {
-		t.Fatalf("authorize: %s, no redirect", resp.Status)
-	}
-	st, err := d.Flow().Complete(ctx, loc)
+	st, err := d.Flow().Complete(ctx, consent(t, ctx, authURL))
 	if err != nil || st.State != model.AuthOK {
 		t.Fatalf("complete: %+v %v", st, err)
 	}
@@ -325,4 +314,93 @@ func dumpRuns(t *testing.T, cfg config.Config) string {
 		fmt.Fprintf(&b, "%s %s %s; ", j, s, e.String)
 	}
 	return b.String()
+}
+
+// consent follows an authorize URL at the AutoConsent simulator and
+// returns where it redirects the browser (the redirect URL with code and
+// state).
+func consent(t *testing.T, ctx context.Context, authURL string) *url.URL {
+	t.Helper()
+	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, authURL, nil)
+	req.Header.Set("User-Agent", version.UserAgent())
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	loc, err := resp.Location()
+	if err != nil {
+		t.Fatalf("authorize: %s, no redirect", resp.Status)
+	}
+	return loc
+}
+
+// TestAuthorizationAdvancesControlGenerationOnce: every authorization,
+// through the control socket (`tibbersync setup`, paste) or through the
+// web page's /callback (browser flow), advances the control socket's
+// generation exactly once, so OpWait and OpComplete's After see one new
+// authorization, not two.
+func TestAuthorizationAdvancesControlGenerationOnce(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	clk := clock.NewFake(start)
+	cfg, _ := testConfig(t, clk)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := openTest(t, ctx, cfg, clk, Options{Listener: ln, Service: true})
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- d.Run(runCtx) }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	select {
+	case <-d.Ready():
+	case err := <-done:
+		t.Fatalf("Run: %v", err)
+	}
+	cli := control.NewClient(cfg.Storage.Dir)
+
+	// Through the socket.
+	first, err := cli.Do(ctx, control.Request{Op: control.OpStart})
+	if err != nil {
+		t.Fatal(err)
+	}
+	loc := consent(t, ctx, first.AuthorizeURL)
+	if _, err := cli.Do(ctx, control.Request{Op: control.OpComplete, Redirect: loc.String(), After: &first.Generation}); err != nil {
+		t.Fatalf("complete through the socket: %v", err)
+	}
+	second, err := cli.Do(ctx, control.Request{Op: control.OpStart})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second.Generation != first.Generation+1 {
+		t.Errorf("one authorization through the control socket moved the generation from %d to %d, want %d", first.Generation, second.Generation, first.Generation+1)
+	}
+
+	// Through the web page's /callback.
+	loc = consent(t, ctx, second.AuthorizeURL)
+	resp, err := http.Get(d.URL() + "/callback?" + loc.RawQuery)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /callback: %s\n%.400s", resp.Status, body)
+	}
+	after, err := cli.Do(ctx, control.Request{Op: control.OpStart})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Generation != second.Generation+1 {
+		t.Errorf("one authorization through /callback moved the generation from %d to %d, want %d", second.Generation, after.Generation, second.Generation+1)
+	}
 }

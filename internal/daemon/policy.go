@@ -118,17 +118,26 @@ func (d *Daemon) onRun(r model.Run, err error) {
 	d.releaseMemory(context.Background())
 }
 
-// authorized is the web server's OnAuthorized: the jobs start at once,
-// history again after the first devices run.
+// authorized is the web server's OnAuthorized (the setup page's
+// /callback and paste): the jobs start, and `tibbersync setup` waiting on
+// the control socket for the browser learns it is done.
 func (d *Daemon) authorized(st model.AuthStatus) {
+	d.startJobs(st)
+	if d.ctl != nil {
+		d.ctl.Authorized()
+	}
+}
+
+// startJobs follows every successful authorization: the jobs start at
+// once, history again after the first devices run. It is the control
+// socket's OnAuthorized as it is: the socket's server advances its own
+// generation after an authorization it completed, so calling
+// d.ctl.Authorized here too would count that one twice.
+func (d *Daemon) startJobs(st model.AuthStatus) {
 	d.log.Info("authorized; starting jobs", "email", st.Email, "granted_scopes", st.GrantedScopes)
 	d.historyAfterDevices.Store(true)
 	d.sched.Trigger(jobs.JobHomes)
 	d.sched.Trigger(jobs.JobDevices)
-	if d.ctl != nil {
-		// `tibbersync setup` waiting for the browser learns it is done.
-		d.ctl.Authorized()
-	}
 }
 
 // quietRunner is the scheduler's runner: one run with its deadline. While

@@ -112,6 +112,11 @@ type Publisher struct {
 	devices map[string]message // discovery and state topics
 	auth    map[string]message // <prefix>/auth and its discovery
 	sent    map[string][]byte  // what the current connection has published
+	// cleared holds the device topics whose delete (empty payload) this
+	// process has published and that a removed device in data.db still
+	// yields; readDevices keeps them from being deleted again. Only those
+	// are kept, so it never holds more than data.db's removed devices.
+	cleared map[string]struct{}
 }
 
 // message is one retained message the broker should hold.
@@ -171,6 +176,7 @@ func New(o Options) (*Publisher, error) {
 		authCh:    make(chan struct{}, 1),
 		devices:   map[string]message{},
 		auth:      map[string]message{},
+		cleared:   map[string]struct{}{},
 	}
 	switch u.Scheme {
 	case "mqtt":
@@ -385,7 +391,8 @@ func drain(ch chan struct{}) {
 }
 
 // flush publishes, in rank order, every message whose payload differs from
-// what this connection already published.
+// what this connection already published. A device topic's delete, once
+// published, is dropped from the tracked topics (see readDevices).
 func (p *Publisher) flush(ctx context.Context, client paho.Client) error {
 	want := map[string]message{p.Topic("status"): {rankStatus, []byte(PayloadOnline)}}
 	for t, m := range p.auth {
@@ -414,6 +421,14 @@ func (p *Publisher) flush(ctx context.Context, client paho.Client) error {
 		payload := want[t].payload
 		if err := p.publish(ctx, client, t, payload); err != nil {
 			return err
+		}
+		if _, dev := p.devices[t]; dev && len(payload) == 0 {
+			// Deleted at the broker: neither this connection nor a later
+			// one needs to send it again.
+			delete(p.devices, t)
+			delete(p.sent, t)
+			p.cleared[t] = struct{}{}
+			continue
 		}
 		p.sent[t] = payload
 	}
@@ -467,7 +482,10 @@ func (p *Publisher) readAuth(ctx context.Context) {
 
 // readDevices rebuilds the device messages from the source. Topics that
 // disappear (a capability gone, a device removed) get an empty retained
-// payload, which deletes them at the broker and in Home Assistant.
+// payload, which deletes them at the broker and in Home Assistant. Such a
+// delete is published once: flush then stops tracking the topic, and the
+// deletes a removed device in data.db yields on every read are skipped for
+// the topics in p.cleared. A topic that comes back is published again.
 func (p *Publisher) readDevices(ctx context.Context) {
 	devs, err := p.o.Source.DeviceStates(ctx)
 	if err != nil {
@@ -477,8 +495,13 @@ func (p *Publisher) readDevices(ctx context.Context) {
 		return
 	}
 	next := map[string]message{}
+	cleared := map[string]struct{}{}
 	for _, d := range devs {
 		for t, m := range p.deviceMessages(d) {
+			if _, done := p.cleared[t]; done && len(m.payload) == 0 {
+				cleared[t] = struct{}{}
+				continue
+			}
 			next[t] = m
 		}
 	}
@@ -487,7 +510,7 @@ func (p *Publisher) readDevices(ctx context.Context) {
 			next[t] = message{m.rank, []byte{}}
 		}
 	}
-	p.devices = next
+	p.devices, p.cleared = next, cleared
 }
 
 // connected records a successful connection.

@@ -451,6 +451,115 @@ func TestRemovedDeviceClearsItsTopics(t *testing.T) {
 	}
 }
 
+// TestDeletesArePublishedOnce: when a device disappears (flagged removed
+// in data.db, or not listed at all any more), each of its topics gets one
+// empty retained payload. Later passes and a reconnect publish no delete
+// for it again, and the publisher stops tracking those topics; a device
+// that comes back is published again, and deleted once more when it goes.
+func TestDeletesArePublishedOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		gone, back func(*fakeSource)
+	}{
+		{"Removed",
+			func(f *fakeSource) { f.devices[0].Removed = true },
+			func(f *fakeSource) { f.devices[0].Removed = false }},
+		{"Vanished",
+			func(f *fakeSource) { f.devices = f.devices[1:] },
+			func(f *fakeSource) { f.devices = append([]model.DeviceState{vehicle()}, f.devices...) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := startBroker(t)
+			src := newSource()
+			vehicleID := src.devices[0].ID
+			r := startPublisher(t, src, mqtt.Options{URL: "mqtt://" + b.Plain, DiscoveryPrefix: "homeassistant", QoS: 1})
+			sub := subscribe(t, b.Plain, "#")
+			sub.waitFor(wait, "the first full publish", ready(src, "tibbersync", "homeassistant"))
+			waitUntil(t, "the first pass", func() bool { return r.pub.Passes() >= 1 })
+			full := r.pub.Status().MessagesPublished
+			var vehicleTopics []string
+			for topic, payload := range sub.latest() {
+				if strings.Contains(payload, vehicleID) {
+					vehicleTopics = append(vehicleTopics, topic)
+				}
+			}
+			if len(vehicleTopics) != 1+len(vehicle().Capabilities) {
+				t.Fatalf("vehicle topics: %v", vehicleTopics)
+			}
+			pass := func() {
+				t.Helper()
+				n := r.pub.Passes()
+				r.pub.DevicesChanged()
+				r.waitPasses(n)
+			}
+			published := func() int64 { return r.pub.Status().MessagesPublished }
+
+			// The device goes: one delete per topic.
+			src.update(tc.gone)
+			pass()
+			if got := published() - full; got != int64(len(vehicleTopics)) {
+				t.Errorf("the device's removal published %d messages, want %d deletes", got, len(vehicleTopics))
+			}
+			sub.waitFor(wait, "empty retained payloads", func([]received) bool {
+				got := sub.latest()
+				for _, topic := range vehicleTopics {
+					if got[topic] != "" {
+						return false
+					}
+				}
+				return true
+			})
+
+			// Later passes publish nothing.
+			before := published()
+			for range 3 {
+				pass()
+			}
+			if got := published() - before; got != 0 {
+				t.Errorf("%d messages in 3 unchanged passes after the delete", got)
+			}
+
+			// A reconnect publishes the full state without the deleted
+			// topics.
+			n := r.pub.Passes()
+			b.stop()
+			waitUntil(t, "the publisher to notice the broker is gone", func() bool {
+				st := r.pub.Status()
+				return !st.Connected && st.LastError != ""
+			})
+			b.restart()
+			r.waitPasses(n)
+			if got, want := published()-before, full-int64(len(vehicleTopics)); got != want {
+				t.Errorf("the reconnect published %d messages, want %d (the full state without the %d deleted topics)", got, want, len(vehicleTopics))
+			}
+
+			// The device comes back: its topics are published again; it
+			// goes again: deleted again, once.
+			before = published()
+			src.update(tc.back)
+			pass()
+			if got := published() - before; got != int64(len(vehicleTopics)) {
+				t.Errorf("the device's return published %d messages, want %d", got, len(vehicleTopics))
+			}
+			before = published()
+			src.update(tc.gone)
+			pass()
+			pass()
+			if got := published() - before; got != int64(len(vehicleTopics)) {
+				t.Errorf("the second removal published %d messages, want %d deletes", got, len(vehicleTopics))
+			}
+
+			// Nothing of the gone device is kept: only the battery's state
+			// and discovery topics are tracked.
+			r.stop()
+			tracked, deletes := mqtt.DeviceTopics(r.pub)
+			if want := 1 + len(battery().Capabilities); tracked != want || deletes != 0 {
+				t.Errorf("the publisher tracks %d device topics (%d of them deletes), want %d (none)", tracked, deletes, want)
+			}
+		})
+	}
+}
+
 func hasPayloadPrefix(msgs []received, topic, prefix string) bool {
 	for _, m := range msgs {
 		if m.Topic == topic && strings.HasPrefix(m.Payload, prefix) {
