@@ -87,7 +87,7 @@ func exitCode(err error) int {
 		return exitOK
 	case errors.As(err, &ce):
 		return ce.code
-	case daemon.IsConfigError(err), errors.Is(err, auth.ErrConfig), errors.Is(err, auth.ErrNoClientSecret):
+	case daemon.IsConfigError(err), auth.IsConfigError(err):
 		return exitConfig
 	default:
 		return exitError

@@ -101,6 +101,13 @@ var (
 	ErrConfig = errors.New("client configuration rejected")
 )
 
+// IsConfigError reports whether err says the client configuration is wrong
+// or missing (rejected by Tibber, or no client secret): something only the
+// admin can fix, so neither a retry nor a restart helps.
+func IsConfigError(err error) bool {
+	return errors.Is(err, ErrConfig) || errors.Is(err, ErrNoClientSecret)
+}
+
 // TokenStore is the persistence auth needs; *tokenstore.Store implements it.
 // Every write is one durable transaction.
 type TokenStore interface {

@@ -59,17 +59,18 @@ var (
 
 // checkBearer returns an error wrapping ErrNotBearer unless tokenType is
 // Bearer in any letter case.
+//
+// A missing or empty token_type is taken as Bearer, as x/oauth2 does: the
+// member is required by RFC 6749, but refusing a refresh answer for its
+// absence would throw away a rotated refresh token that the server already
+// considers current, and lose the grant. Only a type that says something
+// else (mac, DPoP, …) is refused.
 func checkBearer(tokenType string) error {
-	if strings.EqualFold(strings.TrimSpace(tokenType), "bearer") {
+	t := strings.TrimSpace(tokenType)
+	if t == "" || strings.EqualFold(t, "bearer") {
 		return nil
 	}
-	shown := scrub(tokenType)
-	if shown == "" {
-		shown = "missing"
-	} else {
-		shown = fmt.Sprintf("%q", truncateRunes(shown, 40))
-	}
-	return fmt.Errorf("%w (token_type %s)", ErrNotBearer, shown)
+	return fmt.Errorf("%w (token_type %q)", ErrNotBearer, truncateRunes(scrub(tokenType), 40))
 }
 
 func truncateRunes(s string, n int) string {

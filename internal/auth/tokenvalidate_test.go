@@ -11,10 +11,11 @@ import (
 )
 
 // TestExchangeRequiresBearer: a code exchange answering another token_type
-// (or none) is refused, case-insensitively accepting Bearer; nothing is
-// stored and the auth state does not claim ok.
+// is refused, case-insensitively accepting Bearer, and a missing one ("-")
+// taken as Bearer; nothing is stored after a refusal and the auth state
+// does not claim ok.
 func TestExchangeRequiresBearer(t *testing.T) {
-	for typ, ok := range map[string]bool{"bearer": true, "BEARER": true, "mac": false, "DPoP": false, "-": false} {
+	for typ, ok := range map[string]bool{"bearer": true, "BEARER": true, "mac": false, "DPoP": false, "-": true} {
 		t.Run(typ, func(t *testing.T) {
 			e := newEnv(t)
 			e.fake.tokenType = typ
@@ -59,6 +60,31 @@ func TestRefreshRequiresBearer(t *testing.T) {
 	}
 	if c := auth.Classify(&auth.TokenError{Status: 200, Err: auth.ErrNotBearer}); c != auth.ClassConfig {
 		t.Errorf("Classify = %v, want config_error", c)
+	}
+}
+
+// TestRefreshWithoutTokenTypeKeepsTheRotatedToken: a refresh answer with
+// no token_type is taken as Bearer and its rotated refresh token stored.
+// Refusing it used to drop the token the server had just made current,
+// which cost the grant.
+func TestRefreshWithoutTokenTypeKeepsTheRotatedToken(t *testing.T) {
+	e := newEnv(t)
+	e.setup()
+	e.fake.tokenType = "-"
+	s := e.source()
+	if err := s.Init(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	old := e.grant().Token
+	e.clk.Advance(2 * time.Hour)
+	tok, err := s.AccessToken(context.Background())
+	if err != nil {
+		t.Fatalf("refresh without token_type: %v", err)
+	}
+	g := e.grant()
+	if !g.Token.AccessToken.Equal(tok) || g.Token.RefreshToken.Equal(old.RefreshToken) || g.State != model.AuthOK {
+		t.Fatalf("after a refresh without token_type: state %s, access stored %v, refresh rotated %v",
+			g.State, g.Token.AccessToken.Equal(tok), !g.Token.RefreshToken.Equal(old.RefreshToken))
 	}
 }
 

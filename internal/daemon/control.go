@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"sync"
 
 	"github.com/tibbersync/tibbersync/internal/auth"
@@ -22,9 +21,7 @@ func (d *Daemon) openControl() {
 		ConfigHint:    ConfigHint(d.cfg),
 		Status:        d.source.Status,
 		ParseRedirect: auth.ParseRedirect,
-		IsConfigError: func(err error) bool {
-			return errors.Is(err, auth.ErrConfig) || errors.Is(err, auth.ErrNoClientSecret)
-		},
+		IsConfigError: auth.IsConfigError,
 		// Not d.authorized: the server counts its own authorizations.
 		OnAuthorized: d.startJobs,
 		RedirectURL:  d.cfg.Tibber.RedirectURL,

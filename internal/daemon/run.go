@@ -359,10 +359,7 @@ func (d *Daemon) apiObserver() tibber.Observer {
 type metricsObserver struct{ m *metrics.Metrics }
 
 func (o metricsObserver) ObserveRequest(endpoint string, status int) {
-	o.m.ObserveRequest(endpoint, status)
-	if status == http.StatusTooManyRequests {
-		o.m.Observe429(endpoint)
-	}
+	o.m.ObserveRequest(endpoint, status) // a 429 also counts as throttled
 }
 func (o metricsObserver) ObserveRetry(endpoint string) { o.m.ObserveRetry(endpoint) }
 
@@ -391,9 +388,6 @@ func (t observingTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		status = resp.StatusCode
 	}
 	t.m.ObserveRequest(route, status)
-	if status == http.StatusTooManyRequests {
-		t.m.Observe429(route)
-	}
 	return resp, err
 }
 

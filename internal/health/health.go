@@ -160,7 +160,7 @@ func jobCheck(name string, j model.JobSummary, interval time.Duration, now time.
 	switch {
 	case last.IsZero():
 		c.Detail = "no success yet" + running
-	case last.After(now.Add(5 * time.Minute)):
+	case model.InFuture(last, now):
 		c.Detail = "last success is in the future (" + last.UTC().Format(time.RFC3339) + "): the clock moved back; waiting for a new success" + running
 	case now.Sub(last) <= limit:
 		c.OK = true

@@ -213,6 +213,9 @@ func (m *Metrics) ObserveRequest(endpoint string, status int) {
 		label = strconv.Itoa(status)
 	}
 	m.requests.WithLabelValues(endpoint, label).Inc()
+	if status == http.StatusTooManyRequests {
+		m.throttled.WithLabelValues(endpoint).Inc()
+	}
 }
 
 // ObserveRetry counts one retried request to endpoint.
@@ -234,14 +237,6 @@ func (m *Metrics) ObserveSchemaDrift(endpoint string) {
 		return
 	}
 	m.drift.WithLabelValues(endpoint).Inc()
-}
-
-// Observe429 counts one 429 response from endpoint.
-func (m *Metrics) Observe429(endpoint string) {
-	if m == nil {
-		return
-	}
-	m.throttled.WithLabelValues(endpoint).Inc()
 }
 
 // ObserveRun records one finished job run: its status (ok, partial, failed,

@@ -145,7 +145,6 @@ func exercise(m *metrics.Metrics) {
 	m.ObserveRequest("devices", 200)
 	m.ObserveRequest("token", 0)
 	m.ObserveRequest("history", 429)
-	m.Observe429("history")
 	m.ObserveRetry("history")
 	m.ObserveRun("devices", "ok", 7, t0)
 	m.ObserveRun("history", "failed", 0, t0)

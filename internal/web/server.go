@@ -80,8 +80,10 @@ type Options struct {
 	// Metrics is served at /metrics; nil answers 404 there.
 	Metrics *metrics.Metrics
 	// StorageHealth, when set, returns the last storage check (disk full,
-	// read-only, database files replaced, deleted or damaged): /readyz
-	// fails and the status page shows a banner while it has problems.
+	// read-only, database files replaced, deleted or damaged) for the
+	// status page's storage banner and its details. It does not decide
+	// readiness: the daemon passes the same result to ExtraChecks, which
+	// the one health verdict (and so /readyz) uses.
 	StorageHealth func() model.StorageHealth
 
 	// Clock defaults to clock.Real.

@@ -495,7 +495,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	// What the API client and the jobs would report.
 	m.ObserveRequest("devices", 200)
 	m.ObserveRequest("token", 0)
-	m.Observe429("history")
+	m.ObserveRequest("history", 429)
 	m.ObserveRetry("history")
 	m.ObserveRun("devices", "ok", 12, t0)
 	m.SetBytesWritten(4096)
