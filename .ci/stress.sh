@@ -17,6 +17,10 @@
 #        .ci/stress.sh     (same variables from the environment)
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# `make test` runs as a user runs it, not as a sub-make of `make
+# stress-test` (whose MAKEFLAGS would turn on "Entering directory" lines
+# in the makes that tests run).
+unset MAKEFLAGS MFLAGS MAKELEVEL MAKEOVERRIDES
 
 runs="${RUNS:-5}"
 count="${COUNT:-20}"

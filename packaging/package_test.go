@@ -59,6 +59,23 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// makeCmd runs make on the repository's Makefile as a top-level make: no
+// MAKEFLAGS, MFLAGS or MAKELEVEL from a make this test may run under (as in
+// `make stress-test` → `make test`), and no "Entering directory" lines,
+// which a sub-make prints on stdout and which once ended up in the version
+// read from `make version`.
+func makeCmd(ctx context.Context, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, "make", append([]string{"--no-print-directory", "-C", ".."}, args...)...)
+	for _, kv := range os.Environ() {
+		switch k, _, _ := strings.Cut(kv, "="); k {
+		case "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES":
+		default:
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	return cmd
+}
+
 // packages runs `make package` once into a temporary DIST and returns the
 // three .deb files by architecture.
 func packages(t *testing.T) (version string, debs map[string]string) {
@@ -74,17 +91,15 @@ func packages(t *testing.T) (version string, debs map[string]string) {
 		built.dir = dir
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 		defer cancel()
-		// The version is read once and passed on, so that the check of the
-		// stamp below does not depend on `git describe` answering the same
-		// while other tests run git and write into the tree meanwhile (a
-		// loaded stress run once saw the two differ).
-		vout, err := exec.CommandContext(ctx, "make", "-s", "-C", "..", "version").Output()
+		// The version is read once and passed on, so the stamp checked below
+		// is the one make package was given.
+		vout, err := makeCmd(ctx, "-s", "version").Output()
 		if err != nil {
 			built.err = fmt.Errorf("make version: %v", err)
 			return
 		}
 		built.stamp = strings.TrimSpace(string(vout))
-		cmd := exec.CommandContext(ctx, "make", "-C", "..", "package", "DIST="+dir, "VERSION="+built.stamp)
+		cmd := makeCmd(ctx, "package", "DIST="+dir, "VERSION="+built.stamp)
 		out, err := cmd.CombinedOutput()
 		built.out = string(out)
 		if err != nil {
