@@ -166,8 +166,19 @@ func runFaultCase(t *testing.T, ep string, k faultKind) int {
 	}
 	newSleeps := e.clk.Sleeps()[sleeps:]
 	if k.retryAfter {
-		if len(newSleeps) != 1 || newSleeps[0] < 2*time.Second || newSleeps[0] > 2*time.Second+tibber.RetryAfterJitter {
-			t.Errorf("retry sleeps %v, want one of 2s..2.25s for Retry-After: 2", newSleeps)
+		// The retry waits out the Retry-After (2 s plus jitter). The rate
+		// gate binds every request of the installation, so a request of
+		// another worker that reaches the closed gate before the retry's
+		// sleep moved the fake clock waits out the same deadline: a second
+		// sleep of the same length, and no extra request (the retries are
+		// counted above). Which happens depends only on the scheduling of
+		// the goroutines, so both are right.
+		ok := len(newSleeps) >= 1 && slices.Max(newSleeps) >= 2*time.Second
+		for _, d := range newSleeps {
+			ok = ok && d > 0 && d <= 2*time.Second+tibber.RetryAfterJitter
+		}
+		if !ok {
+			t.Errorf("retry sleeps %v, want waits of at most 2s..2.25s for Retry-After: 2, the longest at least 2s", newSleeps)
 		}
 	} else if !k.recovers && len(newSleeps) != 0 {
 		t.Errorf("retry sleeps %v for a fault that must not be retried", newSleeps)
