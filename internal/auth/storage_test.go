@@ -20,9 +20,7 @@ import (
 func TestMarkerWriteFailurePostponesRefresh(t *testing.T) {
 	e := newEnv(t)
 	e.setup()
-	spy := &spyStore{Store: e.store}
-	e.opts.Store = spy
-	src := e.source()
+	spy, src := e.spySource()
 	old := e.grant().Token
 
 	spy.failMarker.Store(true)
@@ -75,9 +73,7 @@ func TestMarkerWriteFailurePostponesRefresh(t *testing.T) {
 func TestRecheckStorageClearsTheFailureWithoutARefresh(t *testing.T) {
 	e := newEnv(t)
 	e.setup()
-	spy := &spyStore{Store: e.store}
-	e.opts.Store = spy
-	src := e.source()
+	spy, src := e.spySource()
 	t.Cleanup(func() { _ = src.Close(bg) })
 
 	spy.failMarker.Store(true)
@@ -114,9 +110,7 @@ func TestRecheckStorageClearsTheFailureWithoutARefresh(t *testing.T) {
 func TestCloseReportsAnUnsavedToken(t *testing.T) {
 	e := newEnv(t)
 	e.setup()
-	spy := &spyStore{Store: e.store}
-	e.opts.Store = spy
-	src := e.source()
+	spy, src := e.spySource()
 	spy.fail.Store(true)
 	e.clk.Advance(time.Hour)
 	if _, err := src.AccessToken(bg); err != nil {
@@ -254,9 +248,7 @@ func TestFullDiskAtRefreshThenRestartLosesNothing(t *testing.T) {
 func TestUnsavedTokenIsRetriedInTheBackground(t *testing.T) {
 	e := newEnv(t)
 	e.setup()
-	spy := &spyStore{Store: e.store}
-	e.opts.Store = spy
-	src := e.source()
+	spy, src := e.spySource()
 	t.Cleanup(func() { _ = src.Close(bg) })
 	spy.fail.Store(true)
 	e.clk.Advance(time.Hour)
@@ -277,4 +269,12 @@ func TestUnsavedTokenIsRetriedInTheBackground(t *testing.T) {
 	if !strings.Contains(e.logs.String(), "refreshed token stored after earlier failure") {
 		t.Fatalf("recovery not logged:\n%s", e.logs.String())
 	}
+}
+
+// spySource puts a spyStore in front of the environment's token store and
+// returns it with a Source that uses it.
+func (e *env) spySource() (*spyStore, *auth.Source) {
+	spy := &spyStore{Store: e.store}
+	e.opts.Store = spy
+	return spy, e.source()
 }
