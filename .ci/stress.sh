@@ -13,7 +13,7 @@
 # $TIBBERSYNC_SUMMARY_FILE when set). Exits 1 on a failure. The load
 # processes are killed on every exit (trap), also on Ctrl-C.
 #
-# Usage: make stress-test [RUNS=5] [COUNT=20] [LOAD=3]   (COUNT=0 skips step 1)
+# Usage: make stress-test [RUNS=5] [COUNT=20] [LOAD=3]   (COUNT=0 skips step 1, RUNS=0 step 2)
 #        .ci/stress.sh     (same variables from the environment)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -50,7 +50,7 @@ echo "stress-test: $load CPU-bound processes running (pids ${loaders[*]})"
 
 started=$SECONDS
 summary() {
-  local line="stress-test: $1, $load CPU-bound processes alongside, $((SECONDS - started))s"
+  local line="stress-test: ${1:+$1, }$load CPU-bound processes alongside, $((SECONDS - started))s"
   echo "$line"
   if [ -n "${TIBBERSYNC_SUMMARY_FILE:-}" ]; then
     echo "$line" >>"$TIBBERSYNC_SUMMARY_FILE"
@@ -81,14 +81,29 @@ else
   echo "stress-test: COUNT=0, the two formerly flaky tests are not run"
 fi
 
+# joined PARTS...: the parts separated by ", " (none empty).
+joined() {
+  local out="" part
+  for part in "$@"; do
+    out="${out:+$out, }$part"
+  done
+  echo "$out"
+}
+
+if [ "$runs" -eq 0 ]; then
+  echo "stress-test: RUNS=0, make test is not run"
+fi
 for i in $(seq 1 "$runs"); do
   log="$logdir/make-test-$i.log"
   if ! "$make" test >"$log" 2>&1; then
     grep -E "^(--- FAIL|FAIL|panic)|_test.go:[0-9]+:" "$log" | head -20
     echo "stress-test: make test run $i failed (log: $log)"
-    summary "FAILED: make test passed $((i - 1))/$runs, ${results[*]}"
+    summary "$(joined "FAILED: make test passed $((i - 1))/$runs" "${results[@]}")"
     exit 1
   fi
   echo "stress-test: make test run $i/$runs passed"
 done
-summary "make test passed $runs/$runs, ${results[*]}"
+if [ "$runs" -gt 0 ]; then
+  results=("make test passed $runs/$runs" "${results[@]}")
+fi
+summary "$(joined "${results[@]}")"
